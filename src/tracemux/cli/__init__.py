@@ -1,0 +1,1 @@
+"""The ``tracemux`` command line: one module per command."""

@@ -1,0 +1,40 @@
+"""Entry point of the ``tracemux`` command: builds the parser from the command modules.
+
+Each command lives in its own module under ``tracemux.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the
+parsed arguments and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: tuple[str, ...] = ("demo", "runs", "show")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracemux",
+        description="Leak-free tracing for LLM flow engines: demo, inspect runs, check for leaks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"tracemux.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

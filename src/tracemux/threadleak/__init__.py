@@ -1,0 +1,1 @@
+"""Thread-leak detection: creation sites, a pytest plugin and a CLI."""

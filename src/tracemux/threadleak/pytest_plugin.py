@@ -1,0 +1,1 @@
+"""pytest plugin for the thread-leak detector (see tracemux.threadleak)."""
