@@ -94,6 +94,20 @@ class LeakGroup:
         """Creation stack of the first thread of the group (outermost first)."""
         return self.threads[0].stack
 
+    def short_stack(self, max_frames: int = 12) -> tuple[StackFrame, ...]:
+        """The creation stack from the innermost first-party frame down to the site
+        (the whole stack when no frame is first-party), at most ``max_frames`` innermost."""
+        frames = self.stack
+        fp = self.threads[0].first_party_frame
+        if fp is not None:
+            for i in range(len(frames) - 1, -1, -1):
+                if frames[i] == fp:
+                    frames = frames[i:]
+                    break
+        if max_frames > 0:
+            frames = frames[-max_frames:]
+        return frames
+
     def describe(self) -> str:
         """One-line summary of the group."""
         n = self.count
@@ -165,7 +179,8 @@ class LeakReport:
         """Human-readable report.
 
         Args:
-            stacks: also show the creation stack of each group (from its first thread).
+            stacks: also show the creation stack of each group (from its first thread),
+                from the innermost first-party frame down to the ``Thread.start()`` call.
             max_stack: keep at most this many innermost frames of each stack.
         """
         if not self:
@@ -174,7 +189,7 @@ class LeakReport:
         for g in self.groups:
             lines.append(f"  - {g.describe()}")
             if stacks:
-                frames = g.stack[-max_stack:] if max_stack > 0 else g.stack
+                frames = g.short_stack(max_stack)
                 if len(frames) < len(g.stack):
                     lines.append("      ...")
                 lines.append(format_stack(frames, indent="      "))
