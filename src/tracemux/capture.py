@@ -1,0 +1,234 @@
+"""Snapshots of user values: serialize and truncate, on the caller's thread.
+
+Every value a caller hands to tracemux (inputs, outputs, metadata, log fields) is turned
+into JSON bytes at once, so later mutation of the caller's objects cannot change what is
+exported. The fast path is one ``orjson.dumps``; only values that are too big or that
+orjson cannot encode (cycles, huge ints, broken objects) take the slower Python walk.
+Nothing here raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import enum
+import math
+import traceback
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+TRUNCATED = "…[truncated by tracemux: {n} more bytes]"
+
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+class Capturer:
+    """Turns user values into bounded JSON snapshots on the caller's thread.
+
+    Masking secrets is not done here but by :mod:`tracemux.redact` on the export thread,
+    before any destination sees a record: a regular-expression scan costs more than the
+    whole hot-path budget, and the raw snapshot never leaves the in-memory queue.
+    """
+
+    __slots__ = ("max_value_bytes",)
+
+    def __init__(self, max_value_bytes: int = 64 * 1024) -> None:
+        if max_value_bytes < 256:
+            raise ValueError("max_value_bytes must be at least 256")
+        self.max_value_bytes = int(max_value_bytes)
+
+    def value(self, value: Any) -> bytes | None:
+        """Snapshot ``value`` as JSON bytes (None stays None). Never raises."""
+        if value is None:
+            return None
+        try:
+            try:
+                data = orjson.dumps(value, default=_default, option=_DUMPS_OPTIONS)
+            except Exception:
+                data = _dumps_plain(_to_plain(value, 0, set(), self.max_value_bytes))
+            if len(data) > self.max_value_bytes:
+                data = self._truncate(value)
+            return data
+        except Exception as exc:  # a last resort: the caller's flow must go on
+            return orjson.dumps(f"<not captured: {type(exc).__name__}>")
+
+    def text(self, value: Any, limit: int | None = None) -> str:
+        """A bounded string for names, messages and tracebacks. Never raises."""
+        try:
+            s = value if type(value) is str else _safe_str(value)
+            limit = limit or self.max_value_bytes
+            if len(s) > limit:
+                s = s[:limit] + TRUNCATED.format(n=len(s) - limit)
+            return s
+        except Exception:
+            return "<unprintable>"
+
+    def _truncate(self, value: Any) -> bytes:
+        budget = self.max_value_bytes
+        data = _dumps_plain(_to_plain(value, 0, set(), max(64, budget // 4)))
+        if len(data) <= budget:
+            return data
+        keep = budget - 80
+        while True:
+            text = data[:keep].decode("utf-8", "ignore")
+            out = orjson.dumps(text + TRUNCATED.format(n=len(data) - keep))
+            if len(out) <= budget or keep <= 16:
+                return out
+            keep -= len(out) - budget + 16
+
+
+_ORJSON_NATIVE = (datetime.date, datetime.time, uuid.UUID, enum.Enum)
+
+
+def _dumps_plain(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_safe_repr, option=_DUMPS_OPTIONS)
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<{type(value).__name__} object (str and repr failed)>"
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object (repr failed)>"
+
+
+def _bytes_value(value: bytes | bytearray | memoryview) -> str:
+    raw = bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+
+
+def _exception_value(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__qualname__, "message": _safe_str(exc)}
+
+
+def _default(obj: Any) -> Any:
+    """orjson's hook for types it does not know. May raise: the caller falls back."""
+    cls = type(obj)
+    if cls in (set, frozenset):
+        return list(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return _bytes_value(obj)
+    if isinstance(obj, BaseException):
+        return _exception_value(obj)
+    dump = getattr(cls, "model_dump", None)  # pydantic v2
+    if dump is not None:
+        return dump(obj, mode="json")
+    as_dict = getattr(cls, "dict", None)  # pydantic v1 and look-alikes
+    if as_dict is not None and getattr(cls, "__fields__", None) is not None:
+        return as_dict(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    return _safe_repr(obj)
+
+
+def _to_plain(obj: Any, depth: int, seen: set[int], max_str: int) -> Any:
+    """Convert anything to JSON-safe plain data, cutting cycles, depth and long strings."""
+    if obj is None or obj is True or obj is False:
+        return obj
+    cls = type(obj)
+    if cls is str or isinstance(obj, str):
+        s = str.__str__(obj)
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            s = s.encode("utf-8", "replace").decode("utf-8")
+        if len(s) > max_str:
+            return s[:max_str] + TRUNCATED.format(n=len(s) - max_str)
+        return s
+    if cls is int or (isinstance(obj, int) and not isinstance(obj, bool)):
+        n = int.__int__(obj)
+        return n if -(2**63) <= n < 2**64 else str(n)
+    if cls is float or isinstance(obj, float):
+        f = float.__float__(obj)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(obj, _ORJSON_NATIVE):
+        return obj
+    if depth >= 32:
+        return "<max depth>"
+    oid = id(obj)
+    if oid in seen:
+        return "<cycle>"
+    if isinstance(obj, (dict, Mapping)):
+        seen.add(oid)
+        try:
+            out: dict[str, Any] = {}
+            for i, (k, v) in enumerate(_safe_items(obj)):
+                if i >= 1000:
+                    out["…"] = f"<{len(obj) - i} more items>"
+                    break
+                key = k if type(k) is str else _safe_str(k)
+                out[_to_plain(key, depth + 1, seen, max_str)] = _to_plain(
+                    v, depth + 1, seen, max_str
+                )
+            return out
+        finally:
+            seen.discard(oid)
+    if isinstance(obj, (list, tuple, set, frozenset)) or cls.__name__ == "deque":
+        seen.add(oid)
+        try:
+            items = list(obj)
+            out_list = [_to_plain(v, depth + 1, seen, max_str) for v in items[:1000]]
+            if len(items) > 1000:
+                out_list.append(f"<{len(items) - 1000} more items>")
+            return out_list
+        finally:
+            seen.discard(oid)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return _to_plain(_bytes_value(obj), depth, seen, max_str)
+    if isinstance(obj, BaseException):
+        return _to_plain(_exception_value(obj), depth, seen, max_str)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        seen.add(oid)
+        try:
+            return {
+                f.name: _to_plain(getattr(obj, f.name, None), depth + 1, seen, max_str)
+                for f in dataclasses.fields(obj)
+            }
+        except Exception:
+            return _safe_repr(obj)
+        finally:
+            seen.discard(oid)
+    try:
+        converted = _default(obj)
+    except Exception:
+        return _safe_repr(obj)
+    if isinstance(converted, str):
+        return _to_plain(converted, depth, seen, max_str)
+    seen.add(oid)
+    try:
+        return _to_plain(converted, depth + 1, seen, max_str)
+    finally:
+        seen.discard(oid)
+
+
+def _safe_items(obj: Any) -> list[tuple[Any, Any]]:
+    try:
+        return list(obj.items())
+    except Exception:
+        return []
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` as text; never raises."""
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        return f"{type(exc).__qualname__}: <traceback unavailable>"

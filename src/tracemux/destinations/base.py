@@ -1,0 +1,77 @@
+"""The Destination interface: where spans go, and the exporter that sends them there.
+
+A :class:`Destination` is an immutable value: two destinations with the same configuration
+(credentials included) are equal and hash alike, so the pipeline keeps one export state
+(one :class:`Exporter`, one lane) per distinct destination however many runs name it.
+
+The exporter is created on the export thread by :meth:`Destination.open` and only ever
+used there. ``export`` and ``close`` may be plain functions or coroutines: the export
+thread runs an asyncio loop, so a destination that waits on the network does not hold up
+the others.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Sequence
+from typing import ClassVar, Protocol
+
+from tracemux.model import Record
+
+
+class ExportError(Exception):
+    """Raised by an exporter when a batch could not be delivered.
+
+    ``retryable``: try the same batch again later (connection errors, timeouts, 429, 5xx).
+    ``retry_after``: seconds the destination asked us to wait, if it said.
+    ``too_large``: the batch is over the destination's size limit; it is split and retried.
+    ``reason``: a short label for the drop counter when the batch is given up.
+    The message must not contain secrets.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        too_large: bool = False,
+        reason: str = "export_failed",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.too_large = too_large
+        self.reason = reason
+        self.status = status
+
+
+class Exporter(Protocol):
+    """Sends batches for one destination. Used only on the export thread."""
+
+    def export(self, batch: Sequence[Record]) -> Awaitable[None] | None:
+        """Deliver ``batch`` or raise :class:`ExportError`."""
+
+    def close(self) -> Awaitable[None] | None:
+        """Release what the exporter holds (connections, files)."""
+
+
+class Destination(ABC):
+    """Where a run's spans are sent. Subclasses are frozen dataclasses."""
+
+    #: the most records handed to one ``export`` call
+    max_batch: ClassVar[int] = 512
+    #: whether the exporter also wants :class:`~tracemux.model.RunStart` records
+    wants_run_starts: ClassVar[bool] = False
+
+    @abstractmethod
+    def open(self) -> Exporter:
+        """Create the exporter. Called once per lane, on the export thread."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short label for logs and stats, with any secret masked."""
+
+    def __str__(self) -> str:
+        return self.describe()

@@ -1,0 +1,530 @@
+"""SQLiteStore: the embedded default destination, and the reader behind the CLI and viewer.
+
+Writes happen on the export thread only, one transaction per batch (stdlib ``sqlite3``,
+WAL journal): a killed process leaves a readable database holding every committed batch.
+Reads (``runs``, ``run``, ``spans``) open their own short-lived connections, from any
+thread or process. The store prunes itself on the export thread, keeping the newest
+``max_runs`` runs and nothing older than ``max_age_days``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+import platformdirs
+
+from tracemux.destinations.base import Destination, ExportError
+from tracemux.model import Record, RunStart, SpanRecord, format_span_id
+
+log = logging.getLogger("tracemux.destinations.sqlite")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    trace_id      TEXT NOT NULL,
+    name          TEXT,
+    user_id       TEXT,
+    session_id    TEXT,
+    project       TEXT,
+    tags          TEXT,
+    metadata      TEXT,
+    start_ns      INTEGER NOT NULL,
+    end_ns        INTEGER,
+    status        TEXT NOT NULL DEFAULT 'running',
+    span_count    INTEGER NOT NULL DEFAULT 0,
+    error_count   INTEGER NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    inputs        TEXT,
+    outputs       TEXT,
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_ns DESC);
+CREATE TABLE IF NOT EXISTS spans (
+    run_id    TEXT NOT NULL,
+    span_id   TEXT NOT NULL,
+    parent_id TEXT,
+    name      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    start_ns  INTEGER NOT NULL,
+    end_ns    INTEGER NOT NULL,
+    status    TEXT NOT NULL,
+    inputs    TEXT,
+    outputs   TEXT,
+    metadata  TEXT,
+    logs      TEXT,
+    usage     TEXT,
+    model     TEXT,
+    error     TEXT,
+    PRIMARY KEY (run_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_run_time ON spans (run_id, start_ns);
+"""
+
+_RUN_START_SQL = """
+INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata, start_ns)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    name = excluded.name, user_id = excluded.user_id, session_id = excluded.session_id,
+    project = excluded.project, tags = excluded.tags, metadata = excluded.metadata,
+    start_ns = MIN(runs.start_ns, excluded.start_ns)
+"""
+
+_SPAN_SQL = """
+INSERT OR REPLACE INTO spans
+    (run_id, span_id, parent_id, name, kind, start_ns, end_ns, status,
+     inputs, outputs, metadata, logs, usage, model, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_RUN_COUNTS_SQL = """
+INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,
+                  start_ns, span_count, error_count, input_tokens, output_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    span_count = runs.span_count + excluded.span_count,
+    error_count = runs.error_count + excluded.error_count,
+    input_tokens = runs.input_tokens + excluded.input_tokens,
+    output_tokens = runs.output_tokens + excluded.output_tokens,
+    start_ns = MIN(runs.start_ns, excluded.start_ns)
+"""
+
+_RUN_END_SQL = """
+UPDATE runs SET end_ns = ?, status = ?, inputs = ?, outputs = ?, error = ?, start_ns = ?
+WHERE run_id = ?
+"""
+
+
+def default_path() -> Path:
+    """Where the store lives when ``TRACEMUX_DB`` is not set: the user's data directory."""
+    return platformdirs.user_data_path("tracemux", appauthor=False) / "traces.db"
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One run as the store holds it."""
+
+    run_id: str
+    trace_id: str
+    name: str | None
+    user_id: str | None
+    session_id: str | None
+    project: str | None
+    tags: list[str]
+    metadata: Any
+    start_ns: int
+    end_ns: int | None
+    status: str
+    span_count: int
+    error_count: int
+    input_tokens: int
+    output_tokens: int
+    inputs: Any = None
+    outputs: Any = None
+    error: dict[str, str] | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.end_ns is None else (self.end_ns - self.start_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["duration_ms"] = self.duration_ms
+        return d
+
+
+@dataclass(frozen=True)
+class StoredSpan:
+    """One span as the store holds it (ids as hex text)."""
+
+    run_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str
+    inputs: Any = None
+    outputs: Any = None
+    metadata: Any = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    error: dict[str, str] | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["duration_ms"] = self.duration_ms
+        return d
+
+
+@dataclass(frozen=True)
+class SQLiteStore(Destination):
+    """The local store: a SQLite file. Equal stores (same path and limits) share one lane.
+
+    ``max_runs``: keep at most this many runs (newest first); ``max_age_days``: delete runs
+    older than this; ``prune_every``: seconds between pruning passes on the export thread.
+    """
+
+    path: str
+    max_runs: int = 100_000
+    max_age_days: float = 30.0
+    prune_every: float = 60.0
+
+    max_batch: ClassVar[int] = 2000
+    wants_run_starts: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        max_runs: int = 100_000,
+        max_age_days: float = 30.0,
+        prune_every: float = 60.0,
+    ) -> None:
+        resolved = Path(path).expanduser() if path is not None else default_path()
+        if str(resolved) != ":memory:":
+            resolved = resolved.absolute()
+        if max_runs < 1:
+            raise ValueError("SQLiteStore.max_runs must be at least 1")
+        if max_age_days <= 0:
+            raise ValueError("SQLiteStore.max_age_days must be positive")
+        object.__setattr__(self, "path", str(resolved))
+        object.__setattr__(self, "max_runs", int(max_runs))
+        object.__setattr__(self, "max_age_days", float(max_age_days))
+        object.__setattr__(self, "prune_every", float(prune_every))
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def open(self) -> _SQLiteExporter:
+        return _SQLiteExporter(self)
+
+    # -- reading ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection | None]:
+        if not os.path.exists(self.path):
+            yield None
+            return
+        conn = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            yield conn
+        finally:
+            conn.close()
+
+    def runs(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        search: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> list[StoredRun]:
+        """The newest runs first, optionally filtered (``search`` matches name or run id)."""
+        where, args = _run_filters(search, status, user_id, session_id)
+        sql = f"SELECT * FROM runs {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?"
+        with self._reader() as conn:
+            if conn is None:
+                return []
+            try:
+                rows = conn.execute(sql, [*args, int(limit), int(offset)]).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+            cols = [c[0] for c in conn.execute("SELECT * FROM runs LIMIT 0").description]
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def count_runs(
+        self,
+        *,
+        search: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> int:
+        """How many runs match the same filters as :meth:`runs`."""
+        where, args = _run_filters(search, status, user_id, session_id)
+        with self._reader() as conn:
+            if conn is None:
+                return 0
+            try:
+                return int(conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
+
+    def run(self, run_id: str) -> StoredRun | None:
+        """One run by id (a unique prefix of the id is enough), or None."""
+        with self._reader() as conn:
+            if conn is None:
+                return None
+            try:
+                cur = conn.execute(
+                    "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
+                    "ORDER BY run_id = ? DESC LIMIT 2",
+                    (run_id, _like_prefix(run_id), run_id),
+                )
+            except sqlite3.OperationalError:
+                return None
+            rows = cur.fetchall()
+            cols = [c[0] for c in cur.description]
+        if not rows:
+            return None
+        first = dict(zip(cols, rows[0]))
+        if first["run_id"] != run_id and len(rows) > 1:
+            return None  # ambiguous prefix
+        return _stored_run(first)
+
+    def spans(self, run_id: str) -> list[StoredSpan]:
+        """The run's spans, in start order, with parent ids, values, logs and usage."""
+        with self._reader() as conn:
+            if conn is None:
+                return []
+            try:
+                cur = conn.execute(
+                    "SELECT * FROM spans WHERE run_id = ? ORDER BY start_ns, span_id", (run_id,)
+                )
+            except sqlite3.OperationalError:
+                return []
+            rows = cur.fetchall()
+            cols = [c[0] for c in cur.description]
+        return [_stored_span(dict(zip(cols, row))) for row in rows]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _run_filters(
+    search: str | None, status: str | None, user_id: str | None, session_id: str | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if search:
+        clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
+        pattern = "%" + _like_prefix(search)
+        args += [pattern, pattern]
+    if status:
+        clauses.append("status = ?")
+        args.append(status)
+    if user_id:
+        clauses.append("user_id = ?")
+        args.append(user_id)
+    if session_id:
+        clauses.append("session_id = ?")
+        args.append(session_id)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _load(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _stored_run(row: dict[str, Any]) -> StoredRun:
+    for key in ("tags", "metadata", "inputs", "outputs", "error"):
+        row[key] = _load(row[key])
+    row["tags"] = row["tags"] or []
+    return StoredRun(**row)
+
+
+def _stored_span(row: dict[str, Any]) -> StoredSpan:
+    for key in ("inputs", "outputs", "metadata", "logs", "usage", "error"):
+        row[key] = _load(row[key])
+    row["logs"] = row["logs"] or []
+    return StoredSpan(**row)
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8")
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode("utf-8")
+
+
+class _SQLiteExporter:
+    """Writes batches into the store. Lives on the export thread."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.conn = self._connect()
+        self._last_prune = 0.0
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.store.path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return conn
+
+    def export(self, batch: Sequence[Record]) -> None:
+        starts = []
+        spans = []
+        counts: dict[str, list[Any]] = {}
+        ends = []
+        for rec in batch:
+            run = rec.run
+            if type(rec) is RunStart:
+                starts.append(
+                    (
+                        run.run_id,
+                        run.trace_id.hex(),
+                        run.name,
+                        run.user_id,
+                        run.session_id,
+                        run.project,
+                        _json_text(list(run.tags)),
+                        _text(run.metadata),
+                        run.start_ns,
+                    )
+                )
+                continue
+            span: SpanRecord = rec  # type: ignore[assignment]
+            usage = span.usage
+            error = span.error
+            spans.append(
+                (
+                    run.run_id,
+                    format_span_id(span.span_id),
+                    None if span.parent_id is None else format_span_id(span.parent_id),
+                    span.name,
+                    span.kind,
+                    span.start_ns,
+                    span.end_ns,
+                    span.status,
+                    _text(span.inputs),
+                    _text(span.outputs),
+                    _text(span.metadata),
+                    _json_text(
+                        [
+                            {
+                                "time_ns": lg.time_ns,
+                                "level": lg.level,
+                                "message": lg.message,
+                                "fields": None if lg.fields is None else orjson.loads(lg.fields),
+                            }
+                            for lg in span.logs
+                        ]
+                    )
+                    if span.logs
+                    else None,
+                    _json_text(usage),
+                    span.model,
+                    _json_text(error._asdict()) if error is not None else None,
+                )
+            )
+            c = counts.get(run.run_id)
+            if c is None:
+                c = counts[run.run_id] = [
+                    run.run_id,
+                    run.trace_id.hex(),
+                    run.name,
+                    run.user_id,
+                    run.session_id,
+                    run.project,
+                    _json_text(list(run.tags)),
+                    _text(run.metadata),
+                    span.start_ns,
+                    0,
+                    0,
+                    0,
+                    0,
+                ]
+            c[8] = min(c[8], span.start_ns)
+            c[9] += 1
+            if span.status == "error":
+                c[10] += 1
+            if usage:
+                c[11] += int(usage.get("input_tokens") or 0)
+                c[12] += int(usage.get("output_tokens") or 0)
+            if span.is_root:
+                ends.append(
+                    (
+                        span.end_ns,
+                        span.status,
+                        _text(span.inputs),
+                        _text(span.outputs),
+                        _json_text(error._asdict()) if error is not None else None,
+                        span.start_ns,
+                        run.run_id,
+                    )
+                )
+        conn = self.conn
+        try:
+            conn.execute("BEGIN")
+            if starts:
+                conn.executemany(_RUN_START_SQL, starts)
+            if spans:
+                conn.executemany(_SPAN_SQL, spans)
+                conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
+            if ends:
+                conn.executemany(_RUN_END_SQL, ends)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            # disk full, read-only, locked: keep the batch and try again later
+            raise ExportError(f"sqlite write failed: {exc}", retryable=True) from None
+        now = time.monotonic()
+        if now - self._last_prune >= self.store.prune_every:
+            self._last_prune = now
+            self.prune()
+
+    def prune(self) -> int:
+        """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
+        store = self.store
+        cutoff = time.time_ns() - int(store.max_age_days * 86400 * 1e9)
+        conn = self.conn
+        try:
+            old = conn.execute(
+                "SELECT run_id FROM runs WHERE start_ns < ? UNION "
+                "SELECT run_id FROM (SELECT run_id FROM runs ORDER BY start_ns DESC "
+                "LIMIT -1 OFFSET ?)",
+                (cutoff, store.max_runs),
+            ).fetchall()
+            if not old:
+                return 0
+            conn.execute("BEGIN")
+            conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
+            conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
+            conn.execute("COMMIT")
+            log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
+            return len(old)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.warning("tracemux: pruning %s failed: %s", store.path, exc)
+            return 0
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()

@@ -1,0 +1,198 @@
+"""The span record: what one finished span (or one run start) looks like to the pipeline.
+
+Records are plain slotted objects. The hot path fills them in; after a record is handed to
+the pipeline, nothing changes it again, so the export thread reads it without locks.
+Captured values (inputs, outputs, metadata, log fields) are already serialized JSON bytes:
+a snapshot taken when the value was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from tracemux.destinations.base import Destination
+    from tracemux.redact import Redactor
+
+#: The span kinds tracemux knows; anything else is recorded as ``custom``.
+SPAN_KINDS: frozenset[str] = frozenset(
+    {
+        "chain",
+        "llm",
+        "tool",
+        "retriever",
+        "embedding",
+        "agent",
+        "prompt",
+        "parser",
+        "guardrail",
+        "evaluator",
+        "custom",
+    }
+)
+
+STATUS_UNSET = "unset"
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+_getrandbits = random.getrandbits  # reseeded by the random module in a forked child
+
+
+def new_span_id() -> int:
+    """A random, non-zero 64-bit span id (maps 1:1 onto an OpenTelemetry span id)."""
+    return _getrandbits(64) or 1
+
+
+def new_run_id() -> str:
+    """A new run id: a random UUID in its canonical text form."""
+    return str(uuid.uuid4())
+
+
+def trace_id_for(run_id: str) -> bytes:
+    """The 16-byte trace id of a run, derived deterministically from its run id.
+
+    A run id that is a UUID maps onto its own 16 bytes (so the trace id in a backend is
+    the run id without dashes); any other string is hashed with BLAKE2b.
+    """
+    try:
+        return uuid.UUID(run_id).bytes
+    except (ValueError, AttributeError, TypeError):
+        return hashlib.blake2b(str(run_id).encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def format_span_id(span_id: int) -> str:
+    """A span id as 16 lowercase hex digits, as OpenTelemetry prints it."""
+    return f"{span_id:016x}"
+
+
+class LogEntry(NamedTuple):
+    """One log line attached to a span."""
+
+    time_ns: int
+    level: str
+    message: str
+    fields: bytes | None  # JSON snapshot of extra fields, or None
+
+
+class ErrorInfo(NamedTuple):
+    """An exception recorded on a span (message and traceback already masked)."""
+
+    type: str
+    message: str
+    traceback: str
+
+
+class RunInfo:
+    """What every span of one run shares: identity, tenant fields and destinations."""
+
+    __slots__ = (
+        "destinations",
+        "metadata",
+        "name",
+        "project",
+        "redacted",
+        "redactor",
+        "root_span_id",
+        "run_id",
+        "session_id",
+        "start_ns",
+        "tags",
+        "trace_id",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        destinations: tuple[Destination, ...],
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        project: str | None = None,
+        tags: tuple[str, ...] = (),
+        metadata: bytes | None = None,
+        root_span_id: int = 0,
+        start_ns: int = 0,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.trace_id = trace_id_for(run_id)
+        self.name = name
+        self.destinations = destinations
+        self.user_id = user_id
+        self.session_id = session_id
+        self.project = project
+        self.tags = tags
+        self.metadata = metadata
+        self.root_span_id = root_span_id
+        self.start_ns = start_ns
+        self.redactor = redactor
+        self.redacted = False
+
+
+class RunStart:
+    """Emitted when a run begins, so a local store can show runs still in progress."""
+
+    __slots__ = ("nbytes", "refs", "run")
+
+    is_span = False
+
+    def __init__(self, run: RunInfo) -> None:
+        self.run = run
+        self.nbytes = 256
+        self.refs = 0
+
+
+class SpanRecord:
+    """One finished span. The run's root span has ``parent_id`` None and ``is_root`` True."""
+
+    __slots__ = (
+        "end_ns",
+        "error",
+        "inputs",
+        "is_root",
+        "kind",
+        "logs",
+        "metadata",
+        "model",
+        "name",
+        "nbytes",
+        "outputs",
+        "parent_id",
+        "refs",
+        "run",
+        "span_id",
+        "start_ns",
+        "status",
+        "usage",
+    )
+
+    is_span = True
+
+    run: RunInfo
+    span_id: int
+    parent_id: int | None
+    is_root: bool
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str
+    inputs: bytes | None
+    outputs: bytes | None
+    metadata: bytes | None
+    logs: list[LogEntry] | None
+    usage: dict[str, int | float] | None
+    model: str | None
+    error: ErrorInfo | None
+    # bookkeeping of the pipeline: the record's size against the memory bound, and how
+    # many destination lanes still hold it
+    nbytes: int
+    refs: int
+
+
+Record = SpanRecord | RunStart

@@ -1,0 +1,1 @@
+"""The export pipeline: caller -> queue -> the one export thread -> destination lanes."""

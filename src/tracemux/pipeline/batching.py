@@ -1,0 +1,250 @@
+"""One lane per destination: its buffer, its batches, its retries.
+
+A lane lives on the export thread. Records are appended in the order they were drained
+from the queue, and leave in that order: a batch is taken from the front and removed
+only once it is delivered or given up, so retries keep per-run order. Each lane has its
+own buffer bound, so one destination that is down fills its own buffer and drops its own
+records (counted), while the others carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tracemux.destinations.base import Destination, Exporter, ExportError
+from tracemux.model import Record
+from tracemux.ratelimit import RateLimitedLog
+
+log = logging.getLogger("tracemux.pipeline")
+_warn = RateLimitedLog(log, interval=30.0)
+
+DROP_BUFFER_FULL = "destination_buffer_full"
+DROP_EXPORT_ERROR = "export_error"
+DROP_TOO_LARGE = "too_large"
+DROP_SHUTDOWN = "shutdown"
+DROP_EVICTED = "destination_evicted"
+
+#: an unexpected exception (a bug, not the network) is retried this many times, then dropped
+MAX_UNEXPECTED_FAILURES = 3
+
+
+@dataclass
+class LaneStats:
+    """Counters of one destination, as reported by ``stats()``."""
+
+    exported: int = 0
+    batches: int = 0
+    failures: int = 0
+    retries: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "exported": self.exported,
+            "batches": self.batches,
+            "failures": self.failures,
+            "retries": self.retries,
+            "dropped": dict(self.dropped),
+        }
+
+
+class Lane:
+    """The buffer and export state of one destination."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        exporter: Exporter,
+        *,
+        release: Callable[[Record], None],
+        on_drop: Callable[[str, int], None],
+        on_done: Callable[[Lane], None],
+        max_spans: int,
+        max_bytes: int,
+        interval: float,
+    ) -> None:
+        self.destination = destination
+        self.label = destination.describe()
+        self.exporter = exporter
+        self.stats = LaneStats()
+        self._release = release
+        self._on_drop = on_drop
+        self._on_done = on_done
+        self._max_spans = max_spans
+        self._max_bytes = max_bytes
+        self._interval = interval
+        self._buffer: deque[Record] = deque()
+        self._bytes = 0
+        self._oldest = 0.0  # monotonic time the front record was appended
+        self._batch_limit = destination.max_batch
+        self._not_before = 0.0  # backoff: no attempt before this monotonic time
+        self._attempt = 0
+        self._unexpected = 0
+        self.task: asyncio.Task[None] | None = None
+        self.appended = 0  # records ever appended (or dropped on arrival)
+        self.completed = 0  # records ever delivered or given up, in order
+        self.flush_to = 0  # export regardless of batch size until completed reaches this
+        self.last_active = time.monotonic()
+
+    # -- filling ------------------------------------------------------------------------
+
+    def append(self, record: Record) -> None:
+        self.appended += 1
+        nbytes = record.nbytes
+        if len(self._buffer) >= self._max_spans or self._bytes + nbytes > self._max_bytes:
+            self.completed += 1
+            self._count_drop(DROP_BUFFER_FULL, 1)
+            self._release(record)
+            return
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.append(record)
+        self._bytes += nbytes
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    # -- exporting ----------------------------------------------------------------------
+
+    def poke(self, now: float, *, urgent: bool = False) -> None:
+        """Start an export if one is due and none is running."""
+        if self.task is not None or not self._buffer or now < self._not_before:
+            return
+        if (
+            urgent
+            or len(self._buffer) >= self._batch_limit
+            or self.flush_to > self.completed
+            or now - self._oldest >= self._interval
+        ):
+            self.task = asyncio.get_running_loop().create_task(self._export_front())
+
+    async def _export_front(self) -> None:
+        batch = [self._buffer[i] for i in range(min(self._batch_limit, len(self._buffer)))]
+        try:
+            result = self.exporter.export(batch)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            self.task = None
+            raise
+        except ExportError as exc:
+            self._failed(batch, exc)
+        except Exception as exc:
+            self._unexpected += 1
+            if self._unexpected >= MAX_UNEXPECTED_FAILURES:
+                _warn.warning(
+                    ("unexpected", self.label),
+                    "tracemux: dropping %d spans for %s after %d failures: %s: %s",
+                    len(batch),
+                    self.label,
+                    self._unexpected,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._give_up(len(batch), DROP_EXPORT_ERROR)
+            else:
+                self._failed(batch, ExportError(f"{type(exc).__name__}: {exc}"))
+        else:
+            self._delivered(batch)
+        finally:
+            self.task = None
+            self.last_active = time.monotonic()
+        self._on_done(self)
+
+    def _delivered(self, batch: list[Record]) -> None:
+        n = len(batch)
+        self.stats.exported += sum(1 for r in batch if r.is_span)
+        self.stats.batches += 1
+        self._attempt = 0
+        self._unexpected = 0
+        self._batch_limit = self.destination.max_batch
+        self._pop(n)
+
+    def _failed(self, batch: list[Record], exc: ExportError) -> None:
+        self.stats.failures += 1
+        if exc.too_large:
+            if len(batch) > 1:
+                self._batch_limit = max(1, len(batch) // 2)
+                self.stats.retries += 1
+                return
+            _warn.warning(
+                ("too_large", self.label),
+                "tracemux: %s rejected a single span as too large; dropped (%s)",
+                self.label,
+                exc,
+            )
+            self._give_up(1, DROP_TOO_LARGE)
+            return
+        if not exc.retryable:
+            _warn.warning(
+                ("rejected", self.label, exc.reason),
+                "tracemux: %s rejected %d spans; dropped (%s)",
+                self.label,
+                len(batch),
+                exc,
+            )
+            self._give_up(len(batch), exc.reason)
+            return
+        self._attempt += 1
+        self.stats.retries += 1
+        delay = min(30.0, 0.25 * 2 ** (self._attempt - 1)) * random.uniform(0.5, 1.0)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, 300.0))
+        self._not_before = time.monotonic() + delay
+        _warn.warning(
+            ("retry", self.label),
+            "tracemux: export to %s failed (%s); retrying %d spans in %.1fs",
+            self.label,
+            exc,
+            len(batch),
+            delay,
+        )
+
+    def _give_up(self, n: int, reason: str) -> None:
+        self._attempt = 0
+        self._unexpected = 0
+        self._batch_limit = self.destination.max_batch
+        self._count_drop(reason, sum(1 for i in range(n) if self._buffer[i].is_span))
+        self._pop(n)
+
+    def _pop(self, n: int) -> None:
+        buf = self._buffer
+        for _ in range(n):
+            record = buf.popleft()
+            self._bytes -= record.nbytes
+            self._release(record)
+        self.completed += n
+        if buf:
+            self._oldest = time.monotonic()
+
+    def drop_all(self, reason: str) -> int:
+        """Give up everything still buffered (shutdown, eviction). Returns spans dropped."""
+        spans = sum(1 for r in self._buffer if r.is_span)
+        if spans:
+            self._count_drop(reason, spans)
+        self._pop(len(self._buffer))
+        return spans
+
+    def _count_drop(self, reason: str, n: int) -> None:
+        if n <= 0:
+            return
+        dropped = self.stats.dropped
+        dropped[reason] = dropped.get(reason, 0) + n
+        self._on_drop(reason, n)
+
+    async def close(self) -> None:
+        result = self.exporter.close()
+        if inspect.isawaitable(result):
+            await result

@@ -1,0 +1,116 @@
+"""The hand-off between recording threads and the export thread.
+
+Bounded by count and by bytes. The bound covers a record from the moment it is put until
+every destination it goes to is done with it (exported or dropped), so a destination that
+is down cannot make memory grow past the bound: new records are dropped instead, and
+every drop is counted by reason. The lock is held only for O(1) work on either side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+#: Drop reasons counted by the queue itself.
+DROP_QUEUE_FULL = "queue_full"
+DROP_QUEUE_BYTES = "queue_bytes"
+
+
+class SpanQueue:
+    """A bounded, counting hand-off queue. ``wake`` is called when a batch is ready."""
+
+    __slots__ = (
+        "_bytes",
+        "_count",
+        "_dropped",
+        "_items",
+        "_lock",
+        "accepted",
+        "max_bytes",
+        "max_spans",
+        "wake",
+        "wake_at",
+    )
+
+    def __init__(self, max_spans: int, max_bytes: int, wake_at: int = 512) -> None:
+        self.max_spans = max_spans
+        self.max_bytes = max_bytes
+        self.wake_at = wake_at
+        self.wake: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._count = 0  # records in flight: in the queue or in a destination lane
+        self._bytes = 0
+        self._dropped: dict[str, int] = {}
+        self.accepted = 0  # spans accepted (run-start records are not counted)
+
+    def put(self, item: Any, nbytes: int) -> bool:
+        """Add a record, or count it as dropped if the bound is reached. Never blocks long."""
+        with self._lock:
+            if self._count >= self.max_spans:
+                reason = DROP_QUEUE_FULL
+            elif self._bytes + nbytes > self.max_bytes:
+                reason = DROP_QUEUE_BYTES
+            else:
+                self._count += 1
+                self._bytes += nbytes
+                if item.is_span:
+                    self.accepted += 1
+                items = self._items
+                items.append(item)
+                pending = len(items)
+                reason = None
+            if reason is not None:
+                if item.is_span:
+                    self._dropped[reason] = self._dropped.get(reason, 0) + 1
+                return False
+        if pending == self.wake_at:
+            wake = self.wake
+            if wake is not None:
+                wake()
+        return True
+
+    def put_control(self, item: Any) -> None:
+        """Add an unbounded control item (a flush marker) and wake the consumer."""
+        with self._lock:
+            self._items.append(item)
+        wake = self.wake
+        if wake is not None:
+            wake()
+
+    def take_all(self) -> deque[Any]:
+        """Everything queued so far, in order (the records stay counted until released)."""
+        with self._lock:
+            items = self._items
+            if items:
+                self._items = deque()
+            else:
+                items = deque()
+        return items
+
+    def release(self, count: int, nbytes: int) -> None:
+        """Records that every destination is done with no longer count against the bound."""
+        with self._lock:
+            self._count -= count
+            self._bytes -= nbytes
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count records dropped for ``reason`` (by the queue or by the export side)."""
+        with self._lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + n
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """(records, bytes) accepted and not yet released."""
+        return self._count, self._bytes
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Drops so far, by reason (a copy)."""
+        with self._lock:
+            return dict(self._dropped)

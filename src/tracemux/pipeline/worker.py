@@ -1,0 +1,620 @@
+"""The one export thread of the process, and the pipeline around it.
+
+``ExportWorker`` owns the queue, starts a single daemon thread named ``tracemux-export``
+lazily on the first record, and runs an asyncio loop in it. The loop drains the queue,
+masks secrets (:mod:`tracemux.redact`), routes each record to the lanes of its run's
+destinations (:mod:`tracemux.pipeline.batching`) and lets the lanes export concurrently.
+
+Lifecycle, all in this module:
+- ``flush(timeout)``: a marker travels through the queue; it completes when every lane
+  has delivered or given up everything appended before it.
+- ``shutdown(timeout)``: flush, then stop; returns within the timeout even if an
+  exporter hangs (a stuck worker is abandoned, its records counted as dropped).
+- at interpreter exit: shutdown with ``exit_timeout``.
+- after ``fork()``: the child gets a fresh queue and no thread; a new one starts on its
+  first record. The parent's exporters are never touched in the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tracemux.destinations.base import Destination
+from tracemux.model import Record, RunInfo
+from tracemux.pipeline.batching import (
+    DROP_EVICTED,
+    DROP_SHUTDOWN,
+    Lane,
+    LaneStats,
+)
+from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
+from tracemux.ratelimit import RateLimitedLog
+
+log = logging.getLogger("tracemux.pipeline")
+_warn = RateLimitedLog(log, interval=60.0)
+
+THREAD_NAME = "tracemux-export"
+DROP_DESTINATION_ERROR = "destination_open_failed"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Limits of the process-wide pipeline."""
+
+    max_queue_spans: int = 100_000
+    max_queue_bytes: int = 64 * 1024 * 1024
+    batch_size: int = 512
+    flush_interval: float = 1.0
+    exit_timeout: float = 5.0
+    max_destinations: int = 256
+    idle_ttl: float = 300.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_queue_spans": self.max_queue_spans >= 1,
+            "max_queue_bytes": self.max_queue_bytes >= 1024,
+            "batch_size": self.batch_size >= 1,
+            "flush_interval": self.flush_interval > 0,
+            "exit_timeout": self.exit_timeout >= 0,
+            "max_destinations": self.max_destinations >= 1,
+            "idle_ttl": self.idle_ttl > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"PipelineSettings.{name} is out of range: {getattr(self, name)!r}"
+                )
+
+
+class _FlushMarker:
+    """Travels through the queue; done when every lane has completed what came before."""
+
+    __slots__ = ("callback", "targets")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.targets: list[tuple[Lane, int]] = []
+
+    def is_done(self) -> bool:
+        return all(lane.completed >= target for lane, target in self.targets)
+
+
+class _Stop:
+    __slots__ = ("deadline",)
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+
+class _Session:
+    """The state of one running export thread: its loop, lanes and pending markers."""
+
+    def __init__(self, worker: ExportWorker, queue: SpanQueue) -> None:
+        self.worker = worker
+        self.queue = queue
+        self.lanes: dict[Destination, Lane] = {}
+        self.markers: list[_FlushMarker] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake_event: asyncio.Event | None = None
+        self.stop: _Stop | None = None
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self.abandoned = False
+
+    # -- called from other threads -----------------------------------------------------
+
+    def wake(self) -> None:
+        loop, event = self.loop, self.wake_event
+        if loop is None or event is None:
+            return
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # loop closed
+            pass
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException:  # never let the thread die with a traceback on stderr
+            log.exception("tracemux: export thread failed")
+        finally:
+            self.stopped.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.wake_event = asyncio.Event()
+        self.started.set()
+        settings = self.worker.settings
+        tick = min(settings.flush_interval, 0.25)
+        event = self.wake_event
+        while True:
+            try:
+                await asyncio.wait_for(event.wait(), timeout=tick)
+            except asyncio.TimeoutError:
+                pass
+            event.clear()
+            self._drain()
+            now = time.monotonic()
+            stop = self.stop
+            for lane in list(self.lanes.values()):
+                lane.poke(now, urgent=stop is not None)
+            if stop is not None:
+                if self._all_idle() or now >= stop.deadline:
+                    break
+            else:
+                self._evict_idle(now)
+        await self._finish(self.stop.deadline if self.stop else time.monotonic())
+
+    def _all_idle(self) -> bool:
+        return not len(self.queue) and all(
+            not lane.pending and not lane.busy for lane in self.lanes.values()
+        )
+
+    def _drain(self) -> None:
+        items = self.queue.take_all()
+        if not items:
+            return
+        lanes = self.lanes
+        for item in items:
+            if type(item) is _FlushMarker:
+                item.targets = [
+                    (lane, lane.appended)
+                    for lane in lanes.values()
+                    if lane.completed < lane.appended
+                ]
+                for lane, target in item.targets:
+                    lane.flush_to = max(lane.flush_to, target)
+                self.markers.append(item)
+                continue
+            if type(item) is _Stop:
+                self.stop = item
+                continue
+            self._route(item)
+        self._check_markers()
+
+    def _route(self, record: Record) -> None:
+        run = record.run
+        if not run.redacted:
+            self._redact_run(run)
+        if record.is_span:
+            dests = run.destinations
+            redactor = run.redactor
+            if redactor is not None:
+                try:
+                    redactor.record(record)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("tracemux: masking failed; record dropped")
+                    self.queue.count_drop("mask_error")
+                    self.queue.release(1, record.nbytes)
+                    return
+        else:
+            dests = tuple(d for d in run.destinations if d.wants_run_starts)
+        record.refs = len(dests)
+        if not dests:
+            self.queue.release(1, record.nbytes)
+            return
+        for dest in dests:
+            lane = self.lanes.get(dest)
+            if lane is None:
+                lane = self._open_lane(dest)
+                if lane is None:
+                    self.release(record)
+                    continue
+            lane.append(record)
+
+    @staticmethod
+    def _redact_run(run: RunInfo) -> None:
+        redactor = run.redactor
+        run.redacted = True
+        if redactor is None:
+            return
+        try:
+            run.name = redactor.text(run.name)
+            if run.metadata is not None:
+                run.metadata = redactor.json(run.metadata)
+        except Exception:
+            log.exception("tracemux: masking run fields failed")
+
+    def _open_lane(self, dest: Destination) -> Lane | None:
+        settings = self.worker.settings
+        if len(self.lanes) >= settings.max_destinations:
+            self._evict_one()
+        try:
+            exporter = dest.open()
+        except Exception as exc:
+            _warn.error(
+                ("open", dest.describe()),
+                "tracemux: cannot open destination %s: %s: %s",
+                dest.describe(),
+                type(exc).__name__,
+                exc,
+            )
+            self.queue.count_drop(DROP_DESTINATION_ERROR)
+            return None
+        lane = Lane(
+            dest,
+            exporter,
+            release=self.release,
+            on_drop=self._on_drop,
+            on_done=self._on_lane_done,
+            max_spans=max(1, settings.max_queue_spans // 2),
+            max_bytes=max(1024, settings.max_queue_bytes // 2),
+            interval=settings.flush_interval,
+        )
+        self.lanes[dest] = lane
+        self.worker._lane_opened(lane)
+        return lane
+
+    def release(self, record: Record) -> None:
+        record.refs -= 1
+        if record.refs <= 0:
+            self.queue.release(1, record.nbytes)
+
+    def _on_drop(self, reason: str, n: int) -> None:
+        self.queue.count_drop(reason, n)
+
+    def _on_lane_done(self, lane: Lane) -> None:
+        self._check_markers()
+        lane.poke(time.monotonic(), urgent=self.stop is not None)
+        if self.stop is not None and self.wake_event is not None:
+            self.wake_event.set()
+
+    def _check_markers(self) -> None:
+        if not self.markers:
+            return
+        still = []
+        for marker in self.markers:
+            if marker.is_done():
+                _call_quietly(marker.callback)
+            else:
+                still.append(marker)
+        self.markers = still
+
+    def _evict_idle(self, now: float) -> None:
+        ttl = self.worker.settings.idle_ttl
+        for dest, lane in list(self.lanes.items()):
+            if not lane.pending and not lane.busy and now - lane.last_active > ttl:
+                self._close_lane_soon(dest, lane)
+
+    def _evict_one(self) -> None:
+        """Make room for a new destination: close the least recently active lane."""
+        idle = [(lane.last_active, dest) for dest, lane in self.lanes.items() if not lane.busy]
+        if not idle:
+            return
+        _, dest = min(idle, key=lambda item: item[0])
+        lane = self.lanes[dest]
+        if lane.pending:
+            # flush first: hand its records to a last export, then close
+            lane.poke(time.monotonic(), urgent=True)
+            if lane.busy:
+                return
+            lane.drop_all(DROP_EVICTED)
+        self._close_lane_soon(dest, lane)
+
+    def _close_lane_soon(self, dest: Destination, lane: Lane) -> None:
+        del self.lanes[dest]
+        self.worker._lane_closed(lane)
+        if self.loop is not None:
+            self.loop.create_task(_close_quietly(lane, timeout=10.0))
+
+    async def _finish(self, deadline: float) -> None:
+        """Stop: cancel what is still in flight, count what is left, close exporters."""
+        for lane in self.lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._drain()
+        for item in self.queue.take_all():  # anything that raced in after the drain
+            if isinstance(item, (_FlushMarker, _Stop)):
+                continue
+            self.queue.count_drop(DROP_SHUTDOWN, 1 if item.is_span else 0)
+            self.queue.release(1, item.nbytes)
+        for lane in self.lanes.values():
+            lane.drop_all(DROP_SHUTDOWN)
+        self._check_markers()
+        for marker in self.markers:  # nothing more will be done: let waiters go
+            _call_quietly(marker.callback)
+        self.markers = []
+        remaining = max(0.05, deadline - time.monotonic())
+        closing = [_close_quietly(lane, timeout=remaining) for lane in self.lanes.values()]
+        for lane in self.lanes.values():
+            self.worker._lane_closed(lane)
+        self.lanes.clear()
+        if closing:
+            await asyncio.gather(*closing)
+
+
+async def _close_quietly(lane: Lane, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(lane.close(), timeout=timeout)
+    except Exception as exc:
+        log.warning("tracemux: closing %s failed: %s: %s", lane.label, type(exc).__name__, exc)
+
+
+def _call_quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("tracemux: flush callback failed")
+
+
+class ExportWorker:
+    """The process-wide pipeline: queue, one export thread, per-destination lanes."""
+
+    def __init__(self, settings: PipelineSettings | None = None) -> None:
+        self.settings = settings or PipelineSettings()
+        self._lock = threading.Lock()
+        self.queue = self._new_queue()
+        self._session: _Session | None = None
+        self._thread: threading.Thread | None = None
+        self._closed_stats: dict[str, LaneStats] = {}
+        self._live_lanes: dict[int, Lane] = {}
+        self._inherited: list[Any] = []  # a parent's lanes, kept alive (never closed) in a child
+        self._atexit_registered = False
+        self._last_shutdown_undelivered = 0
+        _register_fork_hook(self)
+
+    def _new_queue(self) -> SpanQueue:
+        s = self.settings
+        return SpanQueue(s.max_queue_spans, s.max_queue_bytes, wake_at=s.batch_size)
+
+    def configure(self, settings: PipelineSettings) -> None:
+        """Change the limits. Takes effect for new records (queue) and new lanes."""
+        with self._lock:
+            self.settings = settings
+            q = self.queue
+            q.max_spans = settings.max_queue_spans
+            q.max_bytes = settings.max_queue_bytes
+            q.wake_at = settings.batch_size
+
+    # -- hot path ------------------------------------------------------------------------
+
+    def submit(self, record: Record) -> bool:
+        """Queue a finished record; start the export thread if needed. Never blocks long."""
+        if self._thread is None:
+            self._start()
+        return self.queue.put(record, record.nbytes)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            session = _Session(self, self.queue)
+            thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # interpreter shutting down: cannot start threads
+                log.debug("tracemux: cannot start the export thread: %s", exc)
+                return
+            session.started.wait(5.0)
+            self.queue.wake = session.wake
+            self._session = session
+            self._thread = thread
+            if not self._atexit_registered:
+                atexit.register(_at_exit, weakref.ref(self))
+                self._atexit_registered = True
+
+    @property
+    def running(self) -> bool:
+        """Whether the export thread is alive."""
+        t = self._thread
+        return t is not None and t.is_alive()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything recorded before the call is exported or counted dropped."""
+        session = self._session
+        if session is None:
+            return self.queue.in_flight[0] == 0
+        if threading.current_thread() is self._thread:
+            return False  # an exporter cannot wait for itself
+        done = threading.Event()
+        self.queue.put_control(_FlushMarker(done.set))
+        return done.wait(max(0.0, timeout)) and session is self._session
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """Like :meth:`flush`, awaited on the caller's event loop without blocking it."""
+        if self._session is None:
+            return self.queue.in_flight[0] == 0
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            def set_result() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.call_soon_threadsafe(set_result)
+
+        self.queue.put_control(_FlushMarker(done))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, timeout))
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the export thread and close every exporter, within ``timeout``.
+
+        Returns True when everything was delivered and the thread ended. Whatever could not
+        be delivered in time is counted as dropped with reason ``shutdown``. Recording
+        afterwards starts a new export thread.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            session, thread = self._session, self._thread
+            if session is None or thread is None:
+                return self.queue.in_flight[0] == 0
+            self._session = None
+            self._thread = None
+        before = self._shutdown_drops()
+        # ask the worker to deliver what it can until shortly before the deadline
+        margin = min(0.25, max(0.0, timeout) * 0.2)
+        self.queue.put_control(_Stop(deadline - margin))
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            self._abandon(session)
+            return False
+        self.queue.wake = None
+        undelivered = self._shutdown_drops() - before
+        self._last_shutdown_undelivered = undelivered
+        return undelivered == 0
+
+    def _shutdown_drops(self) -> int:
+        return self.queue.dropped.get(DROP_SHUTDOWN, 0)
+
+    def _abandon(self, session: _Session) -> None:
+        """The thread is stuck in an exporter: leave it (it is a daemon) and start clean."""
+        session.abandoned = True
+        old = self.queue
+        count, _ = old.in_flight
+        log.warning("tracemux: export thread did not stop in time; %d records not delivered", count)
+        fresh = self._new_queue()
+        fresh._dropped = old.dropped
+        fresh.accepted = old.accepted
+        fresh.count_drop(DROP_SHUTDOWN, count)
+        with self._lock:
+            self.queue = fresh
+            for lane in list(session.lanes.values()):
+                self._lane_closed(lane)
+        self._last_shutdown_undelivered = count
+
+    @property
+    def last_shutdown_undelivered(self) -> int:
+        """How many records the last shutdown could not deliver."""
+        return self._last_shutdown_undelivered
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def _lane_opened(self, lane: Lane) -> None:
+        self._live_lanes[id(lane)] = lane
+
+    def _lane_closed(self, lane: Lane) -> None:
+        if self._live_lanes.pop(id(lane), None) is None:
+            return
+        old = self._closed_stats.get(lane.label)
+        if old is None:
+            if len(self._closed_stats) >= 1000:
+                self._closed_stats.pop(next(iter(self._closed_stats)))
+            self._closed_stats[lane.label] = lane.stats
+        else:
+            _merge_stats(old, lane.stats)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the whole pipeline and of each destination."""
+        per_dest: dict[str, dict[str, Any]] = {}
+        for label, st in list(self._closed_stats.items()):
+            per_dest[label] = st.as_dict()
+        for lane in list(self._live_lanes.values()):
+            d = lane.stats.as_dict()
+            d["buffered"] = lane.pending
+            prev = per_dest.get(lane.label)
+            if prev is not None:
+                for key in ("exported", "batches", "failures", "retries"):
+                    d[key] = int(d[key]) + int(prev[key])  # type: ignore[call-overload]
+                dropped = dict(prev["dropped"])
+                for reason, n in d["dropped"].items():  # type: ignore[attr-defined]
+                    dropped[reason] = dropped.get(reason, 0) + n
+                d["dropped"] = dropped
+            per_dest[lane.label] = d
+        q = self.queue
+        count, nbytes = q.in_flight
+        dropped = q.dropped
+        return {
+            "recorded": q.accepted
+            + dropped.get(DROP_QUEUE_FULL, 0)
+            + dropped.get(DROP_QUEUE_BYTES, 0),
+            "exported": sum(int(d["exported"]) for d in per_dest.values()),
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "queue_size": count,
+            "queue_bytes": nbytes,
+            "queue_max_spans": q.max_spans,
+            "queue_max_bytes": q.max_bytes,
+            "destinations": per_dest,
+            "threads": 1 if self.running else 0,
+        }
+
+    # -- fork and exit ------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        # Everything the parent's thread owned stays untouched (never closed) in the child.
+        self._inherited.append((self._session, self.queue, list(self._live_lanes.values())))
+        self._lock = threading.Lock()
+        self.queue = self._new_queue()
+        self._session = None
+        self._thread = None
+        self._live_lanes = {}
+        self._closed_stats = {}
+        self._register_multiprocessing_exit()
+
+    def _register_multiprocessing_exit(self) -> None:
+        # multiprocessing children leave with os._exit, skipping atexit; its finalizers do run.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.register_after_fork(self, _register_mp_finalizer)
+
+
+def _register_mp_finalizer(worker: ExportWorker) -> None:
+    import multiprocessing.util as mp_util
+
+    mp_util.Finalize(None, _at_exit, args=(weakref.ref(worker),), exitpriority=100)
+
+
+def _at_exit(ref: weakref.ReferenceType[ExportWorker]) -> None:
+    worker = ref()
+    if worker is not None and worker._session is not None:
+        worker.shutdown(worker.settings.exit_timeout)
+
+
+def _register_fork_hook(worker: ExportWorker) -> None:
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(worker)
+
+    def after_in_child() -> None:
+        w = ref()
+        if w is not None:
+            w._after_fork_in_child()
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
+def _merge_stats(into: LaneStats, other: LaneStats) -> None:
+    into.exported += other.exported
+    into.batches += other.batches
+    into.failures += other.failures
+    into.retries += other.retries
+    for reason, n in other.dropped.items():
+        into.dropped[reason] = into.dropped.get(reason, 0) + n
+
+
+_shared: ExportWorker | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_worker() -> ExportWorker:
+    """The process-wide pipeline every :class:`~tracemux.TracingService` submits to."""
+    global _shared
+    worker = _shared
+    if worker is None:
+        with _shared_lock:
+            if _shared is None:
+                _shared = ExportWorker()
+            worker = _shared
+    return worker

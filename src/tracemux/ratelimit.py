@@ -1,0 +1,46 @@
+"""Rate-limited logging: one line per key and interval, with a count of what was held back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Hashable
+
+
+class RateLimitedLog:
+    """Logs a message for a given key at most once per ``interval`` seconds."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, max_keys: int = 1000):
+        self.logger = logger
+        self.interval = interval
+        self._max_keys = max_keys
+        self._last: dict[Hashable, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def _allow(self, key: Hashable) -> int | None:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._last.get(key, (-1e18, 0))
+            if now - last < self.interval:
+                self._last[key] = (last, held + 1)
+                return None
+            if len(self._last) >= self._max_keys:
+                self._last.clear()
+            self._last[key] = (now, 0)
+            return held
+
+    def log(self, level: int, key: Hashable, msg: str, *args: object) -> None:
+        held = self._allow(key)
+        if held is None:
+            return
+        if held:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, held)
+        self.logger.log(level, msg, *args)
+
+    def warning(self, key: Hashable, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: Hashable, msg: str, *args: object) -> None:
+        self.log(logging.ERROR, key, msg, *args)

@@ -1,0 +1,151 @@
+"""Masking secrets out of records, on the export thread, before any destination sees them.
+
+Two rules, both on by default and both extensible:
+- a key whose name says it holds a secret (``api_key``, ``password``, ``Authorization``,
+  ``access_token``... any case, any depth) has its whole value replaced;
+- a string that contains something shaped like a credential (``sk-...``, ``pk-lf-...``,
+  ``lsv2_...``, ``Bearer ...``) has that part replaced, wherever the string appears:
+  values, span names, log messages, exception messages and tracebacks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from tracemux.model import ErrorInfo, LogEntry, SpanRecord
+
+MASK = "[masked]"
+
+#: Key names whose values are secrets (matched case-insensitively, at the end of the key).
+SECRET_KEY_PATTERN = (
+    r"(?:^|[_\-. ])(?:api[_\-]?key|apikey|secret|secret[_\-]?key|client[_\-]?secret|password"
+    r"|passwd|pwd|passphrase|token|access[_\-]?token|refresh[_\-]?token|auth[_\-]?token"
+    r"|session[_\-]?token|id[_\-]?token|bearer|authorization|proxy[_\-]?authorization"
+    r"|private[_\-]?key|access[_\-]?key|cookie|set[_\-]?cookie|credentials?)$"
+)
+#: Substrings shaped like credentials, masked inside any string.
+SECRET_VALUE_PATTERN = (
+    r"(?:\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"
+    r"|\blsv2_[A-Za-z0-9_]{8,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
+    r"|\bxox[abprs]-[A-Za-z0-9\-]{8,}"
+    r"|\bAKIA[0-9A-Z]{16}"
+    r"|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
+)
+# Every credential shape above contains one of these characters or words; a string without
+# any of them is skipped without running the (slow, alternation-heavy) value pattern.
+_VALUE_HINT = re.compile(r"[-_]|AKIA|(?i:bearer|basic)")
+
+
+class Redactor:
+    """Masks secrets in records. ``enabled=False`` turns masking off entirely.
+
+    ``extra_keys`` and ``extra_values`` are regular expressions added to the built-in
+    rules: extra key patterns match a whole key name, case-insensitively.
+    """
+
+    __slots__ = ("_key_cache", "_key_re", "_value_hint", "_value_re", "enabled")
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        extra_keys: tuple[str, ...] = (),
+        extra_values: tuple[str, ...] = (),
+    ) -> None:
+        key_pattern = SECRET_KEY_PATTERN
+        if extra_keys:
+            key_pattern = "|".join([f"(?:{key_pattern})", *(f"(?:^(?:{k})$)" for k in extra_keys)])
+        value_pattern = SECRET_VALUE_PATTERN
+        if extra_values:
+            value_pattern = "|".join([value_pattern, *(f"(?:{v})" for v in extra_values)])
+        self.enabled = enabled
+        self._key_re = re.compile(key_pattern, re.IGNORECASE)
+        self._value_re = re.compile(value_pattern)
+        self._key_cache: dict[str, bool] = {}
+        # custom shapes may contain none of the hint characters: then scan every string
+        self._value_hint: re.Pattern[str] | None = None if extra_values else _VALUE_HINT
+
+    # -- records ----------------------------------------------------------------------
+
+    def record(self, span: SpanRecord) -> None:
+        """Mask every user-provided field of a finished span, in place."""
+        if not self.enabled:
+            return
+        span.name = self.text(span.name)
+        if span.inputs is not None:
+            span.inputs = self.json(span.inputs)
+        if span.outputs is not None:
+            span.outputs = self.json(span.outputs)
+        if span.metadata is not None:
+            span.metadata = self.json(span.metadata)
+        if span.logs:
+            span.logs = [
+                LogEntry(
+                    log.time_ns,
+                    log.level,
+                    self.text(log.message),
+                    None if log.fields is None else self.json(log.fields),
+                )
+                for log in span.logs
+            ]
+        if span.error is not None:
+            err = span.error
+            span.error = ErrorInfo(err.type, self.text(err.message), self.text(err.traceback))
+
+    # -- values -----------------------------------------------------------------------
+
+    def text(self, s: str) -> str:
+        """``s`` with credential-shaped parts masked."""
+        hint = self._value_hint
+        if hint is not None and not hint.search(s):
+            return s
+        return self._value_re.sub(MASK, s)
+
+    def json(self, data: bytes) -> bytes:
+        """A JSON snapshot with secret keys and credential-shaped strings masked."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        masked, changed = self._walk(obj)
+        return orjson.dumps(masked) if changed else data
+
+    def _is_secret_key(self, key: str) -> bool:
+        cache = self._key_cache
+        hit = cache.get(key)
+        if hit is None:
+            hit = bool(self._key_re.search(key))
+            if len(cache) < 10_000:
+                cache[key] = hit
+        return hit
+
+    def _walk(self, obj: Any) -> tuple[Any, bool]:
+        if isinstance(obj, str):
+            if len(obj) < 8:
+                return obj, False
+            masked = self.text(obj)
+            return masked, masked is not obj
+        if isinstance(obj, dict):
+            changed = False
+            out = {}
+            for k, v in obj.items():
+                if v is not None and self._is_secret_key(k):
+                    out[k] = MASK
+                    changed = True
+                else:
+                    out[k], c = self._walk(v)
+                    changed = changed or c
+            return out, changed
+        if isinstance(obj, list):
+            changed = False
+            out_list = []
+            for v in obj:
+                m, c = self._walk(v)
+                out_list.append(m)
+                changed = changed or c
+            return out_list, changed
+        return obj, False

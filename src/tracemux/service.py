@@ -1,0 +1,558 @@
+"""TracingService and its run and span handles: the hot path.
+
+Nothing here does I/O, waits on the export thread, or raises into the caller. A span
+handle is itself the record the pipeline exports: opening it fills in ids and a start
+time, values are snapshotted as they are set (:mod:`tracemux.capture`), and ending it
+hands it to the process-wide :class:`~tracemux.pipeline.worker.ExportWorker`.
+
+Nesting follows :mod:`contextvars`: a span opened while another is current (same task,
+child tasks, threads started with a copied context) becomes its child.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any
+
+from tracemux import config as _config
+from tracemux.capture import Capturer, format_traceback
+from tracemux.destinations.base import Destination
+from tracemux.model import (
+    SPAN_KINDS,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNSET,
+    ErrorInfo,
+    LogEntry,
+    RunInfo,
+    RunStart,
+    SpanRecord,
+    new_run_id,
+    new_span_id,
+)
+from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
+from tracemux.ratelimit import RateLimitedLog
+from tracemux.redact import Redactor
+
+log = logging.getLogger("tracemux")
+_warn = RateLimitedLog(log, interval=60.0)
+
+_time_ns = time.time_ns
+_current: ContextVar[Span | None] = ContextVar("tracemux_current_span", default=None)
+
+MAX_LOGS_PER_SPAN = 1000
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
+_RECORD_OVERHEAD = 200  # bytes a record costs beyond its captured values (estimate)
+
+
+def current_span() -> Span | None:
+    """The span current in this context, if any."""
+    return _current.get()
+
+
+class Span(SpanRecord):
+    """An open span. Use it as a context manager (sync or async), or call :meth:`end`.
+
+    Every method is safe: bad arguments are logged (rate-limited) and ignored, never
+    raised. After :meth:`end`, further changes are ignored.
+    """
+
+    __slots__ = ("_capture", "_ended", "_logs_dropped", "_token", "_worker")
+
+    def __init__(
+        self,
+        worker: ExportWorker,
+        capture: Capturer,
+        run: RunInfo,
+        parent_id: int | None,
+        name: str,
+        kind: str,
+        inputs: Any = None,
+        metadata: Any = None,
+    ) -> None:
+        self._worker = worker
+        self._capture = capture
+        self._ended = False
+        self._token = None
+        self._logs_dropped = 0
+        self.run = run
+        self.span_id = new_span_id()
+        self.parent_id = parent_id
+        self.is_root = False
+        self.name = name if type(name) is str else capture.text(name, 1024)
+        self.kind = kind if kind in SPAN_KINDS else _odd_kind(kind)
+        self.inputs = None if inputs is None else capture.value(inputs)
+        self.outputs = None
+        self.metadata = None if metadata is None else capture.value(metadata)
+        self.logs = None
+        self.usage = None
+        self.model = None
+        self.error = None
+        self.status = STATUS_UNSET
+        self.end_ns = 0
+        self.start_ns = _time_ns()
+
+    # -- context management ---------------------------------------------------------------
+
+    def __enter__(self) -> Span:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _current.reset(token)
+            except ValueError:  # exited in another context than it was entered in
+                pass
+        if exc is not None:
+            self.set_error(exc)
+        self.end()
+        return False
+
+    async def __aenter__(self) -> Span:
+        self._token = _current.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    # -- children -----------------------------------------------------------------------
+
+    def span(
+        self, name: str, kind: str = "chain", *, inputs: Any = None, metadata: Any = None
+    ) -> Span:
+        """Open a child span of this span."""
+        return Span(
+            self._worker, self._capture, self.run, self.span_id, name, kind, inputs, metadata
+        )
+
+    # -- values ---------------------------------------------------------------------------
+
+    def set_inputs(self, inputs: Any) -> None:
+        """Record the span's inputs (a snapshot is taken now)."""
+        if not self._ended:
+            self.inputs = self._capture.value(inputs)
+
+    def set_outputs(self, outputs: Any, metadata: Any = None) -> None:
+        """Record the span's outputs (a snapshot is taken now), and optionally metadata."""
+        if not self._ended:
+            self.outputs = self._capture.value(outputs)
+            if metadata is not None:
+                self.metadata = self._capture.value(metadata)
+
+    def set_metadata(self, metadata: Any) -> None:
+        """Replace the span's metadata (a snapshot is taken now)."""
+        if not self._ended:
+            self.metadata = self._capture.value(metadata)
+
+    def set_usage(
+        self,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        total_tokens: int | None = None,
+        **other: int | float,
+    ) -> None:
+        """Record the model and token usage of an LLM or embedding call."""
+        if self._ended:
+            return
+        try:
+            usage: dict[str, int | float] = dict(self.usage or {})
+            for key, value in (
+                ("input_tokens", input_tokens),
+                ("output_tokens", output_tokens),
+                ("total_tokens", total_tokens),
+                *other.items(),
+            ):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    _warn.warning(
+                        ("usage", key),
+                        "tracemux: usage %s=%r ignored (not a number)",
+                        key,
+                        type(value).__name__,
+                    )
+                    continue
+                usage[key] = value
+            if total_tokens is None and "input_tokens" in usage and "output_tokens" in usage:
+                usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+            self.usage = usage or None
+            if model is not None:
+                self.model = model if type(model) is str else self._capture.text(model, 256)
+        except Exception:
+            _warn.warning("set_usage", "tracemux: set_usage failed", exc_info=True)
+
+    def add_log(self, message: Any, level: str = "info", **fields: Any) -> None:
+        """Attach a log line (and optional structured fields) to the span."""
+        if self._ended:
+            return
+        logs = self.logs
+        if logs is None:
+            logs = self.logs = []
+        elif len(logs) >= MAX_LOGS_PER_SPAN:
+            self._logs_dropped += 1
+            return
+        cap = self._capture
+        logs.append(
+            LogEntry(
+                _time_ns(),
+                level if level in LOG_LEVELS else "info",
+                message
+                if type(message) is str and len(message) <= 8192
+                else cap.text(message, 8192),
+                cap.value(fields) if fields else None,
+            )
+        )
+
+    def set_error(self, error: BaseException | str) -> None:
+        """Mark the span failed, with the exception's type, message and traceback."""
+        if self._ended:
+            return
+        cap = self._capture
+        try:
+            if isinstance(error, BaseException):
+                self.error = ErrorInfo(
+                    type(error).__qualname__,
+                    cap.text(error, 8192),
+                    cap.text(format_traceback(error), 32768),
+                )
+            else:
+                self.error = ErrorInfo("Error", cap.text(error, 8192), "")
+        except Exception:
+            self.error = ErrorInfo("Error", "<error not captured>", "")
+        self.status = STATUS_ERROR
+
+    def set_status(self, status: str) -> None:
+        """Set the status explicitly: ``ok`` or ``error``."""
+        if not self._ended and status in (STATUS_OK, STATUS_ERROR):
+            self.status = status
+
+    # -- ending ---------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def end(self) -> None:
+        """End the span and hand it to the export pipeline. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self.end_ns = _time_ns()
+        try:
+            if self.status == STATUS_UNSET:
+                self.status = STATUS_OK
+            n = _RECORD_OVERHEAD + len(self.name)
+            if self.inputs is not None:
+                n += len(self.inputs)
+            if self.outputs is not None:
+                n += len(self.outputs)
+            if self.metadata is not None:
+                n += len(self.metadata)
+            logs = self.logs
+            if logs:
+                if self._logs_dropped:
+                    logs.append(
+                        LogEntry(
+                            self.end_ns,
+                            "warning",
+                            f"tracemux: {self._logs_dropped} more log lines dropped"
+                            f" (limit {MAX_LOGS_PER_SPAN} per span)",
+                            None,
+                        )
+                    )
+                for entry in logs:
+                    n += 64 + len(entry.message) + (len(entry.fields) if entry.fields else 0)
+            if self.error is not None:
+                n += len(self.error.message) + len(self.error.traceback)
+            self.nbytes = n
+            self.refs = 0
+            self._worker.submit(self)
+        except Exception:
+            _warn.error("end", "tracemux: could not queue a span", exc_info=True)
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def trace_id_hex(self) -> str:
+        """The run's 16-byte trace id as 32 hex digits."""
+        return self.run.trace_id.hex()
+
+    @property
+    def span_id_hex(self) -> str:
+        return f"{self.span_id:016x}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} kind={self.kind} run={self.run.run_id}>"
+
+
+class Run(Span):
+    """The root span of a run; ``run.span(...)`` opens spans in this run."""
+
+    __slots__ = ()
+
+    def span(
+        self, name: str, kind: str = "chain", *, inputs: Any = None, metadata: Any = None
+    ) -> Span:
+        """Open a span in this run, under the span current in this context if it belongs
+        to this run, else directly under the run."""
+        cur = _current.get()
+        parent = cur if cur is not None and cur.run is self.run and not cur._ended else self
+        return Span(
+            self._worker, self._capture, self.run, parent.span_id, name, kind, inputs, metadata
+        )
+
+    @property
+    def user_id(self) -> str | None:
+        return self.run.user_id
+
+    @property
+    def session_id(self) -> str | None:
+        return self.run.session_id
+
+
+def _odd_kind(kind: object) -> str:
+    _warn.warning(
+        ("kind", str(kind)[:50]),
+        "tracemux: unknown span kind %r recorded as 'custom'",
+        str(kind)[:50],
+    )
+    return "custom"
+
+
+class _NoopSpan:
+    """What a disabled service hands out: every method does nothing, at once."""
+
+    __slots__ = ()
+
+    name = ""
+    kind = "custom"
+    run_id = ""
+    ended = True
+
+    def __enter__(self) -> _NoopSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+    async def __aenter__(self) -> _NoopSpan:
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool:
+        return False
+
+    def span(self, *args: Any, **kwargs: Any) -> _NoopSpan:
+        return self
+
+    def _noop(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    set_inputs = set_outputs = set_metadata = set_usage = add_log = _noop
+    set_error = set_status = end = _noop
+
+
+NOOP_SPAN = _NoopSpan()
+
+
+class TracingService:
+    """Records runs and spans and hands them to the process-wide export thread.
+
+    ``destinations``: where runs go by default (the local :class:`SQLiteStore` if None);
+    a run can name its own with ``trace_run(..., destinations=[...])``.
+    ``max_value_bytes``: captured values are truncated past this size, with a marker.
+    ``mask_secrets``: mask secret keys and credential-shaped strings (on by default);
+    ``extra_secret_keys`` / ``extra_secret_values``: regular expressions to mask as well.
+    ``pipeline``: limits of the process-wide pipeline (applied when given).
+    ``disabled``: every call becomes a no-op and no thread is ever started.
+
+    All services in a process share one export thread.
+    """
+
+    def __init__(
+        self,
+        destinations: Sequence[Destination] | None = None,
+        *,
+        disabled: bool = False,
+        max_value_bytes: int = 64 * 1024,
+        mask_secrets: bool = True,
+        extra_secret_keys: Sequence[str] = (),
+        extra_secret_values: Sequence[str] = (),
+        pipeline: PipelineSettings | None = None,
+    ) -> None:
+        self.disabled = bool(disabled)
+        self.destinations = self._check_destinations(destinations, "destinations")
+        self._capture = Capturer(max_value_bytes)
+        self._redactor = Redactor(
+            enabled=mask_secrets,
+            extra_keys=tuple(extra_secret_keys),
+            extra_values=tuple(extra_secret_values),
+        )
+        self._worker = shared_worker()
+        if pipeline is not None:
+            self._worker.configure(pipeline)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TracingService:
+        """A service configured from environment variables (see :mod:`tracemux.config`).
+
+        Raises :class:`~tracemux.config.ConfigError` naming the variable at fault.
+        """
+        cfg = _config.from_env(env)
+        return cls(
+            destinations=cfg.destinations or None,
+            disabled=cfg.disabled,
+            max_value_bytes=cfg.max_value_bytes,
+            mask_secrets=cfg.mask_secrets,
+            pipeline=cfg.pipeline,
+        )
+
+    @staticmethod
+    def _check_destinations(
+        destinations: Sequence[Destination] | None, what: str
+    ) -> tuple[Destination, ...]:
+        if destinations is None:
+            return ()
+        if isinstance(destinations, Destination):
+            destinations = [destinations]
+        out = tuple(destinations)
+        for d in out:
+            if not isinstance(d, Destination):
+                raise TypeError(f"{what}: expected tracemux destinations, got {type(d).__name__}")
+        return out
+
+    def _default_destinations(self) -> tuple[Destination, ...]:
+        if not self.destinations:
+            from tracemux.destinations.sqlite import SQLiteStore
+
+            self.destinations = (SQLiteStore(),)
+        return self.destinations
+
+    # -- recording ------------------------------------------------------------------------
+
+    def trace_run(
+        self,
+        name: str,
+        run_id: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        project: str | None = None,
+        inputs: Any = None,
+        metadata: Any = None,
+        tags: Sequence[str] | None = None,
+        destinations: Sequence[Destination] | None = None,
+        kind: str = "chain",
+    ) -> Run:
+        """Start a run: a trace whose root span is the returned handle.
+
+        ``destinations`` overrides the service's for this run only (a tenant's own keys).
+        Use it as a context manager, sync or async; the run ends when the block ends.
+        """
+        if self.disabled:
+            return NOOP_SPAN  # type: ignore[return-value]
+        try:
+            if destinations is None:
+                dests = self.destinations or self._default_destinations()
+            else:
+                dests = self._check_destinations(destinations, "trace_run(destinations=...)")
+            cap = self._capture
+            info = RunInfo(
+                run_id=new_run_id() if run_id is None else str(run_id),
+                name=name if type(name) is str else cap.text(name, 1024),
+                destinations=dests,
+                user_id=None if user_id is None else str(user_id),
+                session_id=None if session_id is None else str(session_id),
+                project=None if project is None else str(project),
+                tags=tuple(str(t) for t in tags) if tags else (),
+                metadata=None if metadata is None else cap.value(metadata),
+                redactor=self._redactor,
+            )
+            run = Run(self._worker, cap, info, None, info.name, kind, inputs, None)
+            run.is_root = True
+            run.metadata = info.metadata
+            info.root_span_id = run.span_id
+            info.start_ns = run.start_ns
+            if any(d.wants_run_starts for d in dests):
+                self._worker.submit(RunStart(info))
+            return run
+        except TypeError:
+            raise  # a programming error in the call itself (bad destinations): say so
+        except Exception:
+            _warn.error("trace_run", "tracemux: could not start a run", exc_info=True)
+            return NOOP_SPAN  # type: ignore[return-value]
+
+    def span(
+        self, name: str, kind: str = "chain", *, inputs: Any = None, metadata: Any = None
+    ) -> Span:
+        """Open a span under the current span, or start a run if there is none."""
+        if self.disabled:
+            return NOOP_SPAN  # type: ignore[return-value]
+        cur = _current.get()
+        if cur is None or cur._ended:
+            return self.trace_run(name, inputs=inputs, metadata=metadata, kind=kind)
+        return Span(self._worker, self._capture, cur.run, cur.span_id, name, kind, inputs, metadata)
+
+    current_span = staticmethod(current_span)
+
+    # -- pipeline -------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until everything recorded before the call is exported or counted as
+        dropped; False if ``timeout`` ran out first. Do not call it on an event loop:
+        use :meth:`aflush`."""
+        return self._worker.flush(timeout)
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """:meth:`flush` for async code: waits without blocking the event loop."""
+        return await self._worker.aflush(timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the export thread and close the exporters, within ``timeout``.
+
+        True when everything was delivered. Whatever was not is counted in
+        ``stats()["dropped"]["shutdown"]``. Recording afterwards starts a new thread.
+        """
+        return self._worker.shutdown(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: recorded, exported, dropped by reason, per-destination failures and
+        retries, queue size and bytes, and the number of threads tracemux owns."""
+        return self._worker.stats()
+
+
+_default_service: TracingService | None = None
+_default_lock = threading.Lock()
+
+
+def get_service() -> TracingService:
+    """The process-wide default service, created once from the environment."""
+    global _default_service
+    svc = _default_service
+    if svc is None:
+        with _default_lock:
+            if _default_service is None:
+                _default_service = TracingService.from_env()
+            svc = _default_service
+    return svc
