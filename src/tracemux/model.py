@@ -98,6 +98,7 @@ class RunInfo:
         "root_span_id",
         "run_id",
         "session_id",
+        "start_destinations",
         "start_ns",
         "tags",
         "trace_id",
@@ -123,6 +124,7 @@ class RunInfo:
         self.trace_id = trace_id_for(run_id)
         self.name = name
         self.destinations = destinations
+        self.start_destinations = tuple(d for d in destinations if d.wants_run_starts)
         self.user_id = user_id
         self.session_id = session_id
         self.project = project

@@ -63,7 +63,7 @@ class Lane:
         destination: Destination,
         exporter: Exporter,
         *,
-        release: Callable[[Record], None],
+        release: Callable[[int, int], None],
         on_drop: Callable[[str, int], None],
         on_done: Callable[[Lane], None],
         max_spans: int,
@@ -100,8 +100,11 @@ class Lane:
         nbytes = record.nbytes
         if len(self._buffer) >= self._max_spans or self._bytes + nbytes > self._max_bytes:
             self.completed += 1
-            self._count_drop(DROP_BUFFER_FULL, 1)
-            self._release(record)
+            if record.is_span:
+                self._count_drop(DROP_BUFFER_FULL, 1)
+            record.refs -= 1
+            if record.refs <= 0:
+                self._release(1, nbytes)
             return
         if not self._buffer:
             self._oldest = time.monotonic()
@@ -133,35 +136,42 @@ class Lane:
     async def _export_front(self) -> None:
         batch = [self._buffer[i] for i in range(min(self._batch_limit, len(self._buffer)))]
         try:
-            result = self.exporter.export(batch)
-            if inspect.isawaitable(result):
-                await result
-        except asyncio.CancelledError:
-            self.task = None
-            raise
-        except ExportError as exc:
-            self._failed(batch, exc)
-        except Exception as exc:
-            self._unexpected += 1
-            if self._unexpected >= MAX_UNEXPECTED_FAILURES:
-                _warn.warning(
-                    ("unexpected", self.label),
-                    "tracemux: dropping %d spans for %s after %d failures: %s: %s",
-                    len(batch),
-                    self.label,
-                    self._unexpected,
-                    type(exc).__name__,
-                    exc,
-                )
-                self._give_up(len(batch), DROP_EXPORT_ERROR)
+            try:
+                result = self.exporter.export(batch)
+                if inspect.isawaitable(result):
+                    await result
+            except ExportError as exc:
+                self._failed(batch, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._unexpected_failure(batch, exc)
             else:
-                self._failed(batch, ExportError(f"{type(exc).__name__}: {exc}"))
-        else:
-            self._delivered(batch)
+                self._delivered(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in the bookkeeping itself: say so, keep the thread alive
+            log.exception("tracemux: lane %s failed", self.label)
         finally:
             self.task = None
             self.last_active = time.monotonic()
         self._on_done(self)
+
+    def _unexpected_failure(self, batch: list[Record], exc: Exception) -> None:
+        self._unexpected += 1
+        if self._unexpected >= MAX_UNEXPECTED_FAILURES:
+            _warn.warning(
+                ("unexpected", self.label),
+                "tracemux: dropping %d spans for %s after %d failures: %s: %s",
+                len(batch),
+                self.label,
+                self._unexpected,
+                type(exc).__name__,
+                exc,
+            )
+            self._give_up(len(batch), DROP_EXPORT_ERROR)
+        else:
+            self._failed(batch, ExportError(f"{type(exc).__name__}: {exc}"))
 
     def _delivered(self, batch: list[Record]) -> None:
         n = len(batch)
@@ -220,11 +230,19 @@ class Lane:
         self._pop(n)
 
     def _pop(self, n: int) -> None:
+        """Remove ``n`` records from the front; release those no other lane holds."""
         buf = self._buffer
+        popped_bytes = freed = freed_bytes = 0
         for _ in range(n):
             record = buf.popleft()
-            self._bytes -= record.nbytes
-            self._release(record)
+            popped_bytes += record.nbytes
+            record.refs -= 1
+            if record.refs <= 0:
+                freed += 1
+                freed_bytes += record.nbytes
+        self._bytes -= popped_bytes
+        if freed:
+            self._release(freed, freed_bytes)
         self.completed += n
         if buf:
             self._oldest = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import os
 import sys
@@ -30,13 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracemux.destinations.base import Destination
-from tracemux.model import Record, RunInfo
-from tracemux.pipeline.batching import (
-    DROP_EVICTED,
-    DROP_SHUTDOWN,
-    Lane,
-    LaneStats,
-)
+from tracemux.model import Record, RunInfo, SpanRecord
+from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
 from tracemux.ratelimit import RateLimitedLog
 
@@ -110,6 +106,7 @@ class _Session:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self.abandoned = False
+        self.exit_callbacks: list[Callable[[], Any]] = []
 
     # -- called from other threads -----------------------------------------------------
 
@@ -125,6 +122,7 @@ class _Session:
     # -- the thread ----------------------------------------------------------------------
 
     def run(self) -> None:
+        _thread_session.session = self
         try:
             asyncio.run(self._main())
         except BaseException:  # never let the thread die with a traceback on stderr
@@ -166,53 +164,64 @@ class _Session:
         items = self.queue.take_all()
         if not items:
             return
-        lanes = self.lanes
+        last_dests: object = None
+        lanes: list[Lane] = []
         for item in items:
-            if type(item) is _FlushMarker:
-                item.targets = [
-                    (lane, lane.appended)
-                    for lane in lanes.values()
-                    if lane.completed < lane.appended
-                ]
-                for lane, target in item.targets:
-                    lane.flush_to = max(lane.flush_to, target)
-                self.markers.append(item)
+            kind = type(item)
+            if kind is _FlushMarker:
+                self._place_marker(item)
                 continue
-            if type(item) is _Stop:
+            if kind is _Stop:
                 self.stop = item
                 continue
-            self._route(item)
+            run = item.run
+            if not run.redacted:
+                self._redact_run(run)
+            if item.is_span:
+                redactor = run.redactor
+                if redactor is not None and redactor.enabled and not self._redact(item):
+                    continue
+                dests = run.destinations
+            else:
+                dests = run.start_destinations
+            if dests is not last_dests:  # runs of one service share one tuple: look up once
+                lanes = self._lanes_for(dests)
+                last_dests = dests
+            if not lanes:
+                self.queue.release(1, item.nbytes)
+                continue
+            item.refs = len(lanes)
+            for lane in lanes:
+                lane.append(item)
         self._check_markers()
 
-    def _route(self, record: Record) -> None:
-        run = record.run
-        if not run.redacted:
-            self._redact_run(run)
-        if record.is_span:
-            dests = run.destinations
-            redactor = run.redactor
-            if redactor is not None:
-                try:
-                    redactor.record(record)  # type: ignore[arg-type]
-                except Exception:
-                    log.exception("tracemux: masking failed; record dropped")
-                    self.queue.count_drop("mask_error")
-                    self.queue.release(1, record.nbytes)
-                    return
-        else:
-            dests = tuple(d for d in run.destinations if d.wants_run_starts)
-        record.refs = len(dests)
-        if not dests:
+    def _place_marker(self, marker: _FlushMarker) -> None:
+        marker.targets = [
+            (lane, lane.appended) for lane in self.lanes.values() if lane.completed < lane.appended
+        ]
+        for lane, target in marker.targets:
+            lane.flush_to = max(lane.flush_to, target)
+        self.markers.append(marker)
+
+    def _redact(self, record: SpanRecord) -> bool:
+        try:
+            record.run.redactor.record(record)  # type: ignore[union-attr]
+            return True
+        except Exception:
+            log.exception("tracemux: masking failed; record dropped")
+            self.queue.count_drop("mask_error")
             self.queue.release(1, record.nbytes)
-            return
+            return False
+
+    def _lanes_for(self, dests: tuple[Destination, ...]) -> list[Lane]:
+        lanes = []
         for dest in dests:
             lane = self.lanes.get(dest)
             if lane is None:
                 lane = self._open_lane(dest)
-                if lane is None:
-                    self.release(record)
-                    continue
-            lane.append(record)
+            if lane is not None:
+                lanes.append(lane)
+        return lanes
 
     @staticmethod
     def _redact_run(run: RunInfo) -> None:
@@ -246,7 +255,7 @@ class _Session:
         lane = Lane(
             dest,
             exporter,
-            release=self.release,
+            release=self.queue.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
             max_spans=max(1, settings.max_queue_spans // 2),
@@ -256,11 +265,6 @@ class _Session:
         self.lanes[dest] = lane
         self.worker._lane_opened(lane)
         return lane
-
-    def release(self, record: Record) -> None:
-        record.refs -= 1
-        if record.refs <= 0:
-            self.queue.release(1, record.nbytes)
 
     def _on_drop(self, reason: str, n: int) -> None:
         self.queue.count_drop(reason, n)
@@ -289,19 +293,28 @@ class _Session:
                 self._close_lane_soon(dest, lane)
 
     def _evict_one(self) -> None:
-        """Make room for a new destination: close the least recently active lane."""
-        idle = [(lane.last_active, dest) for dest, lane in self.lanes.items() if not lane.busy]
+        """Make room for a new destination: close the least recently active idle lane.
+
+        Only a lane with nothing buffered or in flight is closed, so eviction never loses
+        a record; when every lane is busy the cap is exceeded until one is idle again.
+        """
+        idle = [
+            (lane.last_active, dest)
+            for dest, lane in self.lanes.items()
+            if not lane.busy and not lane.pending
+        ]
         if not idle:
+            now = time.monotonic()
+            for lane in self.lanes.values():  # flush them, so that they become idle
+                lane.poke(now, urgent=True)
+            _warn.warning(
+                "cap",
+                "tracemux: more than %d destinations busy at once",
+                self.worker.settings.max_destinations,
+            )
             return
         _, dest = min(idle, key=lambda item: item[0])
-        lane = self.lanes[dest]
-        if lane.pending:
-            # flush first: hand its records to a last export, then close
-            lane.poke(time.monotonic(), urgent=True)
-            if lane.busy:
-                return
-            lane.drop_all(DROP_EVICTED)
-        self._close_lane_soon(dest, lane)
+        self._close_lane_soon(dest, self.lanes[dest])
 
     def _close_lane_soon(self, dest: Destination, lane: Lane) -> None:
         del self.lanes[dest]
@@ -336,6 +349,31 @@ class _Session:
         self.lanes.clear()
         if closing:
             await asyncio.gather(*closing)
+        for callback in reversed(self.exit_callbacks):  # shared resources, after the exporters
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout=max(0.05, deadline - time.monotonic()))
+            except Exception as exc:
+                log.warning(
+                    "tracemux: export-thread cleanup failed: %s: %s", type(exc).__name__, exc
+                )
+
+
+_thread_session = threading.local()
+
+
+def on_export_thread_exit(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` (a function or coroutine function) when the current export
+    thread's session ends, after every exporter is closed.
+
+    For resources that exporters share, such as one HTTP client for all destinations.
+    Must be called on the export thread (from ``Destination.open`` or an exporter).
+    """
+    session = getattr(_thread_session, "session", None)
+    if session is None:
+        raise RuntimeError("on_export_thread_exit() must be called on the export thread")
+    session.exit_callbacks.append(callback)
 
 
 async def _close_quietly(lane: Lane, timeout: float) -> None:
