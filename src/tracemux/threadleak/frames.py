@@ -1,6 +1,6 @@
 """Stack frames of a thread's creation site: cheap raw capture, formatting on demand.
 
-Capturing keeps only ``(code object, line number)`` pairs: no frame objects (which would
+Capturing keeps only ``(code object, instruction offset)`` pairs: no frame objects (which would
 keep every local variable of the creating code alive) and no source lines. Turning them
 into file names, qualified names and source text happens only when a leak is reported.
 """
@@ -18,7 +18,7 @@ from types import CodeType
 from typing import NamedTuple
 
 RawFrames = tuple[tuple[CodeType, int], ...]
-"""Innermost-first ``(code, lineno)`` pairs as captured at ``Thread.start()``."""
+"""Innermost-first ``(code, f_lasti)`` pairs as captured at ``Thread.start()``."""
 
 FirstPartyRule = Callable[[str], bool]
 """Predicate on an absolute file name: is this the user's own code?"""
@@ -48,11 +48,24 @@ class StackFrame(NamedTuple):
         return linecache.getline(self.filename, self.lineno).strip()
 
 
+def code_lineno(code: CodeType, lasti: int) -> int:
+    """Line number of the instruction at byte offset ``lasti`` (what ``f_lineno`` gives)."""
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return line if line is not None else code.co_firstlineno
+    return code.co_firstlineno
+
+
 def to_frames(raw: RawFrames) -> tuple[StackFrame, ...]:
     """Convert captured raw frames to :class:`StackFrame` s, outermost first."""
     return tuple(
-        StackFrame(code.co_filename, lineno, getattr(code, "co_qualname", code.co_name))
-        for code, lineno in reversed(raw)
+        StackFrame(
+            code.co_filename,
+            code_lineno(code, lasti),
+            getattr(code, "co_qualname", code.co_name),
+        )
+        for code, lasti in reversed(raw)
     )
 
 
