@@ -12,7 +12,8 @@ delivered or counted as dropped with a reason.
 """
 
 from tracemux.config import ConfigError
+from tracemux.decorators import traced
 from tracemux.service import Run, Span, TracingService, current_span, get_service
 
-__all__ = ["ConfigError", "Run", "Span", "TracingService", "current_span", "get_service"]
+__all__ = ["ConfigError", "Run", "Span", "TracingService", "current_span", "get_service", "traced"]
 __version__ = "0.1.0"
