@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -16,15 +15,9 @@ from tracemux.destinations.sqlite import StoredSpan
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "traces.db")
-
-
-@pytest.fixture
-def svc(store: SQLiteStore) -> Iterator[TracingService]:
-    service = TracingService([store])
-    yield service
-    service.shutdown(5.0)
+def svc(make_service: Callable[..., TracingService], store: SQLiteStore) -> TracingService:
+    """A service writing to the test's own store (shut down after the test)."""
+    return make_service([store])
 
 
 def _only_run(svc: TracingService, store: SQLiteStore) -> list[StoredSpan]:
