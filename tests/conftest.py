@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,8 @@ import pytest
 
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
+from tracemux.destinations.base import Destination
+from tracemux.model import Record
 
 
 @pytest.fixture
@@ -37,3 +43,67 @@ def make_service() -> Iterator[Callable[..., TracingService]]:
 def service(make_service: Callable[..., TracingService], store: SQLiteStore) -> TracingService:
     """A service writing to the test's own store."""
     return make_service([store])
+
+
+# -- test destinations ------------------------------------------------------------------
+
+
+#: what each Recorder destination received, by name
+RECEIVED: dict[str, list[Record]] = {}
+_RECEIVED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Recorder(Destination):
+    """Keeps every span it is sent in ``RECEIVED[name]``.
+
+    ``delay``: seconds each export takes (``asyncio.sleep`` when ``use_async``, else a
+    blocking sleep). ``hang``: never return from export (blocks the thread when not async).
+    """
+
+    name: str
+    delay: float = 0.0
+    hang: bool = False
+    use_async: bool = True
+
+    def describe(self) -> str:
+        return f"recorder:{self.name}"
+
+    def open(self) -> Any:
+        with _RECEIVED_LOCK:
+            RECEIVED.setdefault(self.name, [])
+        return _RecorderExporter(self) if not self.use_async else _AsyncRecorderExporter(self)
+
+
+class _RecorderExporter:
+    def __init__(self, dest: Recorder) -> None:
+        self.dest = dest
+
+    def export(self, batch: Sequence[Record]) -> None:
+        if self.dest.hang:
+            threading.Event().wait()
+        if self.dest.delay:
+            time.sleep(self.dest.delay)
+        with _RECEIVED_LOCK:
+            RECEIVED[self.dest.name].extend(r for r in batch if r.is_span)
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncRecorderExporter(_RecorderExporter):
+    async def export(self, batch: Sequence[Record]) -> None:  # type: ignore[override]
+        if self.dest.hang:
+            await asyncio.Event().wait()
+        if self.dest.delay:
+            await asyncio.sleep(self.dest.delay)
+        with _RECEIVED_LOCK:
+            RECEIVED[self.dest.name].extend(r for r in batch if r.is_span)
+
+
+@pytest.fixture
+def received() -> dict[str, list[Record]]:
+    """The spans each Recorder destination got (cleared before each test)."""
+    with _RECEIVED_LOCK:
+        RECEIVED.clear()
+    return RECEIVED
