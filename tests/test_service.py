@@ -1,0 +1,286 @@
+"""TracingService and its handles: the tree that is recorded, nesting, errors, values."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import datetime
+import threading
+import uuid
+
+import pydantic
+import pytest
+
+import tracemux
+from tracemux.destinations import SQLiteStore
+from tracemux.model import trace_id_for
+
+
+def by_name(store: SQLiteStore, run_id: str) -> dict[str, object]:
+    return {s.name: s for s in store.spans(run_id)}
+
+
+def test_sync_tree_is_recorded_with_parents_kinds_usage_and_logs(service, store):
+    with service.trace_run(
+        "RAG flow", user_id="u1", session_id="s1", project="p", inputs={"q": "hi"}, tags=["a"]
+    ) as run:
+        with run.span("Retriever", kind="retriever", inputs={"query": "hi"}) as span:
+            span.add_log("found 3 documents", level="info", count=3)
+            span.set_outputs({"docs": [1, 2, 3]})
+        with run.span("ChatModel", kind="llm", inputs={"messages": []}) as llm:
+            llm.set_usage(model="gpt-4o", input_tokens=120, output_tokens=40)
+            llm.set_outputs({"text": "hello"})
+            with run.span("inner-tool", kind="tool") as tool:  # nests under the current span
+                tool.set_outputs("ok")
+        run.set_outputs({"answer": "hello"})
+    assert service.flush(10)
+
+    [stored_run] = store.runs()
+    assert (stored_run.name, stored_run.user_id, stored_run.session_id) == ("RAG flow", "u1", "s1")
+    assert stored_run.project == "p" and stored_run.tags == ["a"]
+    assert stored_run.status == "ok" and stored_run.span_count == 4
+    assert (stored_run.input_tokens, stored_run.output_tokens) == (120, 40)
+    assert stored_run.outputs == {"answer": "hello"}
+
+    spans = by_name(store, run.run_id)
+    root = spans["RAG flow"]
+    assert root.parent_id is None and root.inputs == {"q": "hi"}
+    assert spans["Retriever"].parent_id == root.span_id
+    assert spans["Retriever"].kind == "retriever"
+    assert spans["Retriever"].logs[0]["message"] == "found 3 documents"
+    assert spans["Retriever"].logs[0]["fields"] == {"count": 3}
+    assert spans["ChatModel"].usage == {"input_tokens": 120, "output_tokens": 40, "total_tokens": 160}
+    assert spans["ChatModel"].model == "gpt-4o"
+    assert spans["inner-tool"].parent_id == spans["ChatModel"].span_id
+    assert all(s.end_ns >= s.start_ns for s in spans.values())
+
+
+async def test_async_nesting_across_gather_and_tasks(service, store):
+    async def component(name: str) -> None:
+        async with service.span(name, kind="tool") as span:
+            await asyncio.sleep(0.001)
+            async with service.span(f"{name}.inner", kind="parser"):
+                await asyncio.sleep(0)
+            span.set_outputs(name)
+
+    async with service.trace_run("async flow") as run:
+        async with run.span("fan-out", kind="chain"):
+            await asyncio.gather(component("a"), component("b"), component("c"))
+            await asyncio.create_task(component("d"))
+    assert await service.aflush(10)
+
+    spans = by_name(store, run.run_id)
+    fan = spans["fan-out"]
+    assert fan.parent_id == spans["async flow"].span_id
+    for name in "abcd":
+        assert spans[name].parent_id == fan.span_id
+        assert spans[f"{name}.inner"].parent_id == spans[name].span_id
+    assert len(spans) == 10
+
+
+def test_thread_with_copied_context_nests(service, store):
+    with service.trace_run("threaded") as run, run.span("parent") as parent:
+        ctx = contextvars.copy_context()
+
+        def work() -> None:
+            with service.span("in-thread", kind="tool"):
+                pass
+
+        t = threading.Thread(target=ctx.run, args=(work,))
+        t.start()
+        t.join()
+    assert service.flush(10)
+    spans = by_name(store, run.run_id)
+    assert spans["in-thread"].parent_id == spans["parent"].span_id == f"{parent.span_id:016x}"
+
+
+def test_span_without_a_current_span_starts_a_run(service, store):
+    with service.span("standalone", kind="agent") as run:
+        pass
+    assert service.flush(10)
+    [stored] = store.runs()
+    assert stored.run_id == run.run_id and stored.name == "standalone"
+    assert store.spans(run.run_id)[0].kind == "agent"
+
+
+def test_exception_is_recorded_and_reraised_unchanged(service, store):
+    class Boom(Exception):
+        pass
+
+    error = Boom("kaput")
+    with pytest.raises(Boom) as caught, service.trace_run("failing") as run:
+        with run.span("ok step"):
+            pass
+        with run.span("bad step", kind="tool"):
+            raise error
+    assert caught.value is error
+    assert service.flush(10)
+    spans = by_name(store, run.run_id)
+    bad = spans["bad step"]
+    assert bad.status == "error"
+    assert bad.error["type"] == "test_exception_is_recorded_and_reraised_unchanged.<locals>.Boom"
+    assert bad.error["message"] == "kaput"
+    assert "raise error" in bad.error["traceback"]
+    assert spans["ok step"].status == "ok"
+    assert store.run(run.run_id).status == "error"
+
+
+def test_run_id_gives_deterministic_trace_id_and_otel_sized_ids(service):
+    rid = str(uuid.uuid4())
+    with service.trace_run("a", run_id=rid) as run, run.span("s") as span:
+        pass
+    assert run.run.trace_id == trace_id_for(rid) == uuid.UUID(rid).bytes
+    assert len(run.run.trace_id) == 16
+    assert trace_id_for("not-a-uuid") == trace_id_for("not-a-uuid")
+    assert len(trace_id_for("not-a-uuid")) == 16
+    assert 0 < span.span_id < 2**64 and span.parent_id == run.span_id
+
+
+def test_values_are_snapshots(service, store):
+    inputs = {"items": [1, 2]}
+    outputs = {"answer": "first"}
+    with service.trace_run("snap") as run:
+        with run.span("s", inputs=inputs) as span:
+            inputs["items"].append(3)
+            span.set_outputs(outputs)
+            outputs["answer"] = "changed after set_outputs"
+        inputs["items"].append(4)
+    assert service.flush(10)
+    s = by_name(store, run.run_id)["s"]
+    assert s.inputs == {"items": [1, 2]}
+    assert s.outputs == {"answer": "first"}
+
+
+class Hostile:
+    """Raises from everything a serializer might touch."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash")
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError("getattr")
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: str
+
+
+def test_any_python_object_is_accepted(service, store):
+    class Model(pydantic.BaseModel):
+        name: str
+        when: datetime.datetime
+
+    cyclic: dict[str, object] = {"a": 1}
+    cyclic["self"] = cyclic
+    uid = uuid.uuid4()
+    value = {
+        "model": Model(name="m", when=datetime.datetime(2024, 1, 2, 3, 4, 5)),
+        "dc": Point(1, "p"),
+        "bytes": b"\x00\xffraw",
+        "text_bytes": b"hello",
+        "when": datetime.datetime(2024, 1, 2),
+        "uuid": uid,
+        "exc": ValueError("bad"),
+        "set": {3},
+        "cycle": cyclic,
+        "hostile": Hostile(),
+        "nan": float("nan"),
+        "big": 2**100,
+        7: "int key",
+    }
+    with service.trace_run("objects") as run, run.span("s", inputs=value) as span:
+        span.set_outputs(Hostile())
+        span.set_metadata(cyclic)
+        span.add_log(Hostile())
+    assert service.flush(10)
+    s = by_name(store, run.run_id)["s"]
+    got = s.inputs
+    assert got["model"] == {"name": "m", "when": "2024-01-02T03:04:05"}
+    assert got["dc"] == {"x": 1, "y": "p"}
+    assert got["text_bytes"] == "hello" and got["bytes"].startswith("base64:")
+    assert got["uuid"] == str(uid)
+    assert got["exc"] == {"type": "ValueError", "message": "bad"}
+    assert got["set"] == [3]
+    assert got["cycle"]["self"] == "<cycle>"
+    assert "repr failed" in got["hostile"]
+    assert got["big"] == str(2**100)
+    assert got["7"] == "int key"
+    assert "repr failed" in s.outputs
+    assert s.metadata == {"a": 1, "self": "<cycle>"}
+    assert len(s.logs) == 1
+
+
+def test_big_values_are_truncated_with_a_marker(make_service, store):
+    svc = make_service([store], max_value_bytes=4096)
+    huge = "x" * 1_000_000
+    with svc.trace_run("big") as run, run.span("s", inputs={"doc": huge}) as span:
+        span.set_outputs(["y" * 3000] * 100)
+    assert svc.flush(10)
+    s = by_name(store, run.run_id)["s"]
+    assert "truncated by tracemux" in s.inputs["doc"]
+    assert len(s.inputs["doc"]) < 4096
+    import orjson
+
+    assert len(orjson.dumps(s.outputs)) <= 4096
+    assert "truncated by tracemux" in orjson.dumps(s.outputs).decode()
+
+
+def test_unknown_kind_is_recorded_as_custom(service, store):
+    with service.trace_run("k") as run, run.span("s", kind="not-a-kind"):
+        pass
+    assert service.flush(10)
+    assert by_name(store, run.run_id)["s"].kind == "custom"
+
+
+def test_bad_destinations_are_a_configuration_error():
+    with pytest.raises(TypeError, match="destinations"):
+        tracemux.TracingService(destinations=["sqlite://nope"])  # type: ignore[list-item]
+
+
+def test_calls_after_end_are_ignored(service, store):
+    with service.trace_run("r") as run:
+        span = run.span("s")
+        span.end()
+        span.set_outputs("late")
+        span.add_log("late")
+        span.end()
+    assert service.flush(10)
+    s = by_name(store, run.run_id)["s"]
+    assert s.outputs is None and s.logs == []
+
+
+def test_stats_report_counts_and_threads(service):
+    before = service.stats()
+    with service.trace_run("r") as run:
+        for i in range(9):
+            with run.span(f"s{i}"):
+                pass
+    assert service.flush(10)
+    after = service.stats()
+    assert after["recorded"] - before["recorded"] == 10
+    assert after["exported"] - before["exported"] == 10
+    assert after["dropped_total"] == before["dropped_total"]
+    assert after["threads"] == 1
+    assert after["queue_size"] == 0 and after["queue_bytes"] == 0
+    assert service.shutdown(5)
+    assert service.stats()["threads"] == 0
+
+
+def test_get_service_is_created_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRACEMUX_DB", str(tmp_path / "default.db"))
+    monkeypatch.setattr(tracemux.service, "_default_service", None)
+    a = tracemux.get_service()
+    b = tracemux.get_service()
+    assert a is b
+    assert a.destinations == (SQLiteStore(tmp_path / "default.db"),)
