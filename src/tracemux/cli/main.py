@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck")
+COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,88 @@
+"""``tracemux ui``: serve the local trace viewer over a store.
+
+Usage::
+
+    tracemux ui [--db PATH] [--host 127.0.0.1] [--port 8765] [--open]
+
+The store is ``--db``, else ``TRACEMUX_DB``, else the default store in the user's data
+directory. The server binds to loopback unless ``--host`` says otherwise, prints its URL
+and the store's path, and runs until Ctrl+C. ``--port 0`` picks a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import webbrowser
+from typing import Any
+
+from rich.console import Console
+
+from tracemux.cli.common import add_db_argument, store_for
+from tracemux.ui.server import DEFAULT_HOST, DEFAULT_PORT, UIServer, is_loopback
+
+log = logging.getLogger("tracemux.ui")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``ui`` command to the ``tracemux`` parser."""
+    parser = subparsers.add_parser(
+        "ui",
+        help="serve the local trace viewer (read-only web page over the store)",
+        description=(
+            "Serve a read-only web page over the local store: the runs, newest first, "
+            "and each run's spans as a waterfall. Runs until Ctrl+C."
+        ),
+    )
+    add_db_argument(parser)
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to bind, 0 for any free port (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--open", action="store_true", help="open the page in the default web browser"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tracemux ui`` with parsed arguments; returns the exit code."""
+    console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
+    store = store_for(args)
+    try:
+        server = UIServer(store, host=args.host, port=args.port)
+    except OSError as exc:
+        err.print(f"[red]tracemux ui: cannot listen on {args.host}:{args.port}: {exc}[/red]")
+        return 1
+    server.start()
+    console.print(f"[bold]tracemux ui[/bold] serving [link={server.url}]{server.url}[/link]")
+    console.print(f"store: {store.path}", markup=False, highlight=False)
+    if not os.path.exists(store.path):
+        console.print("[yellow]the store does not exist yet: runs appear once recorded[/]")
+    if not is_loopback(args.host):
+        err.print(
+            f"[yellow]warning: listening on {args.host}: anyone who can reach this address "
+            "can read your traces[/yellow]"
+        )
+    console.print("press Ctrl+C to stop", style="dim")
+    if args.open:
+        try:
+            webbrowser.open(server.url)
+        except Exception as exc:
+            log.warning("tracemux ui: could not open a browser: %s", exc)
+    try:
+        while not server.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        clean = server.stop()
+    console.print("tracemux ui: stopped")
+    return 0 if clean else 1

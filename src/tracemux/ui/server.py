@@ -1,0 +1,463 @@
+"""The viewer's web server: a JSON API over a :class:`~tracemux.destinations.SQLiteStore`
+and one static page, read-only, bound to loopback by default.
+
+Why the standard library's :class:`http.server.ThreadingHTTPServer`: the viewer serves one
+person on one machine a handful of small JSON documents and three static files, so an
+async framework or WSGI stack would add a runtime dependency (and its threads) for nothing.
+What a production server would do that this one does by hand: JSON errors, security
+headers on every response, a Host check against DNS rebinding, 405 for anything but GET,
+and a clean shutdown that ends every thread it started.
+
+Routes (GET only; anything else is answered 405):
+
+* ``/``, ``/runs/<run_id>``: the page (``static/index.html``); the page routes itself.
+* ``/static/app.js``, ``/static/app.css``: its script and style sheet. Nothing else is
+  served from disk, and the page loads nothing from the internet.
+* ``/api/runs?search=&status=&user=&session=&limit=&offset=``: runs, newest first, as
+  ``{"runs": [...], "total": N, "limit": L, "offset": O}``. List items leave out the
+  run's inputs, outputs, metadata and traceback (fetch the run for those).
+* ``/api/runs/<run_id>``: one run (a unique prefix of its id is enough), or 404.
+* ``/api/runs/<run_id>/spans``: ``{"run_id": ..., "start_ns": ..., "spans": [...]}`` in
+  start order; each span also carries ``offset_ms``, its start relative to the run's.
+* ``/api/info``: the store's path, whether it exists yet, and the tracemux version.
+
+Threads: tracemux records from one export thread, and this server is the deliberate
+exception: ``tracemux-ui-server`` runs the accept loop and each request runs on its own
+short-lived ``tracemux-ui-request-N`` thread (connections are closed after each response,
+HTTP/1.0 style, so no thread idles on a kept-alive socket). :meth:`UIServer.stop` stops
+the loop, closes in-flight connections and joins every one of them.
+
+The store is only read: :class:`~tracemux.destinations.SQLiteStore`'s readers open their
+own short-lived connections with ``PRAGMA query_only``, and never create the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+from tracemux.destinations.sqlite import SQLiteStore, StoredRun
+
+log = logging.getLogger("tracemux.ui")
+
+THREAD_PREFIX = "tracemux-ui"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+RUN_STATUSES = frozenset({"running", "ok", "error"})
+
+#: Sent with every response, errors included.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+)
+
+_STATIC_FILES: dict[str, tuple[str, str]] = {
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+_PAGE_PATH = re.compile(r"^/(?:index\.html)?$|^/runs/[^/]+/?$")
+_API_RUN_PATH = re.compile(r"^/api/runs/([^/]+)(/spans)?/?$")
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_LIST_OMIT = ("inputs", "outputs", "metadata")
+_ERROR_MESSAGE_CHARS = 500
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _load_static() -> dict[str, bytes]:
+    root = resources.files("tracemux.ui") / "static"
+    return {name: (root / name).read_bytes() for name in ("index.html", "app.js", "app.css")}
+
+
+class _BadRequest(ValueError):
+    """A query parameter the API cannot use (answered 400)."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer whose request threads are named, tracked and joined on stop."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], viewer: UIServer) -> None:
+        self.viewer = viewer
+        self._active: dict[threading.Thread, socket.socket] = {}
+        self._active_lock = threading.Lock()
+        self._counter = itertools.count(1)
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self._run_request,
+            args=(request, client_address),
+            name=f"{THREAD_PREFIX}-request-{next(self._counter)}",
+            daemon=True,
+        )
+        with self._active_lock:
+            self._active[thread] = request
+        thread.start()
+
+    def _run_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("tracemux ui: connection from %s failed", client_address, exc_info=True)
+
+    def close_requests(self, timeout: float) -> bool:
+        """Close in-flight connections and join their threads; False if one outlived
+        ``timeout``."""
+        with self._active_lock:
+            active = dict(self._active)
+        for sock in active.values():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for thread in active:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in active)
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: route, answer, close."""
+
+    server: _HTTPServer
+    server_version = "tracemux-ui"
+    protocol_version = "HTTP/1.0"
+    timeout = 15  # seconds a client may take to send its request
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def end_headers(self) -> None:
+        for name, value in SECURITY_HEADERS:
+            self.send_header(name, value)
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("tracemux ui: %s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        short = self.responses.get(code, ("error", ""))[0]
+        self.close_connection = True
+        self._send_json({"error": message or short, "status": code}, status=code)
+
+    def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 405:
+            self.send_header("Allow", "GET")
+        self.end_headers()
+        if self.command != "HEAD" and status >= 200 and status not in (204, 304):
+            self.wfile.write(body)
+
+    def _send_json(self, payload: Any, status: int = 200) -> None:
+        self._send(orjson.dumps(payload), "application/json", status)
+
+    def _host_allowed(self) -> bool:
+        """Against DNS rebinding: on a loopback bind, the Host header must name loopback."""
+        allowed = self.server.viewer.allowed_hosts
+        if allowed is None:
+            return True
+        host = self.headers.get("Host")
+        if not host:
+            return True
+        host = host.strip().lower()
+        if host.startswith("["):
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name in allowed
+
+    # -- methods --------------------------------------------------------------------------
+
+    def _reject(self) -> None:
+        self.close_connection = True
+        self._send_json({"error": "method not allowed: the viewer is read-only"}, status=405)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _reject
+    do_TRACE = do_CONNECT = _reject
+
+    def do_GET(self) -> None:
+        if not self._host_allowed():
+            self._send_json({"error": "host not allowed"}, status=403)
+            return
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path.startswith("/api/"):
+                self._api(path, parse_qs(url.query))
+            elif _PAGE_PATH.match(path):
+                page = self.server.viewer.static["index.html"]
+                self._send(page, "text/html; charset=utf-8")
+            elif path in _STATIC_FILES:
+                name, content_type = _STATIC_FILES[path]
+                self._send(self.server.viewer.static[name], content_type)
+            elif path == "/favicon.ico":
+                self._send(b"", "image/x-icon", status=204)
+            else:
+                self.send_error(404, "not found")
+        except _BadRequest as exc:
+            self._send_json({"error": str(exc)}, status=400)
+        except sqlite3.OperationalError as exc:
+            log.warning("tracemux ui: reading the store failed: %s", exc)
+            self._send_json({"error": f"store busy or unreadable: {exc}"}, status=503)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("tracemux ui: %s failed", path)
+            with contextlib.suppress(OSError):
+                self._send_json({"error": "internal error"}, status=500)
+
+    # -- API ------------------------------------------------------------------------------
+
+    def _api(self, path: str, query: dict[str, list[str]]) -> None:
+        store = self.server.viewer.store
+        if path.rstrip("/") == "/api/runs":
+            self._send_json(_list_runs(store, query))
+            return
+        if path.rstrip("/") == "/api/info":
+            self._send_json(self.server.viewer.info())
+            return
+        m = _API_RUN_PATH.match(path)
+        if m is None:
+            self.send_error(404, "not found")
+            return
+        run = store.run(unquote(m.group(1)))
+        if run is None:
+            self._send_json({"error": "run not found"}, status=404)
+        elif m.group(2):
+            self._send_json(_spans_payload(store, run))
+        else:
+            self._send_json(run.to_dict())
+
+
+def _param(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        return None
+    value = values[-1].strip()
+    return value or None
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int, lo: int, hi: int) -> int:
+    raw = _param(query, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer")
+    if value < lo:
+        raise _BadRequest(f"{name} must be at least {lo}")
+    return min(value, hi)
+
+
+def _list_item(run: StoredRun) -> dict[str, Any]:
+    item = run.to_dict()
+    for key in _LIST_OMIT:
+        item.pop(key, None)
+    error = item.get("error")
+    if isinstance(error, dict):
+        item["error"] = {
+            "type": error.get("type"),
+            "message": str(error.get("message") or "")[:_ERROR_MESSAGE_CHARS],
+        }
+    return item
+
+
+def _list_runs(store: SQLiteStore, query: dict[str, list[str]]) -> dict[str, Any]:
+    status = _param(query, "status")
+    if status is not None and status not in RUN_STATUSES:
+        raise _BadRequest(f"status must be one of {', '.join(sorted(RUN_STATUSES))}")
+    filters = {
+        "search": _param(query, "search"),
+        "status": status,
+        "user_id": _param(query, "user"),
+        "session_id": _param(query, "session"),
+    }
+    limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(query, "offset", 0, 0, 2**62)
+    runs = store.runs(limit, offset, **filters)
+    total = store.count_runs(**filters)
+    return {
+        "runs": [_list_item(r) for r in runs],
+        "total": max(total, offset + len(runs)),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def _spans_payload(store: SQLiteStore, run: StoredRun) -> dict[str, Any]:
+    spans = store.spans(run.run_id)
+    start = min([run.start_ns, *(s.start_ns for s in spans)])
+    out = []
+    for span in spans:
+        d = span.to_dict()
+        d["offset_ms"] = (span.start_ns - start) / 1e6
+        out.append(d)
+    return {"run_id": run.run_id, "start_ns": start, "spans": out}
+
+
+class UIServer:
+    """The viewer's HTTP server over ``store``, bound when constructed.
+
+    ``port=0`` picks a free port (read it back from :attr:`port` or :attr:`url`). Use
+    :meth:`start` to serve from a background thread and :meth:`stop` to end every thread
+    the server started; or use it as a context manager (started on entry, stopped on
+    exit). Binding to a loopback address (the default) also makes the server refuse
+    requests whose Host header names anything but loopback or the bound host.
+    """
+
+    def __init__(
+        self, store: SQLiteStore, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    ) -> None:
+        self.store = store
+        self.static = _load_static()
+        self.allowed_hosts: frozenset[str] | None = (
+            _LOOPBACK_NAMES | {host.strip("[]").lower()} if is_loopback(host) else None
+        )
+        cls = _HTTPServer6 if ":" in host else _HTTPServer
+        self._httpd = cls((host.strip("[]"), port), self)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address the server is bound to."""
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to (the one picked when constructed with 0)."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The page's URL, e.g. ``http://127.0.0.1:8765/``."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        elif host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/"
+
+    def info(self) -> dict[str, Any]:
+        """What ``/api/info`` answers: the store's path, whether it exists, the version."""
+        from tracemux import __version__
+
+        return {
+            "db": self.store.path,
+            "exists": os.path.exists(self.store.path),
+            "version": __version__,
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> UIServer:
+        """Serve from a background thread (``tracemux-ui-server``). Returns self."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("UIServer was stopped; make a new one")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._httpd.serve_forever,
+                    kwargs={"poll_interval": 0.2},
+                    name=f"{THREAD_PREFIX}-server",
+                    daemon=True,
+                )
+                self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while the accept loop runs."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (or ``timeout`` passes); True once stopped."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop accepting, close in-flight connections and join every thread the server
+        started. Idempotent. False if a thread was still alive after ``timeout``."""
+        with self._lock:
+            already = self._stopped
+            self._stopped = True
+            thread = self._thread
+        if already:
+            return thread is None or not thread.is_alive()
+        deadline = time.monotonic() + timeout
+        if thread is not None:
+            self._httpd.shutdown()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._httpd.server_close()
+        clean = self._httpd.close_requests(max(0.0, deadline - time.monotonic()))
+        if thread is not None and thread.is_alive():
+            clean = False
+        if not clean:
+            log.warning("tracemux ui: a server thread did not stop within %.1f s", timeout)
+        return clean
+
+    def __enter__(self) -> UIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,754 @@
+// tracemux viewer: the runs list and a run's waterfall, over the JSON API of tracemux.ui.server.
+//
+// Everything shown is user data (span names, inputs, outputs, logs): the DOM is built with
+// createElement and textContent only; this file never assigns HTML from strings.
+"use strict";
+
+(function () {
+  const POLL_MS = 2000;
+  const PAGE_SIZE = 50;
+  const FOLD_CHARS = 400; // strings longer than this are folded
+  const MAX_ITEMS = 200; // entries of an object or array shown before "show more"
+  const OPEN_DEPTH = 2; // JSON nodes open by default up to this depth
+  const KINDS = new Set([
+    "chain", "llm", "tool", "retriever", "embedding", "agent",
+    "prompt", "parser", "guardrail", "evaluator", "custom",
+  ]);
+  const STATUSES = new Set(["ok", "error", "running"]);
+
+  const app = document.getElementById("app");
+  const liveEl = document.getElementById("live");
+  const storeEl = document.getElementById("store");
+
+  let generation = 0; // bumped on every route change: work of an older view stops
+  let pollTimer = null;
+  let lastListQuery = "";
+
+  // -- DOM helpers ---------------------------------------------------------------------------
+
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    if (props) {
+      for (const [key, value] of Object.entries(props)) {
+        if (value === null || value === undefined || value === false) continue;
+        if (key === "class") el.className = value;
+        else if (key === "dataset") {
+          for (const [k, v] of Object.entries(value)) {
+            if (v !== null && v !== undefined) el.dataset[k] = String(v);
+          }
+        } else if (key === "on") {
+          for (const [ev, fn] of Object.entries(value)) el.addEventListener(ev, fn);
+        } else if (key === "style") {
+          for (const [k, v] of Object.entries(value)) el.style[k] = v;
+        } else el.setAttribute(key, value === true ? "" : String(value));
+      }
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) append(el, child);
+      else if (child instanceof Node) el.appendChild(child);
+      else el.appendChild(document.createTextNode(String(child)));
+    }
+  }
+
+  function kindClass(kind) {
+    return "kind-" + (KINDS.has(kind) ? kind : "custom");
+  }
+
+  function statusPill(status, title) {
+    const cls = STATUSES.has(status) ? status : "other";
+    return h("span", { class: "pill status-" + cls, title: title || null }, status);
+  }
+
+  function runHref(runId, spanId) {
+    const base = "/runs/" + encodeURIComponent(runId);
+    return spanId ? base + "?span=" + encodeURIComponent(spanId) : base;
+  }
+
+  function listHref(filters) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+    const s = q.toString();
+    return "/" + (s ? "?" + s : "");
+  }
+
+  // -- formatting ----------------------------------------------------------------------------
+
+  const pad = (n, w) => String(n).padStart(w || 2, "0");
+
+  function fmtInt(n) {
+    return Number(n || 0).toLocaleString("en-US");
+  }
+
+  function fmtDur(ms) {
+    if (ms === null || ms === undefined || !isFinite(ms)) return "—";
+    if (ms < 1) return ms.toFixed(2) + " ms";
+    if (ms < 10) return ms.toFixed(1) + " ms";
+    if (ms < 1000) return Math.round(ms) + " ms";
+    if (ms < 60000) return (ms / 1000).toFixed(2) + " s";
+    const m = Math.floor(ms / 60000);
+    return m + " m " + Math.round((ms - m * 60000) / 1000) + " s";
+  }
+
+  function nsDate(ns) {
+    return new Date(Number(ns) / 1e6);
+  }
+
+  function clock(d) {
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+
+  function fullTime(ns) {
+    const d = nsDate(ns);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      clock(d) + "." + pad(d.getMilliseconds(), 3);
+  }
+
+  function shortTime(ns) {
+    const d = nsDate(ns);
+    const now = new Date();
+    if (d.toDateString() === now.toDateString()) return clock(d);
+    return pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + clock(d);
+  }
+
+  function fmtTokens(input, output) {
+    const total = (input || 0) + (output || 0);
+    return total ? fmtInt(total) : "—";
+  }
+
+  // -- networking and polling ----------------------------------------------------------------
+
+  async function getJSON(url) {
+    const resp = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!resp.ok) {
+      const err = new Error((body && body.error) || resp.statusText);
+      err.status = resp.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function stopPolling() {
+    if (pollTimer !== null) clearTimeout(pollTimer);
+    pollTimer = null;
+  }
+
+  function schedule(gen, fn) {
+    stopPolling();
+    pollTimer = setTimeout(function tick() {
+      if (gen !== generation) return;
+      if (document.hidden) {
+        pollTimer = setTimeout(tick, POLL_MS);
+        return;
+      }
+      fn();
+    }, POLL_MS);
+  }
+
+  function setLive(state, text) {
+    liveEl.className = "live live-" + state;
+    liveEl.textContent = text;
+  }
+
+  // -- routing -------------------------------------------------------------------------------
+
+  function route() {
+    generation += 1;
+    stopPolling();
+    const params = new URLSearchParams(location.search);
+    const m = /^\/runs\/([^/]+)\/?$/.exec(location.pathname);
+    if (m) {
+      let runId = m[1];
+      try {
+        runId = decodeURIComponent(runId);
+      } catch (_) {
+        // keep it as written
+      }
+      showRun(runId, params.get("span"));
+    } else {
+      showList(params);
+    }
+  }
+
+  function navigate(url) {
+    history.pushState(null, "", url);
+    route();
+    window.scrollTo(0, 0);
+  }
+
+  document.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-nav]");
+    if (!a || ev.defaultPrevented || ev.button !== 0) return;
+    if (ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+    ev.preventDefault();
+    navigate(a.getAttribute("href"));
+  });
+  window.addEventListener("popstate", route);
+
+  // -- the runs list -------------------------------------------------------------------------
+
+  function showList(params) {
+    const gen = generation;
+    document.title = "Runs · tracemux";
+    const f = {
+      search: params.get("search") || "",
+      status: params.get("status") || "",
+      user: params.get("user") || "",
+      session: params.get("session") || "",
+    };
+    let page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+    let lastText = null;
+    let seq = 0;
+    let debounce = null;
+
+    const search = h("input", {
+      type: "search", id: "f-search", placeholder: "Search name or run id",
+      "aria-label": "Search name or run id", autocomplete: "off",
+    });
+    const status = h("select", { id: "f-status", "aria-label": "Status" },
+      [["", "Any status"], ["running", "Running"], ["ok", "OK"], ["error", "Error"]]
+        .map(([v, t]) => h("option", { value: v }, t)));
+    const user = h("input", {
+      type: "text", id: "f-user", placeholder: "User", "aria-label": "User", autocomplete: "off",
+    });
+    const session = h("input", {
+      type: "text", id: "f-session", placeholder: "Session", "aria-label": "Session",
+      autocomplete: "off",
+    });
+    search.value = f.search;
+    status.value = f.status;
+    user.value = f.user;
+    session.value = f.session;
+    const clear = h("button", { type: "button", class: "btn", id: "f-clear" }, "Clear");
+    const count = h("span", { class: "count", id: "run-count" });
+    const tbody = h("tbody");
+    const table = h("table", { class: "runs", id: "runs", hidden: true },
+      h("thead", null, h("tr", null,
+        ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "User", "Session"]
+          .map((c) => h("th", { scope: "col", class: "col-" + c.toLowerCase() }, c)))),
+      tbody);
+    const empty = h("div", { class: "empty", id: "empty", hidden: true });
+    const prev = h("button", { type: "button", class: "btn", id: "prev" }, "← Newer");
+    const next = h("button", { type: "button", class: "btn", id: "next" }, "Older →");
+    const pageInfo = h("span", { class: "page-info", id: "page-info" });
+
+    app.replaceChildren(h("section", { class: "list-view" },
+      h("form", { class: "filters", role: "search", on: { submit: (e) => e.preventDefault() } },
+        search, status, user, session, clear, count),
+      h("div", { class: "table-wrap" }, table, empty),
+      h("nav", { class: "pager", "aria-label": "Pages" }, prev, pageInfo, next)));
+
+    function syncURL() {
+      const q = new URLSearchParams();
+      for (const k of ["search", "status", "user", "session"]) if (f[k]) q.set(k, f[k]);
+      if (page > 1) q.set("page", String(page));
+      const s = q.toString();
+      lastListQuery = s ? "?" + s : "";
+      history.replaceState(null, "", "/" + lastListQuery);
+    }
+
+    function changed(delay) {
+      clearTimeout(debounce);
+      debounce = setTimeout(() => {
+        if (gen !== generation) return;
+        f.search = search.value.trim();
+        f.status = status.value;
+        f.user = user.value.trim();
+        f.session = session.value.trim();
+        page = 1;
+        syncURL();
+        load();
+      }, delay);
+    }
+
+    search.addEventListener("input", () => changed(250));
+    user.addEventListener("input", () => changed(250));
+    session.addEventListener("input", () => changed(250));
+    status.addEventListener("change", () => changed(0));
+    clear.addEventListener("click", () => {
+      search.value = user.value = session.value = status.value = "";
+      changed(0);
+    });
+    prev.addEventListener("click", () => {
+      if (page > 1) {
+        page -= 1;
+        syncURL();
+        load();
+      }
+    });
+    next.addEventListener("click", () => {
+      page += 1;
+      syncURL();
+      load();
+    });
+
+    function filterChip(key, value) {
+      if (!value) return h("span", { class: "muted" }, "—");
+      return h("button", {
+        type: "button", class: "chip", title: "Show only this " + key + "'s runs",
+        on: {
+          click: () => {
+            (key === "user" ? user : session).value = value;
+            changed(0);
+          },
+        },
+      }, value);
+    }
+
+    function runRow(r) {
+      const href = runHref(r.run_id);
+      const errTitle = r.error ? (r.error.type || "Error") + ": " + (r.error.message || "") : null;
+      return h("tr", {
+        class: "run-row", dataset: { runId: r.run_id, status: r.status },
+        on: {
+          click: (ev) => {
+            if (ev.target.closest("a, button")) return;
+            navigate(href);
+          },
+        },
+      },
+      h("td", { class: "c-name" },
+        h("a", { href: href, "data-nav": true, class: "run-link" }, r.name || "(unnamed)"),
+        h("span", { class: "run-id", title: r.run_id }, r.run_id.slice(0, 8))),
+      h("td", null, statusPill(r.status, errTitle)),
+      h("td", { class: "c-time", title: fullTime(r.start_ns) }, shortTime(r.start_ns)),
+      h("td", { class: "num" },
+        r.status === "running" ? h("span", { class: "muted" }, "running…") : fmtDur(r.duration_ms)),
+      h("td", { class: "num" }, fmtInt(r.span_count),
+        r.error_count ? h("span", { class: "err-count", title: r.error_count + " failed" },
+          " ✕" + r.error_count) : null),
+      h("td", {
+        class: "num",
+        title: "input " + fmtInt(r.input_tokens) + " · output " + fmtInt(r.output_tokens),
+      }, fmtTokens(r.input_tokens, r.output_tokens)),
+      h("td", { class: "c-user" }, filterChip("user", r.user_id)),
+      h("td", { class: "c-session" }, filterChip("session", r.session_id)));
+    }
+
+    function render(data) {
+      const total = data.total;
+      const to = data.offset + data.runs.length;
+      tbody.replaceChildren(...data.runs.map(runRow));
+      count.textContent = total === 1 ? "1 run" : fmtInt(total) + " runs";
+      pageInfo.textContent = data.runs.length
+        ? fmtInt(data.offset + 1) + "–" + fmtInt(to) + " of " + fmtInt(total) : "";
+      prev.disabled = page <= 1;
+      next.disabled = to >= total;
+      table.hidden = data.runs.length === 0;
+      empty.hidden = data.runs.length !== 0;
+      const filtered = f.search || f.status || f.user || f.session;
+      empty.replaceChildren(filtered
+        ? h("p", null, "No runs match these filters.")
+        : h("p", null, "No runs recorded yet. Record some (e.g. ",
+          h("code", null, "tracemux demo"), "); they appear here as they start."));
+    }
+
+    async function load() {
+      if (gen !== generation) return;
+      stopPolling();
+      seq += 1;
+      const mine = seq;
+      const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String((page - 1) * PAGE_SIZE) });
+      for (const k of ["search", "status", "user", "session"]) if (f[k]) q.set(k, f[k]);
+      try {
+        const data = await getJSON("/api/runs?" + q.toString());
+        if (gen !== generation || mine !== seq) return;
+        if (data.runs.length === 0 && data.total > 0 && page > 1) {
+          page = Math.max(1, Math.ceil(data.total / PAGE_SIZE));
+          syncURL();
+          load();
+          return;
+        }
+        const text = JSON.stringify(data);
+        if (text !== lastText) {
+          lastText = text;
+          render(data);
+        }
+        setLive("on", "live · updated " + clock(new Date()));
+      } catch (err) {
+        if (gen !== generation || mine !== seq) return;
+        if (err.status === 400) {
+          empty.replaceChildren(h("p", null, "Bad filter: " + err.message));
+          empty.hidden = false;
+          table.hidden = true;
+        }
+        setLive("off", "cannot reach the server, retrying…");
+      }
+      if (gen === generation && mine === seq) schedule(gen, load);
+    }
+
+    syncURL();
+    load();
+  }
+
+  // -- JSON viewer ---------------------------------------------------------------------------
+
+  function foldedString(s) {
+    if (s.length <= FOLD_CHARS) return h("span", { class: "j-string" }, s);
+    const text = h("span", { class: "j-string" }, s.slice(0, FOLD_CHARS));
+    const more = "show " + fmtInt(s.length - FOLD_CHARS) + " more characters";
+    const btn = h("button", { type: "button", class: "fold-btn" }, "… " + more);
+    btn.addEventListener("click", () => {
+      const open = text.classList.toggle("unfolded");
+      text.textContent = open ? s : s.slice(0, FOLD_CHARS);
+      btn.textContent = open ? "show less" : "… " + more;
+    });
+    return h("span", { class: "j-fold" }, text, btn);
+  }
+
+  function jsonLeaf(value) {
+    if (value === null || value === undefined) return h("span", { class: "j-null" }, "null");
+    if (typeof value === "string") return foldedString(value);
+    if (typeof value === "number") return h("span", { class: "j-number" }, String(value));
+    if (typeof value === "boolean") return h("span", { class: "j-boolean" }, String(value));
+    return h("span", null, String(value));
+  }
+
+  // A value as a tree: objects and arrays are <details> (collapsible), strings are folded.
+  function jsonView(value, depth, label) {
+    const keyEl = label === undefined ? null
+      : h("span", { class: typeof label === "number" ? "j-index" : "j-key" }, String(label));
+    const isObj = value !== null && typeof value === "object";
+    if (!isObj) {
+      return h("div", { class: "j-entry" }, keyEl, keyEl ? h("span", { class: "j-colon" }, ": ") : null,
+        jsonLeaf(value));
+    }
+    const isArr = Array.isArray(value);
+    const keys = isArr ? value.map((_, i) => i) : Object.keys(value);
+    if (keys.length === 0) {
+      return h("div", { class: "j-entry" }, keyEl, keyEl ? h("span", { class: "j-colon" }, ": ") : null,
+        h("span", { class: "j-empty" }, isArr ? "[ ]" : "{ }"));
+    }
+    const n = keys.length;
+    const summary = isArr ? "[ " + n + (n === 1 ? " item ]" : " items ]")
+      : "{ " + n + (n === 1 ? " key }" : " keys }");
+    const body = h("div", { class: "j-body" });
+    const node = h("details", { class: "j-node", open: depth < OPEN_DEPTH },
+      h("summary", { class: "j-summary" }, keyEl, keyEl ? h("span", { class: "j-colon" }, ": ") : null,
+        h("span", { class: "j-count" }, summary)),
+      body);
+    const addEntries = (from, to) => {
+      for (const k of keys.slice(from, to)) body.appendChild(jsonView(value[k], depth + 1, k));
+    };
+    addEntries(0, MAX_ITEMS);
+    if (n > MAX_ITEMS) {
+      const btn = h("button", { type: "button", class: "fold-btn" },
+        "show " + fmtInt(n - MAX_ITEMS) + " more");
+      btn.addEventListener("click", () => {
+        btn.remove();
+        addEntries(MAX_ITEMS, n);
+      });
+      body.appendChild(btn);
+    }
+    return node;
+  }
+
+  function jsonBlock(value) {
+    if (value === null || value === undefined) return h("p", { class: "muted" }, "none");
+    return h("div", { class: "json" }, jsonView(value, 0));
+  }
+
+  function copyButton(value) {
+    const btn = h("button", { type: "button", class: "copy-btn", title: "Copy as JSON" }, "copy");
+    btn.addEventListener("click", () => {
+      const text = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+      if (navigator.clipboard) {
+        navigator.clipboard.writeText(text).then(() => {
+          btn.textContent = "copied";
+          setTimeout(() => { btn.textContent = "copy"; }, 1200);
+        }, () => { btn.textContent = "copy failed"; });
+      }
+    });
+    return btn;
+  }
+
+  // -- a run: header, waterfall, detail panel ------------------------------------------------
+
+  function showRun(runId, spanParam) {
+    const gen = generation;
+    let run = null;
+    let spans = [];
+    let byId = new Map();
+    let selected = spanParam || null;
+    let lastText = null;
+    let detailKey = null;
+    const collapsed = new Set();
+
+    const head = h("div", { class: "run-head", id: "run-head" }, h("p", { class: "muted" }, "Loading…"));
+    const wf = h("div", { class: "waterfall", id: "waterfall", tabindex: "0", "aria-label": "Spans" });
+    const detail = h("aside", { class: "detail", id: "detail", "aria-label": "Span details" });
+    app.replaceChildren(h("section", { class: "run-view" },
+      h("a", { href: "/" + lastListQuery, "data-nav": true, class: "back" }, "← All runs"),
+      head,
+      h("div", { class: "run-body" }, h("div", { class: "wf-wrap" }, wf), detail)));
+    document.title = "Run · tracemux";
+
+    wf.addEventListener("keydown", (ev) => {
+      if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+      const rows = Array.from(wf.querySelectorAll(".wf-row[data-span-id]")).filter((r) => !r.hidden);
+      if (!rows.length) return;
+      ev.preventDefault();
+      let i = rows.findIndex((r) => r.dataset.spanId === selected);
+      i = ev.key === "ArrowDown" ? Math.min(rows.length - 1, i + 1) : Math.max(0, i - 1);
+      select(rows[i].dataset.spanId, true);
+      rows[i].scrollIntoView({ block: "nearest" });
+    });
+
+    function meta(label, ...value) {
+      return h("div", { class: "meta-item" }, h("span", { class: "meta-label" }, label), " ", ...value);
+    }
+
+    function renderHead() {
+      document.title = (run.name || "run") + " · tracemux";
+      const items = [
+        meta("start", h("span", { title: String(run.start_ns) }, fullTime(run.start_ns))),
+        meta("duration", run.status === "running" ? "running…" : fmtDur(run.duration_ms)),
+        meta("spans", fmtInt(run.span_count),
+          run.error_count ? h("span", { class: "err-count" }, " (" + run.error_count + " failed)") : null),
+        meta("tokens", fmtInt(run.input_tokens) + " in · " + fmtInt(run.output_tokens) + " out"),
+      ];
+      if (run.user_id) {
+        items.push(meta("user", h("a", { href: listHref({ user: run.user_id }), "data-nav": true }, run.user_id)));
+      }
+      if (run.session_id) {
+        items.push(meta("session",
+          h("a", { href: listHref({ session: run.session_id }), "data-nav": true }, run.session_id)));
+      }
+      if (run.project) items.push(meta("project", run.project));
+      if (run.tags && run.tags.length) {
+        items.push(meta("tags", ...run.tags.map((t) => h("span", { class: "tag" }, t))));
+      }
+      items.push(meta("run id", h("code", { class: "run-id-full" }, run.run_id)));
+      head.replaceChildren(
+        h("div", { class: "run-title" }, h("h1", { id: "run-name" }, run.name || "(unnamed)"),
+          statusPill(run.status)),
+        h("div", { class: "run-meta" }, items));
+    }
+
+    // The spans in tree order (depth first, children by start time); a span whose parent
+    // is not (yet) in the store is shown at the top level.
+    function treeOrder() {
+      const kids = new Map();
+      const roots = [];
+      for (const s of spans) {
+        if (s.parent_id && byId.has(s.parent_id) && s.parent_id !== s.span_id) {
+          if (!kids.has(s.parent_id)) kids.set(s.parent_id, []);
+          kids.get(s.parent_id).push(s);
+        } else {
+          roots.push(s);
+        }
+      }
+      const out = [];
+      const seen = new Set();
+      const stack = roots.slice().reverse().map((s) => [s, 0, false]);
+      while (stack.length) {
+        const [s, depth, hidden] = stack.pop();
+        if (seen.has(s.span_id)) continue;
+        seen.add(s.span_id);
+        const children = kids.get(s.span_id) || [];
+        out.push({ s, depth, hidden, hasKids: children.length > 0 });
+        const hide = hidden || collapsed.has(s.span_id);
+        for (let i = children.length - 1; i >= 0; i--) stack.push([children[i], depth + 1, hide]);
+      }
+      return out;
+    }
+
+    function renderWaterfall() {
+      if (!spans.length) {
+        wf.replaceChildren(h("p", { class: "muted pad" },
+          run.status === "running" ? "No spans recorded yet: they appear as they end." : "This run has no spans."));
+        return;
+      }
+      let total = run.duration_ms || 0;
+      for (const s of spans) total = Math.max(total, s.offset_ms + s.duration_ms);
+      if (!(total > 0)) total = 1;
+      const pct = (ms) => Math.min(100, Math.max(0, (ms / total) * 100));
+      const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) =>
+        h("span", { class: "tick" + (t === 1 ? " tick-end" : ""), style: { left: t * 100 + "%" } },
+          fmtDur(total * t)));
+      const rows = [h("div", { class: "wf-row wf-axis", "aria-hidden": "true" },
+        h("div", { class: "wf-label" }, "Span"), h("div", { class: "wf-track" }, ticks),
+        h("div", { class: "wf-dur" }, "Duration"))];
+      for (const { s, depth, hidden, hasKids } of treeOrder()) {
+        const left = pct(s.offset_ms);
+        const width = Math.min(100 - left, Math.max(pct(s.duration_ms), 0.3));
+        const isErr = s.status === "error";
+        const row = h("div", {
+          class: "wf-row" + (isErr ? " is-error" : "") + (s.span_id === selected ? " selected" : ""),
+          role: "button", "aria-selected": s.span_id === selected ? "true" : "false",
+          title: s.name + " · " + s.kind + " · " + fmtDur(s.duration_ms),
+          dataset: {
+            spanId: s.span_id, parentId: s.parent_id, depth: depth, kind: s.kind, status: s.status,
+          },
+          on: { click: () => select(s.span_id, true) },
+        },
+        h("div", { class: "wf-label", style: { paddingLeft: 6 + depth * 16 + "px" } },
+          hasKids
+            ? h("button", {
+              type: "button", class: "twisty", "aria-label": collapsed.has(s.span_id) ? "Expand" : "Collapse",
+              on: {
+                click: (ev) => {
+                  ev.stopPropagation();
+                  if (collapsed.has(s.span_id)) collapsed.delete(s.span_id);
+                  else collapsed.add(s.span_id);
+                  renderWaterfall();
+                },
+              },
+            }, collapsed.has(s.span_id) ? "▸" : "▾")
+            : h("span", { class: "twisty" }),
+          h("span", { class: "kind-badge " + kindClass(s.kind) }, s.kind),
+          h("span", { class: "wf-name" }, s.name),
+          isErr ? h("span", { class: "err-mark", title: "failed" }, "✕") : null),
+        h("div", { class: "wf-track" },
+          h("div", {
+            class: "wf-bar " + kindClass(s.kind) + (isErr ? " is-error" : ""),
+            style: { left: left + "%", width: width + "%" },
+          })),
+        h("div", { class: "wf-dur" }, fmtDur(s.duration_ms)));
+        row.hidden = hidden;
+        rows.push(row);
+      }
+      wf.replaceChildren(...rows);
+    }
+
+    function select(spanId, updateUrl) {
+      if (!byId.has(spanId)) return;
+      selected = spanId;
+      for (const row of wf.querySelectorAll(".wf-row[data-span-id]")) {
+        const on = row.dataset.spanId === spanId;
+        row.classList.toggle("selected", on);
+        row.setAttribute("aria-selected", on ? "true" : "false");
+      }
+      if (updateUrl) history.replaceState(null, "", runHref(run.run_id, spanId));
+      renderDetail(byId.get(spanId));
+    }
+
+    function section(name, title, body, extra) {
+      return h("section", { class: "d-section d-" + name, dataset: { section: name } },
+        h("h3", null, title, extra || null), body);
+    }
+
+    function renderDetail(s) {
+      const key = JSON.stringify(s);
+      if (key === detailKey) return;
+      detailKey = key;
+      const facts = [
+        ["start", "+" + fmtDur(s.offset_ms) + " · " + fullTime(s.start_ns)],
+        ["duration", fmtDur(s.duration_ms)],
+      ];
+      if (s.model) facts.push(["model", s.model]);
+      if (s.usage) {
+        facts.push(["tokens", fmtInt(s.usage.input_tokens) + " in · " +
+          fmtInt(s.usage.output_tokens) + " out · " + fmtInt(s.usage.total_tokens) + " total"]);
+      }
+      facts.push(["span id", s.span_id]);
+      if (s.parent_id) facts.push(["parent", s.parent_id]);
+      const parts = [
+        h("div", { class: "d-head" },
+          h("span", { class: "kind-badge " + kindClass(s.kind) }, s.kind),
+          h("h2", { class: "d-title", id: "d-title" }, s.name),
+          statusPill(s.status)),
+        h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", null, k), h("dd", null, v)])),
+      ];
+      if (s.error) {
+        parts.push(section("error", "Error", h("div", { class: "error-box", id: "d-error" },
+          h("div", { class: "err-title" }, h("strong", null, s.error.type || "Error"),
+            s.error.message ? ": " + s.error.message : ""),
+          s.error.traceback
+            ? h("details", { class: "traceback", open: true }, h("summary", null, "Traceback"),
+              h("pre", null, s.error.traceback))
+            : null)));
+      }
+      parts.push(section("inputs", "Inputs", jsonBlock(s.inputs), s.inputs == null ? null : copyButton(s.inputs)));
+      parts.push(section("outputs", "Outputs", jsonBlock(s.outputs), s.outputs == null ? null : copyButton(s.outputs)));
+      if (s.metadata != null) {
+        parts.push(section("metadata", "Metadata", jsonBlock(s.metadata), copyButton(s.metadata)));
+      }
+      if (s.usage) {
+        parts.push(section("usage", "Usage", h("table", { class: "usage" },
+          s.model ? h("tr", null, h("th", null, "model"), h("td", null, s.model)) : null,
+          Object.entries(s.usage).map(([k, v]) => h("tr", null, h("th", null, k),
+            h("td", { class: "num" }, typeof v === "number" ? fmtInt(v) : String(v)))))));
+      }
+      if (s.logs && s.logs.length) {
+        parts.push(section("logs", "Logs (" + s.logs.length + ")", h("ol", { class: "logs" },
+          s.logs.map((l) => h("li", { class: "log log-" + String(l.level).replace(/[^a-z]/g, "") },
+            h("span", { class: "log-time" }, "+" + fmtDur((l.time_ns - s.start_ns) / 1e6)),
+            h("span", { class: "log-level" }, l.level),
+            h("span", { class: "log-msg" }, l.message),
+            l.fields ? h("div", { class: "log-fields json" }, jsonView(l.fields, 1)) : null)))));
+      }
+      detail.replaceChildren(...parts);
+    }
+
+    function render() {
+      renderHead();
+      byId = new Map(spans.map((s) => [s.span_id, s]));
+      if (!selected || !byId.has(selected)) {
+        const root = spans.find((s) => !s.parent_id) || spans[0];
+        selected = root ? root.span_id : null;
+      }
+      renderWaterfall();
+      if (selected) renderDetail(byId.get(selected));
+      else {
+        detailKey = null;
+        detail.replaceChildren(h("p", { class: "muted pad" }, "Select a span to see its details."));
+      }
+    }
+
+    async function load() {
+      if (gen !== generation) return;
+      const id = encodeURIComponent(runId);
+      try {
+        const [r, s] = await Promise.all([getJSON("/api/runs/" + id), getJSON("/api/runs/" + id + "/spans")]);
+        if (gen !== generation) return;
+        const text = JSON.stringify([r, s]);
+        if (text !== lastText) {
+          lastText = text;
+          run = r;
+          spans = s.spans;
+          render();
+        }
+        if (run.status === "running") {
+          setLive("on", "live · updated " + clock(new Date()));
+          schedule(gen, load);
+        } else {
+          setLive("idle", "run finished");
+        }
+      } catch (err) {
+        if (gen !== generation) return;
+        if (err.status === 404) {
+          document.title = "Run not found · tracemux";
+          head.replaceChildren(h("h1", null, "Run not found"),
+            h("p", { class: "muted" }, "No run with id ", h("code", null, runId), " in this store."));
+          wf.replaceChildren();
+          detail.replaceChildren();
+          setLive("idle", "");
+          return;
+        }
+        setLive("off", "cannot reach the server, retrying…");
+        schedule(gen, load);
+      }
+    }
+
+    load();
+  }
+
+  // -- start ---------------------------------------------------------------------------------
+
+  getJSON("/api/info").then((info) => {
+    storeEl.textContent = info.db + (info.exists ? "" : " (not created yet)");
+  }, () => {});
+  route();
+})();
