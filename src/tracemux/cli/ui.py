@@ -59,25 +59,33 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = UIServer(store, host=args.host, port=args.port)
     except OSError as exc:
-        err.print(f"[red]tracemux ui: cannot listen on {args.host}:{args.port}: {exc}[/red]")
+        err.print(
+            f"tracemux ui: cannot listen on {args.host}:{args.port}: {exc}",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         return 1
     server.start()
-    console.print(f"[bold]tracemux ui[/bold] serving [link={server.url}]{server.url}[/link]")
-    console.print(f"store: {store.path}", markup=False, highlight=False)
-    if not os.path.exists(store.path):
-        console.print("[yellow]the store does not exist yet: runs appear once recorded[/]")
-    if not is_loopback(args.host):
-        err.print(
-            f"[yellow]warning: listening on {args.host}: anyone who can reach this address "
-            "can read your traces[/yellow]"
-        )
-    console.print("press Ctrl+C to stop", style="dim")
-    if args.open:
-        try:
-            webbrowser.open(server.url)
-        except Exception as exc:
-            log.warning("tracemux ui: could not open a browser: %s", exc)
     try:
+        url = server.url
+        console.print(f"[bold]tracemux ui[/bold] serving [link={url}]{url}[/link]")
+        console.print(f"store: {store.path}", markup=False, highlight=False)
+        if not os.path.exists(store.path):
+            console.print("the store does not exist yet: runs appear once recorded", style="yellow")
+        if not is_loopback(args.host):
+            err.print(
+                f"warning: listening on {args.host}: anyone who can reach this address "
+                "can read your traces",
+                style="yellow",
+                markup=False,
+            )
+        console.print("press Ctrl+C to stop", style="dim")
+        if args.open:
+            try:
+                webbrowser.open(url)
+            except Exception as exc:
+                log.warning("tracemux ui: could not open a browser: %s", exc)
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:

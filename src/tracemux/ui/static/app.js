@@ -575,7 +575,10 @@
       if (!(total > 0)) total = 1;
       const pct = (ms) => Math.min(100, Math.max(0, (ms / total) * 100));
       const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) =>
-        h("span", { class: "tick" + (t === 1 ? " tick-end" : ""), style: { left: t * 100 + "%" } },
+        h("span", {
+          class: "tick " + (t === 0 ? "tick-start" : t === 1 ? "tick-end" : "tick-mid"),
+          style: { left: t * 100 + "%" },
+        },
           fmtDur(total * t)));
       const rows = [h("div", { class: "wf-row wf-axis", "aria-hidden": "true" },
         h("div", { class: "wf-label" }, "Span"), h("div", { class: "wf-track" }, ticks),

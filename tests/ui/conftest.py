@@ -1,0 +1,150 @@
+"""Helpers for the viewer's tests: realistic recorded flows and a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tracemux import TracingService
+from tracemux.destinations import SQLiteStore
+from tracemux.ui import UIServer
+
+#: the name of the span (and, in the run's name, the markup) that must show as text
+XSS_SPAN = "<script>alert(1)</script>"
+XSS_RUN = "<img src=x onerror=alert(3)> probe"
+XSS_OUTPUT = "<img src=x onerror=alert(2)>"
+
+LONG_ANSWER = (
+    "To rotate an API key, create the new key first, deploy it next to the old one, "
+    "switch every client over, watch the old key's traffic drop to zero, then revoke it. "
+) * 8
+
+
+class SearchTimeout(RuntimeError):
+    """The simulated web search timed out."""
+
+
+def record_agent_run(svc: TracingService, *, user: str = "alice", session: str = "s-1") -> str:
+    """Record one nested agent flow with a failing tool call; return its run id.
+
+    support-agent (chain)
+      Planner (agent)
+        Retriever (retriever)      logs, outputs
+          Embed query (embedding)  usage
+        WebSearch (tool)           fails with SearchTimeout
+      Prompt (prompt)
+      ChatModel (llm)              usage, model, long output
+      OutputParser (parser)
+      Guardrail (guardrail)
+    """
+    question = "How are API keys rotated?"
+    with svc.trace_run(
+        "support-agent",
+        user_id=user,
+        session_id=session,
+        project="helpdesk",
+        tags=["rag", "prod"],
+        inputs={"question": question},
+        metadata={"flow_version": 4},
+    ) as run:
+        with run.span("Planner", kind="agent", inputs={"goal": question}) as planner:
+            planner.add_log("planning with 2 tools", level="debug", tools=["search", "kb"])
+            with planner.span("Retriever", kind="retriever", inputs={"query": question}) as ret:
+                with ret.span("Embed query", kind="embedding", inputs={"text": question}) as emb:
+                    emb.set_usage(model="text-embedding-3-small", input_tokens=9)
+                    emb.set_outputs({"dimensions": 1536})
+                ret.add_log("found 3 documents", level="info", k=3)
+                ret.set_outputs(
+                    {
+                        "documents": [
+                            {"id": "kb-112", "score": 0.91, "title": "Key rotation runbook"},
+                            {"id": "kb-087", "score": 0.84, "title": "Secrets management"},
+                            {"id": "kb-301", "score": 0.62, "title": "Incident 2024-07"},
+                        ]
+                    }
+                )
+            try:
+                with planner.span("WebSearch", kind="tool", inputs={"query": question}) as ws:
+                    ws.add_log("retrying once", level="warning", attempt=2)
+                    raise SearchTimeout("web search timed out after 2.0 s")
+            except SearchTimeout:
+                pass
+            planner.set_outputs({"plan": ["retrieve", "answer"]})
+        with run.span("Prompt", kind="prompt", inputs={"documents": 3}) as prompt:
+            prompt.set_outputs({"prompt": f"Answer from the documents.\nQuestion: {question}"})
+        with run.span(
+            "ChatModel",
+            kind="llm",
+            inputs={"messages": [{"role": "user", "content": question}], "temperature": 0.2},
+        ) as llm:
+            llm.set_usage(model="gpt-4o-mini", input_tokens=412, output_tokens=188)
+            llm.set_outputs({"role": "assistant", "content": LONG_ANSWER})
+        with run.span("OutputParser", kind="parser", inputs={"text": "..."}) as parser:
+            parser.set_outputs({"answer": LONG_ANSWER[:120]})
+        with run.span("Guardrail", kind="guardrail") as guard:
+            guard.set_outputs({"allowed": True, "checks": ["pii", "toxicity"]})
+        run.set_outputs({"answer": LONG_ANSWER[:120]})
+        return run.run_id
+
+
+def record_xss_run(svc: TracingService) -> str:
+    """Record a run whose names and values are markup; return its run id."""
+    with svc.trace_run(XSS_RUN, user_id="mallory", session_id="s-x") as run:
+        with run.span(XSS_SPAN, kind="tool", inputs={"html": XSS_OUTPUT}) as span:
+            span.set_outputs(XSS_OUTPUT)
+            span.add_log(XSS_SPAN, level="error")
+        return run.run_id
+
+
+@dataclass
+class Recorded:
+    """What :func:`fill_store` recorded."""
+
+    agent_runs: list[str]
+    xss_run: str
+
+
+def fill_store(svc: TracingService, agent_runs: int = 3) -> Recorded:
+    """Record ``agent_runs`` agent flows (two users) and one markup run, and flush."""
+    ids = [
+        record_agent_run(svc, user="alice" if i % 2 == 0 else "bob", session=f"s-{i % 2}")
+        for i in range(agent_runs)
+    ]
+    xss = record_xss_run(svc)
+    assert svc.flush(10)
+    return Recorded(ids, xss)
+
+
+def get(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """An HTTP request with urllib: (status, headers, body), errors included."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers.items()), exc.read()
+
+
+def get_json(url: str) -> Any:
+    status, _, body = get(url)
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+@pytest.fixture
+def ui_server(store: SQLiteStore) -> Iterator[UIServer]:
+    """A viewer over the test's store on 127.0.0.1, a free port; stopped after the test."""
+    server = UIServer(store, host="127.0.0.1", port=0).start()
+    try:
+        yield server
+    finally:
+        assert server.stop()
