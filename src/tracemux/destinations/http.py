@@ -1,0 +1,284 @@
+"""HTTP plumbing shared by the remote destinations.
+
+- :func:`shared_client`: the one ``httpx.AsyncClient`` (one connection pool, one SSL
+  context) that every remote destination of the export thread uses. It is created lazily
+  on the export thread and closed when that thread's session ends
+  (:func:`tracemux.pipeline.worker.on_export_thread_exit`).
+- :func:`post`: send one request and turn every failure into an
+  :class:`~tracemux.destinations.base.ExportError` the lane understands: connection errors,
+  timeouts, 408, 429 and 5xx are retryable (``Retry-After`` honoured), 413 splits the
+  batch, any other 4xx drops it with reason ``http_<status>``.
+- :func:`mask_secret`, :func:`check_url`, :func:`require_key`: validation and masking used
+  by the destinations' constructors, so a bad configuration fails at construction, never at
+  export time, and no secret reaches a log line or a ``repr``.
+
+``httpx`` is imported lazily: ``import tracemux`` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from tracemux.destinations.base import ExportError
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("tracemux.destinations.http")
+
+#: seconds a request may take before it counts as a (retryable) timeout
+DEFAULT_TIMEOUT = 10.0
+#: the largest Retry-After honoured, in seconds
+MAX_RETRY_AFTER = 300.0
+#: statuses that are retried besides 5xx
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+USER_AGENT = "tracemux"
+
+_local = threading.local()
+
+
+def _new_client() -> httpx.AsyncClient:
+    import httpx
+
+    from tracemux import __version__
+
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0),
+        # one in-flight request per destination lane; lanes are capped by max_destinations
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=15),
+        follow_redirects=False,
+        headers={"User-Agent": f"{USER_AGENT}/{__version__}"},
+    )
+
+
+def shared_client() -> httpx.AsyncClient:
+    """The HTTP client of the current export thread, created on first use.
+
+    On the export thread it is closed automatically when the thread's session ends. Called
+    on another event loop (tests, benchmarks), a client is kept per thread and loop; close
+    it with :func:`close_shared_client`.
+    """
+    loop = asyncio.get_running_loop()
+    client = getattr(_local, "client", None)
+    if client is not None and getattr(_local, "loop", None) is loop and not client.is_closed:
+        return client
+    client = _new_client()
+    _local.client = client
+    _local.loop = loop
+
+    async def close() -> None:
+        if getattr(_local, "client", None) is client:
+            _local.client = None
+            _local.loop = None
+        await client.aclose()
+
+    from tracemux.pipeline.worker import on_export_thread_exit
+
+    try:
+        on_export_thread_exit(close)
+    except RuntimeError:  # not on the export thread: the caller closes it
+        pass
+    return client
+
+
+async def close_shared_client() -> None:
+    """Close this thread's shared client (for use outside the export thread)."""
+    client = getattr(_local, "client", None)
+    _local.client = None
+    _local.loop = None
+    if client is not None:
+        await client.aclose()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _snippet(body: bytes, secrets: Iterable[str]) -> str:
+    text = body[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, mask_secret(secret))
+    return text
+
+
+_HINTS = {
+    400: "the destination could not read the request",
+    401: "check the credentials",
+    403: "the credentials are not allowed to write here",
+    404: "check the endpoint URL",
+}
+
+
+async def post(
+    label: str,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    secrets: Iterable[str] = (),
+    what: str = "spans",
+) -> httpx.Response:
+    """POST ``content`` with the shared client; raise :class:`ExportError` on failure.
+
+    ``label`` is the destination's masked description; ``secrets`` are masked out of any
+    response text quoted in the error.
+    """
+    import httpx
+
+    client = shared_client()
+    try:
+        response = await client.post(url, content=content, headers=headers, timeout=timeout)
+    except httpx.TimeoutException as exc:
+        raise ExportError(
+            f"{label}: timed out after {timeout:g}s ({type(exc).__name__})",
+            retryable=True,
+            reason="timeout",
+        ) from None
+    except (httpx.TransportError, OSError) as exc:
+        raise ExportError(
+            f"{label}: cannot connect ({type(exc).__name__}: {exc})",
+            retryable=True,
+            reason="connection_error",
+        ) from None
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    body = response.content
+    detail = _snippet(body, secrets)
+    hint = _HINTS.get(status)
+    message = f"{label} answered HTTP {status} to {what}"
+    if hint:
+        message += f" ({hint})"
+    if detail:
+        message += f": {detail}"
+    if status == 413:
+        raise ExportError(
+            message, retryable=False, too_large=True, reason="http_413", status=status
+        )
+    if status >= 500 or status in RETRY_STATUSES:
+        raise ExportError(
+            message,
+            retryable=True,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            reason=f"http_{status}",
+            status=status,
+        )
+    raise ExportError(message, retryable=False, reason=f"http_{status}", status=status)
+
+
+# -- validation and masking ------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^(?:[A-Za-z0-9]{1,6}[-_]){1,2}")
+
+
+def mask_secret(value: str | None) -> str:
+    """A secret shown safely: its vendor prefix and last 4 characters (``pk-lf-...abcd``).
+
+    Short values are fully hidden.
+    """
+    if not value:
+        return "<none>"
+    if len(value) < 12:
+        return "***"
+    m = _PREFIX.match(value)
+    prefix = m.group(0) if m else ""
+    if len(value) - len(prefix) - 4 < 4:
+        prefix = ""
+    return f"{prefix}...{value[-4:]}"
+
+
+def _config_error(message: str) -> Exception:
+    from tracemux.config import ConfigError
+
+    return ConfigError(message)
+
+
+def check_url(field: str, value: object, *, owner: str) -> str:
+    """Validate an http(s) URL for ``owner.field``; returns it without a trailing slash."""
+    if not isinstance(value, str) or not value.strip():
+        raise _config_error(f"{owner}: {field} must be an http(s) URL, got {value!r}")
+    url = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise _config_error(f"{owner}: {field}={value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _config_error(
+            f"{owner}: {field}={value!r} is not a valid URL (expected http(s)://host[:port])"
+        )
+    if parts.query or parts.fragment:
+        raise _config_error(f"{owner}: {field}={value!r} must not have a query or fragment")
+    if port == 0:
+        raise _config_error(f"{owner}: {field}={value!r} has port 0")
+    if any(c.isspace() for c in url):
+        raise _config_error(f"{owner}: {field}={value!r} contains whitespace")
+    return url
+
+
+def require_key(field: str, value: object, *, owner: str) -> str:
+    """Validate a required credential for ``owner.field`` (never echoed in the error)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _config_error(f"{owner}: {field} is required (a non-empty string)")
+    if value != value.strip() or any(c in value for c in "\r\n\t "):
+        raise _config_error(f"{owner}: {field} contains whitespace (check for a stray newline)")
+    return value
+
+
+def check_timeout(value: object, *, owner: str) -> float:
+    """Validate a request timeout in seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
+        raise _config_error(f"{owner}: timeout must be a number of seconds in (0, 600]")
+    return float(value)
+
+
+def check_headers(value: object, *, owner: str) -> tuple[tuple[str, str], ...]:
+    """Headers as a sorted tuple of pairs (hashable); names and values must be strings."""
+    if value is None:
+        return ()
+    items: Iterable[Any]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = value
+    else:
+        raise _config_error(f"{owner}: headers must be a mapping of names to values")
+    out = []
+    for item in items:
+        try:
+            name, val = item
+        except (TypeError, ValueError):
+            raise _config_error(f"{owner}: headers must be name/value pairs") from None
+        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise _config_error(f"{owner}: header name {name!r} is not valid")
+        if not isinstance(val, str) or "\n" in val or "\r" in val:
+            raise _config_error(f"{owner}: header {name} must have a single-line string value")
+        out.append((name, val))
+    return tuple(sorted(out))

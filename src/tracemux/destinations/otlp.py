@@ -1,0 +1,434 @@
+"""OTLP over HTTP: protobuf encoding shared by every remote destination, and the generic
+:class:`OTLP` destination for any OpenTelemetry collector.
+
+Encoding uses the official ``opentelemetry-proto`` messages (imported lazily, on the export
+thread, so ``import tracemux`` stays cheap). A :class:`SpanMapper` decides what each backend
+sees: resource and scope, the attributes of a run (computed once per run and batch) and of
+each span, and the status code of a successful span. Requests are gzip-compressed and sent
+with the one shared HTTP client (:mod:`tracemux.destinations.http`).
+
+Mapping common to every backend: one OTLP span per tracemux span, trace id = the run's
+trace id, span id and parent id as recorded, kind INTERNAL, start and end times in Unix
+nanoseconds, an error as status ERROR plus an ``exception`` event (type, message,
+stacktrace), each log line as an event named after its message (``log.level``,
+``log.message``, ``log.fields``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from tracemux.destinations.base import Destination
+from tracemux.destinations.http import (
+    DEFAULT_TIMEOUT,
+    check_headers,
+    check_timeout,
+    check_url,
+    mask_secret,
+    post,
+)
+from tracemux.model import Record, RunInfo, SpanRecord
+from tracemux.ratelimit import RateLimitedLog
+
+log = logging.getLogger("tracemux.destinations.otlp")
+_warn = RateLimitedLog(log, interval=60.0)
+
+TRACES_PATH = "/v1/traces"
+CONTENT_TYPE = "application/x-protobuf"
+
+STATUS_UNSET = 0
+STATUS_OK = 1
+STATUS_ERROR = 2
+SPAN_KIND_INTERNAL = 1
+
+#: an attribute value: str, bool, int, float or a list of str
+AttrValue = Any
+Attrs = list[tuple[str, AttrValue]]
+
+
+def json_text(value: bytes | None) -> str | None:
+    """A captured JSON snapshot as text."""
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace")
+
+
+def json_value(value: bytes | None) -> Any:
+    """A captured JSON snapshot parsed (None when absent or unreadable)."""
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")
+
+
+class SpanMapper(ABC):
+    """What one backend sees of a span. Subclasses live with their destination."""
+
+    scope_name: ClassVar[str] = "tracemux"
+    #: status code of a span that did not fail (some SDKs send UNSET, some OK)
+    ok_status: ClassVar[int] = STATUS_UNSET
+
+    def project(self, run: RunInfo) -> str | None:
+        """The key spans are grouped by into resources (a project name, or None)."""
+        return None
+
+    def resource_attributes(self, project: str | None) -> Attrs:
+        """Attributes of the resource the spans of ``project`` are sent under."""
+        return [("service.name", "tracemux")]
+
+    @abstractmethod
+    def run_attributes(self, run: RunInfo) -> Attrs:
+        """Attributes every span of ``run`` carries (computed once per run and batch)."""
+
+    @abstractmethod
+    def span_attributes(self, span: SpanRecord) -> Attrs:
+        """Attributes of one span."""
+
+
+# -- protobuf encoding -------------------------------------------------------------------------
+
+
+class _Proto:
+    """The opentelemetry-proto message classes, imported on first use."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+        from opentelemetry.proto.common.v1 import common_pb2
+        from opentelemetry.proto.resource.v1 import resource_pb2
+        from opentelemetry.proto.trace.v1 import trace_pb2
+
+        self.Request = trace_service_pb2.ExportTraceServiceRequest
+        self.Response = trace_service_pb2.ExportTraceServiceResponse
+        self.AnyValue = common_pb2.AnyValue
+        self.ArrayValue = common_pb2.ArrayValue
+        self.KeyValue = common_pb2.KeyValue
+        self.Scope = common_pb2.InstrumentationScope
+        self.Resource = resource_pb2.Resource
+        self.ResourceSpans = trace_pb2.ResourceSpans
+        self.ScopeSpans = trace_pb2.ScopeSpans
+        self.Span = trace_pb2.Span
+        self.Event = trace_pb2.Span.Event
+        self.Status = trace_pb2.Status
+
+
+_proto: _Proto | None = None
+
+
+def proto() -> _Proto:
+    """The protobuf message classes (imported lazily, once)."""
+    global _proto
+    if _proto is None:
+        _proto = _Proto()
+    return _proto
+
+
+def _kv(p: _Proto, key: str, value: AttrValue) -> Any:
+    t = type(value)
+    if t is str:
+        return p.KeyValue(key=key, value=p.AnyValue(string_value=value))
+    if t is bool:
+        return p.KeyValue(key=key, value=p.AnyValue(bool_value=value))
+    if t is int:
+        if -(2**63) <= value < 2**63:
+            return p.KeyValue(key=key, value=p.AnyValue(int_value=value))
+        return p.KeyValue(key=key, value=p.AnyValue(string_value=str(value)))
+    if t is float:
+        return p.KeyValue(key=key, value=p.AnyValue(double_value=value))
+    if t is list or t is tuple:
+        values = [p.AnyValue(string_value=str(v)) for v in value]
+        return p.KeyValue(key=key, value=p.AnyValue(array_value=p.ArrayValue(values=values)))
+    return p.KeyValue(key=key, value=p.AnyValue(string_value=str(value)))
+
+
+def _kvs(p: _Proto, attrs: Attrs) -> list[Any]:
+    kv = _kv
+    return [kv(p, k, v) for k, v in attrs if v is not None]
+
+
+def _events(p: _Proto, span: SpanRecord) -> list[Any]:
+    events = []
+    if span.logs:
+        for entry in span.logs:
+            attrs = [_kv(p, "log.level", entry.level), _kv(p, "log.message", entry.message)]
+            if entry.fields is not None:
+                attrs.append(_kv(p, "log.fields", json_text(entry.fields)))
+            events.append(
+                p.Event(time_unix_nano=entry.time_ns, name=entry.message[:256], attributes=attrs)
+            )
+    err = span.error
+    if err is not None:
+        attrs = [
+            _kv(p, "exception.type", err.type),
+            _kv(p, "exception.message", err.message),
+        ]
+        if err.traceback:
+            attrs.append(_kv(p, "exception.stacktrace", err.traceback))
+        events.append(p.Event(time_unix_nano=span.end_ns, name="exception", attributes=attrs))
+    return events
+
+
+def error_message(span: SpanRecord) -> str:
+    """The one-line description of a failed span: ``Type: message``."""
+    err = span.error
+    if err is None:
+        return "error"
+    return f"{err.type}: {err.message}" if err.message else err.type
+
+
+def encode_request(
+    batch: Sequence[Record], mapper: SpanMapper, scope_version: str = ""
+) -> tuple[bytes, int]:
+    """Encode the spans of ``batch`` as an ``ExportTraceServiceRequest``.
+
+    Returns the serialized message and the number of spans in it (records that are not
+    spans are skipped).
+    """
+    p = proto()
+    by_project: dict[str | None, list[Any]] = {}
+    run_attrs: dict[int, list[Any]] = {}
+    n = 0
+    ok_status = p.Status(code=mapper.ok_status)
+    for rec in batch:
+        if not rec.is_span:
+            continue
+        span: SpanRecord = rec  # type: ignore[assignment]
+        run = span.run
+        common = run_attrs.get(id(run))
+        if common is None:
+            common = run_attrs[id(run)] = _kvs(p, mapper.run_attributes(run))
+        attrs = _kvs(p, mapper.span_attributes(span))
+        attrs.extend(common)
+        if span.status == "error" or span.error is not None:
+            status = p.Status(code=STATUS_ERROR, message=error_message(span))
+        else:
+            status = ok_status
+        msg = p.Span(
+            trace_id=run.trace_id,
+            span_id=span.span_id.to_bytes(8, "big"),
+            parent_span_id=b"" if span.parent_id is None else span.parent_id.to_bytes(8, "big"),
+            name=span.name,
+            kind=SPAN_KIND_INTERNAL,
+            start_time_unix_nano=span.start_ns,
+            end_time_unix_nano=max(span.end_ns, span.start_ns),
+            attributes=attrs,
+            status=status,
+        )
+        if span.logs or span.error is not None:
+            msg.events.extend(_events(p, span))
+        project = mapper.project(run)
+        group = by_project.get(project)
+        if group is None:
+            group = by_project[project] = []
+        group.append(msg)
+        n += 1
+    if not n:
+        return b"", 0
+    scope = p.Scope(name=mapper.scope_name, version=scope_version)
+    request = p.Request(
+        resource_spans=[
+            p.ResourceSpans(
+                resource=p.Resource(attributes=_kvs(p, mapper.resource_attributes(project))),
+                scope_spans=[p.ScopeSpans(scope=scope, spans=spans)],
+            )
+            for project, spans in by_project.items()
+        ]
+    )
+    return request.SerializeToString(), n
+
+
+# -- the exporter ------------------------------------------------------------------------------
+
+
+class OTLPExporter:
+    """Sends batches of one destination as gzip-compressed OTLP/HTTP protobuf requests."""
+
+    def __init__(
+        self,
+        label: str,
+        url: str,
+        headers: Mapping[str, str],
+        mapper: SpanMapper,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        secrets: Sequence[str] = (),
+        compresslevel: int = 5,
+    ) -> None:
+        from tracemux import __version__
+
+        self.label = label
+        self.url = url
+        self.headers = {
+            **headers,
+            "Content-Type": CONTENT_TYPE,
+            "Content-Encoding": "gzip",
+        }
+        self.mapper = mapper
+        self.timeout = timeout
+        self.secrets = tuple(s for s in secrets if s)
+        self.compresslevel = compresslevel
+        self.version = __version__
+
+    def encode(self, batch: Sequence[Record]) -> tuple[bytes, int]:
+        """The gzip-compressed request body for ``batch`` and its span count."""
+        body, n = encode_request(batch, self.mapper, self.version)
+        if not n:
+            return b"", 0
+        return gzip.compress(body, compresslevel=self.compresslevel, mtime=0), n
+
+    async def export(self, batch: Sequence[Record]) -> None:
+        """Deliver ``batch`` or raise :class:`~tracemux.destinations.base.ExportError`."""
+        body, n = self.encode(batch)
+        if not n:
+            return
+        response = await post(
+            self.label,
+            self.url,
+            body,
+            self.headers,
+            timeout=self.timeout,
+            secrets=self.secrets,
+            what=f"{n} spans",
+        )
+        if response.content and "protobuf" in response.headers.get("content-type", ""):
+            self._check_partial_success(response.content)
+
+    def _check_partial_success(self, content: bytes) -> None:
+        try:
+            reply = proto().Response()
+            reply.ParseFromString(content)
+        except Exception:
+            return
+        partial = reply.partial_success
+        if partial.rejected_spans or partial.error_message:
+            _warn.warning(
+                ("partial", self.label),
+                "tracemux: %s rejected %d spans: %s",
+                self.label,
+                partial.rejected_spans,
+                partial.error_message[:300],
+            )
+
+    def close(self) -> None:
+        """Nothing to release: the HTTP client is shared and closed with the thread."""
+        return None
+
+
+# -- remote destinations -------------------------------------------------------------------
+
+
+class RemoteDestination(Destination):
+    """A destination reached over OTLP/HTTP. Subclasses are frozen dataclasses."""
+
+    max_batch: ClassVar[int] = 512
+
+    @abstractmethod
+    def traces_url(self) -> str:
+        """The full URL spans are POSTed to."""
+
+    @abstractmethod
+    def request_headers(self) -> dict[str, str]:
+        """Headers of every request (authentication included)."""
+
+    @abstractmethod
+    def mapper(self) -> SpanMapper:
+        """The attribute mapping of this backend."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values, masked out of any error text."""
+        return ()
+
+    def open(self) -> OTLPExporter:
+        return OTLPExporter(
+            self.describe(),
+            self.traces_url(),
+            self.request_headers(),
+            self.mapper(),
+            timeout=getattr(self, "timeout", DEFAULT_TIMEOUT),
+            secrets=self.secrets(),
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+def traces_url(endpoint: str, *, full: bool = False) -> str:
+    """``endpoint`` + ``/v1/traces``, unless it is already a traces URL (or ``full``)."""
+    if full or endpoint.endswith(TRACES_PATH):
+        return endpoint
+    return endpoint + TRACES_PATH
+
+
+@dataclass(frozen=True, repr=False)
+class OTLP(RemoteDestination):
+    """Any OTLP/HTTP collector, with OpenInference attributes (as Phoenix reads them).
+
+    ``endpoint``: the collector's base URL (``/v1/traces`` is appended unless the URL
+    already ends with it); with ``full_url=True`` it is used exactly as given (as
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is). ``headers``: sent with every request
+    (their values are treated as secrets). ``project``: the
+    ``openinference.project.name`` resource attribute, if set (a run's own ``project``
+    takes precedence). ``service_name``: the ``service.name`` resource attribute.
+    """
+
+    endpoint: str = "http://127.0.0.1:4318"
+    headers: Mapping[str, str] | tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    project: str | None = None
+    service_name: str = "tracemux"
+    full_url: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        owner = "OTLP"
+        object.__setattr__(self, "endpoint", check_url("endpoint", self.endpoint, owner=owner))
+        object.__setattr__(self, "headers", check_headers(self.headers, owner=owner))
+        object.__setattr__(self, "timeout", check_timeout(self.timeout, owner=owner))
+
+    def traces_url(self) -> str:
+        return traces_url(self.endpoint, full=self.full_url)
+
+    def request_headers(self) -> dict[str, str]:
+        return dict(self.headers)  # type: ignore[arg-type]
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(v for _, v in self.headers)  # type: ignore[misc]
+
+    def mapper(self) -> SpanMapper:
+        from tracemux.destinations.phoenix import OpenInferenceMapper
+
+        return OpenInferenceMapper(self.project, self.service_name)
+
+    def describe(self) -> str:
+        headers = ", ".join(f"{k}={mask_secret(v)}" for k, v in self.headers)  # type: ignore[misc]
+        return f"otlp:{self.traces_url()}" + (f" ({headers})" if headers else "")
+
+
+def parse_otlp_headers(raw: str) -> dict[str, str]:
+    """``OTEL_EXPORTER_OTLP_HEADERS`` syntax: ``k1=v1,k2=v2`` with percent-encoded values."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"header {part.strip()[:40]!r} has no '='")
+        name, _, value = part.partition("=")
+        name = unquote(name.strip())
+        if not name:
+            raise ValueError("a header has an empty name")
+        out[name] = unquote(value.strip())
+    return out
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (what JavaScript's ``JSON.stringify`` would give)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
