@@ -50,7 +50,11 @@ def test_sync_tree_is_recorded_with_parents_kinds_usage_and_logs(service, store)
     assert spans["Retriever"].kind == "retriever"
     assert spans["Retriever"].logs[0]["message"] == "found 3 documents"
     assert spans["Retriever"].logs[0]["fields"] == {"count": 3}
-    assert spans["ChatModel"].usage == {"input_tokens": 120, "output_tokens": 40, "total_tokens": 160}
+    assert spans["ChatModel"].usage == {
+        "input_tokens": 120,
+        "output_tokens": 40,
+        "total_tokens": 160,
+    }
     assert spans["ChatModel"].model == "gpt-4o"
     assert spans["inner-tool"].parent_id == spans["ChatModel"].span_id
     assert all(s.end_ns >= s.start_ns for s in spans.values())
@@ -64,10 +68,9 @@ async def test_async_nesting_across_gather_and_tasks(service, store):
                 await asyncio.sleep(0)
             span.set_outputs(name)
 
-    async with service.trace_run("async flow") as run:
-        async with run.span("fan-out", kind="chain"):
-            await asyncio.gather(component("a"), component("b"), component("c"))
-            await asyncio.create_task(component("d"))
+    async with service.trace_run("async flow") as run, run.span("fan-out", kind="chain"):
+        await asyncio.gather(component("a"), component("b"), component("c"))
+        await asyncio.create_task(component("d"))
     assert await service.aflush(10)
 
     spans = by_name(store, run.run_id)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,33 @@ _RUN_END_SQL = """
 UPDATE runs SET end_ns = ?, status = ?, inputs = ?, outputs = ?, error = ?, start_ns = ?
 WHERE run_id = ?
 """
+
+
+# SQLite must not see a fork() in the middle of a transaction: the child would inherit
+# SQLite's in-process record of a lock that no thread of the child will ever release, and
+# its own writes would find the database "locked" forever. Every transaction holds this
+# lock, and fork() waits for it (briefly: a transaction is milliseconds).
+_fork_guard = threading.Lock()
+
+
+def _before_fork() -> None:
+    if not _fork_guard.acquire(timeout=5.0):
+        log.warning("tracemux: forking during a long SQLite write; the child may not write")
+        return
+    _fork_guard_held.set()
+
+
+def _after_fork() -> None:
+    if _fork_guard_held.is_set():
+        _fork_guard_held.clear()
+        _fork_guard.release()
+
+
+_fork_guard_held = threading.Event()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
 
 
 def default_path() -> Path:
@@ -379,11 +407,18 @@ class _SQLiteExporter:
         path = self.store.path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with _fork_guard:
+            conn = sqlite3.connect(
+                path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     def export(self, batch: Sequence[Record]) -> None:
@@ -480,15 +515,8 @@ class _SQLiteExporter:
                 )
         conn = self.conn
         try:
-            conn.execute("BEGIN")
-            if starts:
-                conn.executemany(_RUN_START_SQL, starts)
-            if spans:
-                conn.executemany(_SPAN_SQL, spans)
-                conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
-            if ends:
-                conn.executemany(_RUN_END_SQL, ends)
-            conn.execute("COMMIT")
+            with _fork_guard:
+                self._write(conn, starts, spans, counts, ends)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -498,6 +526,29 @@ class _SQLiteExporter:
         if now - self._last_prune >= self.store.prune_every:
             self._last_prune = now
             self.prune()
+
+    @staticmethod
+    def _write(
+        conn: sqlite3.Connection,
+        starts: list[Any],
+        spans: list[Any],
+        counts: dict[str, list[Any]],
+        ends: list[Any],
+    ) -> None:
+        conn.execute("BEGIN")
+        try:
+            if starts:
+                conn.executemany(_RUN_START_SQL, starts)
+            if spans:
+                conn.executemany(_SPAN_SQL, spans)
+                conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
+            if ends:
+                conn.executemany(_RUN_END_SQL, ends)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
@@ -513,10 +564,11 @@ class _SQLiteExporter:
             ).fetchall()
             if not old:
                 return 0
-            conn.execute("BEGIN")
-            conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
-            conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
-            conn.execute("COMMIT")
+            with _fork_guard:
+                conn.execute("BEGIN")
+                conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
+                conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
+                conn.execute("COMMIT")
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:

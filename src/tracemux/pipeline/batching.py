@@ -61,7 +61,6 @@ class Lane:
     def __init__(
         self,
         destination: Destination,
-        exporter: Exporter,
         *,
         release: Callable[[int, int], None],
         on_drop: Callable[[str, int], None],
@@ -72,7 +71,7 @@ class Lane:
     ) -> None:
         self.destination = destination
         self.label = destination.describe()
-        self.exporter = exporter
+        self.exporter: Exporter | None = None  # opened on the first export, retried on failure
         self.stats = LaneStats()
         self._release = release
         self._on_drop = on_drop
@@ -137,7 +136,10 @@ class Lane:
         batch = [self._buffer[i] for i in range(min(self._batch_limit, len(self._buffer)))]
         try:
             try:
-                result = self.exporter.export(batch)
+                exporter = self.exporter
+                if exporter is None:
+                    exporter = self.exporter = self._open()
+                result = exporter.export(batch)
                 if inspect.isawaitable(result):
                     await result
             except ExportError as exc:
@@ -156,6 +158,14 @@ class Lane:
             self.task = None
             self.last_active = time.monotonic()
         self._on_done(self)
+
+    def _open(self) -> Exporter:
+        try:
+            return self.destination.open()
+        except ExportError:
+            raise
+        except Exception as exc:  # a file that is locked, a disk that is full: try later
+            raise ExportError(f"cannot open: {type(exc).__name__}: {exc}") from None
 
     def _unexpected_failure(self, batch: list[Record], exc: Exception) -> None:
         self._unexpected += 1
@@ -263,6 +273,8 @@ class Lane:
         self._on_drop(reason, n)
 
     async def close(self) -> None:
+        if self.exporter is None:
+            return
         result = self.exporter.close()
         if inspect.isawaitable(result):
             await result

@@ -40,7 +40,6 @@ log = logging.getLogger("tracemux.pipeline")
 _warn = RateLimitedLog(log, interval=60.0)
 
 THREAD_NAME = "tracemux-export"
-DROP_DESTINATION_ERROR = "destination_open_failed"
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,10 @@ class _Session:
         event = self.wake_event
         while True:
             try:
-                await asyncio.wait_for(event.wait(), timeout=tick)
+                wait = tick
+                if self.stop is not None:
+                    wait = max(0.0, min(tick, self.stop.deadline - time.monotonic()))
+                await asyncio.wait_for(event.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
             event.clear()
@@ -214,14 +216,8 @@ class _Session:
             return False
 
     def _lanes_for(self, dests: tuple[Destination, ...]) -> list[Lane]:
-        lanes = []
-        for dest in dests:
-            lane = self.lanes.get(dest)
-            if lane is None:
-                lane = self._open_lane(dest)
-            if lane is not None:
-                lanes.append(lane)
-        return lanes
+        lanes = self.lanes
+        return [lanes.get(dest) or self._open_lane(dest) for dest in dests]
 
     @staticmethod
     def _redact_run(run: RunInfo) -> None:
@@ -236,25 +232,12 @@ class _Session:
         except Exception:
             log.exception("tracemux: masking run fields failed")
 
-    def _open_lane(self, dest: Destination) -> Lane | None:
+    def _open_lane(self, dest: Destination) -> Lane:
         settings = self.worker.settings
         if len(self.lanes) >= settings.max_destinations:
             self._evict_one()
-        try:
-            exporter = dest.open()
-        except Exception as exc:
-            _warn.error(
-                ("open", dest.describe()),
-                "tracemux: cannot open destination %s: %s: %s",
-                dest.describe(),
-                type(exc).__name__,
-                exc,
-            )
-            self.queue.count_drop(DROP_DESTINATION_ERROR)
-            return None
         lane = Lane(
             dest,
-            exporter,
             release=self.queue.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
