@@ -1,0 +1,410 @@
+"""tracemux.integrations.langflow.TracingService, exercised the way Langflow tests its own."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import pytest
+
+from tests.integrations.support import MemoryDestination, tree
+from tracemux import TracingService as CoreService
+from tracemux import current_span, traced
+from tracemux.destinations import SQLiteStore
+from tracemux.destinations.sqlite import StoredSpan
+from tracemux.integrations.langflow import TracingService
+
+
+@pytest.fixture
+def core(make_service: Callable[..., CoreService], store: SQLiteStore) -> CoreService:
+    """The tracemux service behind the Langflow-shaped one (shut down after the test)."""
+    return make_service([store])
+
+
+@pytest.fixture
+def tracing_service(core: CoreService) -> TracingService:
+    return TracingService(core, deactivated=False)
+
+
+@pytest.fixture
+def mock_component() -> MagicMock:
+    component = MagicMock()
+    component._vertex = MagicMock()
+    component._vertex.id = "test_vertex_id"
+    component.trace_type = "chain"
+    return component
+
+
+class Component:
+    """A duck-typed Langflow component: ``_vertex.id`` and ``trace_type``."""
+
+    trace_type = "chain"
+
+    def __init__(self, vertex_id: str) -> None:
+        self._vertex = SimpleNamespace(id=vertex_id)
+
+
+class ChatInput(Component):
+    """A sync component: Langflow runs its build in a worker thread."""
+
+    def build(self, text: str) -> str:
+        return normalize(text)
+
+
+@traced(kind="parser")
+def normalize(text: str) -> str:
+    return text.strip().lower()
+
+
+class ModelComponent(Component):
+    """An async component calling a LangChain chain with the service's callbacks."""
+
+    trace_type = "llm"
+
+    async def build(self, tracing: TracingService, text: str) -> str:
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+        from langchain_core.output_parsers import StrOutputParser
+        from langchain_core.prompts import ChatPromptTemplate
+
+        chain = (
+            ChatPromptTemplate.from_messages([("human", "Answer: {q}")])
+            | FakeListChatModel(responses=[f"echo {text}"])
+            | StrOutputParser()
+        )
+        return await chain.ainvoke(
+            {"q": text}, config={"callbacks": tracing.get_langchain_callbacks()}
+        )
+
+
+class BrokenTool(Component):
+    trace_type = "tool"
+
+    async def build(self) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("Test exception")
+
+
+def by_name(store: SQLiteStore, run_id: str) -> dict[str, StoredSpan]:
+    return {s.name: s for s in store.spans(run_id)}
+
+
+async def test_start_end_tracers(tracing_service: TracingService, core: CoreService, store) -> None:
+    run_id = uuid.uuid4()
+    flow_id = uuid.uuid4()
+    await tracing_service.start_tracers(
+        run_id, "test_run", "test_user", "test_session", "test_project", flow_id=flow_id
+    )
+    assert tracing_service.project_name == "test_project"
+    root = current_span()
+    assert root is not None and root.run_id == str(run_id)
+    await tracing_service.end_tracers({"output_key": "output_value"})
+    assert current_span() is None and tracing_service.project_name is None
+    assert await core.aflush(10)
+    (run,) = store.runs()
+    assert run.run_id == str(run_id) and run.name == "test_run"
+    assert (run.user_id, run.session_id, run.project) == (
+        "test_user",
+        "test_session",
+        "test_project",
+    )
+    assert run.metadata == {"flow_id": str(flow_id)}
+    assert run.status == "ok" and run.end_ns is not None
+    assert run.outputs == {"output_key": "output_value"}
+
+
+async def test_trace_component(
+    tracing_service: TracingService, core, store, mock_component
+) -> None:
+    run_id = uuid.uuid4()
+    await tracing_service.start_tracers(run_id, "test_run", "test_user", "test_session")
+    trace_name = "test_component"
+    inputs = {"input_key": "input_value", "api_key": "sk-abcdefghijklmnop"}
+    metadata = {"metadata_key": "metadata_value"}
+    async with tracing_service.trace_component(mock_component, trace_name, inputs, metadata) as ts:
+        assert ts is tracing_service
+        ts.add_log(trace_name, {"name": "test_log", "message": "test log", "type": "text"})
+        ts.add_log(trace_name, {"name": "structured", "message": {"rows": 2}, "type": "object"})
+        ts.set_outputs(trace_name, {"output_key": "output_value"})
+        ts.set_outputs(
+            trace_name,
+            {"second_key": 2},
+            {"output_metadata_key": "output_metadata_value"},
+        )
+    await tracing_service.end_tracers({"final_output": "test_final_output"})
+    assert await core.aflush(10)
+    spans = by_name(store, str(run_id))
+    comp = spans[trace_name]
+    assert comp.parent_id == spans["test_run"].span_id and comp.kind == "chain"
+    assert comp.inputs == {"input_key": "input_value", "api_key": "[masked]"}
+    assert comp.outputs == {"output_key": "output_value", "second_key": 2}
+    assert comp.metadata == {
+        "metadata_key": "metadata_value",
+        "component_id": "test_vertex_id",
+        "output_metadata_key": "output_metadata_value",
+    }
+    assert [(entry["message"], entry["level"]) for entry in comp.logs] == [
+        ("test log", "info"),
+        ("structured", "info"),
+    ]
+    assert comp.logs[0]["fields"] == {"name": "test_log", "type": "text"}
+    assert comp.logs[1]["fields"]["value"] == {"rows": 2}
+
+
+async def test_trace_component_with_exception(
+    tracing_service: TracingService, core, store, mock_component
+) -> None:
+    run_id = uuid.uuid4()
+    await tracing_service.start_tracers(run_id, "test_run", "test_user", "test_session")
+    with pytest.raises(ValueError, match="Test exception"):
+        async with tracing_service.trace_component(mock_component, "test_component", {}):
+            raise ValueError("Test exception")
+    await tracing_service.end_tracers({})
+    assert await core.aflush(10)
+    comp = by_name(store, str(run_id))["test_component"]
+    assert comp.status == "error" and comp.error["type"] == "ValueError"
+
+
+async def test_flow_with_sync_async_and_failing_components(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore
+) -> None:
+    """A whole flow as Langflow's graph drives it: the recorded tree, the error, the end."""
+    run_id, flow_id = uuid.uuid4(), uuid.uuid4()
+    await tracing_service.start_tracers(
+        run_id, "Memory Chatbot", "user-1", "session-1", "Langflow", flow_id=flow_id
+    )
+
+    chat_input = ChatInput("ChatInput-a1")
+    inputs = {"input_value": "  Hello World ", "openai_api_key": "sk-live-0123456789abcdef"}
+    async with tracing_service.trace_component(chat_input, "ChatInput-a1", inputs) as ts:
+        text = await asyncio.to_thread(chat_input.build, inputs["input_value"])
+        ts.add_log("ChatInput-a1", {"name": "received", "message": text, "type": "text"})
+        ts.set_outputs("ChatInput-a1", {"message": text})
+
+    model = ModelComponent("OpenAIModel-b2")
+    async with tracing_service.trace_component(
+        model, "OpenAIModel-b2", {"input_value": text}, {"display_name": "OpenAI"}
+    ) as ts:
+        reply = await model.build(ts, text)
+        ts.set_outputs("OpenAIModel-b2", {"text_output": reply}, {"model": "fake"})
+
+    broken = BrokenTool("Tool-c3")
+    failure: ValueError | None = None
+    try:
+        async with tracing_service.trace_component(broken, "Tool-c3", {"query": text}):
+            await broken.build()
+    except ValueError as exc:
+        failure = exc
+    assert failure is not None
+
+    await tracing_service.end_tracers({"result": reply}, error=failure)
+    assert reply == "echo hello world"
+    assert await core.aflush(10)
+
+    (run,) = store.runs()
+    assert run.run_id == str(run_id) and run.status == "error" and run.end_ns is not None
+    assert run.error["type"] == "ValueError" and run.outputs == {"result": reply}
+    assert tree(store, run.run_id) == [
+        (0, "chain", "Memory Chatbot"),
+        (1, "chain", "ChatInput-a1"),
+        (2, "parser", normalize.__qualname__),  # ran in a worker thread, context copied
+        (1, "llm", "OpenAIModel-b2"),
+        (2, "chain", "RunnableSequence"),
+        (3, "prompt", "ChatPromptTemplate"),
+        (3, "llm", "FakeListChatModel"),
+        (3, "parser", "StrOutputParser"),
+        (1, "tool", "Tool-c3"),
+    ]
+    spans = by_name(store, run.run_id)
+    chat = spans["ChatInput-a1"]
+    assert chat.inputs == {"input_value": "  Hello World ", "openai_api_key": "[masked]"}
+    assert chat.outputs == {"message": "hello world"}
+    assert chat.metadata == {"component_id": "ChatInput-a1"}
+    assert chat.logs[0]["message"] == "hello world"
+    llm = spans["OpenAIModel-b2"]
+    assert llm.outputs == {"text_output": "echo hello world"}
+    assert llm.metadata == {
+        "display_name": "OpenAI",
+        "component_id": "OpenAIModel-b2",
+        "model": "fake",
+    }
+    assert spans["FakeListChatModel"].inputs == [{"role": "user", "content": "Answer: hello world"}]
+    tool = spans["Tool-c3"]
+    assert tool.status == "error" and tool.error["message"] == "Test exception"
+    assert all(s.status == "ok" for n, s in spans.items() if n not in ("Tool-c3", "Memory Chatbot"))
+
+
+async def test_get_langchain_callbacks(tracing_service: TracingService, mock_component) -> None:
+    from tracemux.integrations.langchain import CallbackHandler
+
+    assert tracing_service.get_langchain_callbacks() == []  # no run in context
+    await tracing_service.start_tracers(uuid.uuid4(), "test_run", None, None)
+    (outside,) = tracing_service.get_langchain_callbacks()
+    assert isinstance(outside, CallbackHandler) and outside._parent is current_span()
+    async with tracing_service.trace_component(mock_component, "comp", {}):
+        (inside,) = tracing_service.get_langchain_callbacks()
+        assert inside._parent is current_span() and inside._parent.name == "comp"
+    await tracing_service.end_tracers({})
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+async def test_deactivated_tracing(
+    how: str, core: CoreService, store: SQLiteStore, mock_component, monkeypatch
+) -> None:
+    if how == "environment":
+        monkeypatch.setenv("TRACEMUX_DISABLED", "1")
+        tracing_service = TracingService(core)
+    else:
+        tracing_service = TracingService(core, deactivated=True)
+    assert tracing_service.deactivated
+    await tracing_service.start_tracers(uuid.uuid4(), "test_run", "u", "s")
+    async with tracing_service.trace_component(mock_component, "comp", {"a": 1}) as ts:
+        assert ts is tracing_service
+        ts.add_log("comp", {"name": "n", "message": "m", "type": "text"})
+        ts.set_outputs("comp", {"b": 2})
+        assert ts.get_langchain_callbacks() == []
+        assert current_span() is None
+    await tracing_service.end_tracers({"final": 1})
+    assert await core.aflush(10)
+    assert store.runs() == []
+
+
+async def test_misuse_is_ignored_not_raised(
+    tracing_service: TracingService, core, store, mock_component
+) -> None:
+    await tracing_service.end_tracers({})  # no run
+    tracing_service.set_outputs("nothing", {"a": 1})
+    tracing_service.add_log("nothing", {"message": "m"})
+    async with tracing_service.trace_component(mock_component, "orphan", {}) as ts:
+        assert ts is tracing_service
+    await tracing_service.start_tracers(uuid.uuid4(), "outer", None, None)
+    tracing_service.set_outputs("not-open", {"a": 1})
+    await tracing_service.end_tracers({"ok": True})
+    await tracing_service.end_tracers({"twice": True})
+    assert await core.aflush(10)
+    (run,) = store.runs()
+    assert run.name == "outer" and run.outputs == {"ok": True} and run.span_count == 1
+
+
+async def test_sub_flow_restores_the_parent_run(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore
+) -> None:
+    await tracing_service.start_tracers(uuid.uuid4(), "parent flow", None, None)
+    async with tracing_service.trace_component(Component("RunFlow-1"), "RunFlow-1", {}):
+        await tracing_service.start_tracers(uuid.uuid4(), "sub flow", None, None)
+        async with tracing_service.trace_component(Component("Inner-1"), "Inner-1", {}):
+            pass
+        await tracing_service.end_tracers({"sub": 1})
+        assert current_span() is not None and current_span().name == "RunFlow-1"
+    async with tracing_service.trace_component(Component("After-1"), "After-1", {}):
+        pass
+    await tracing_service.end_tracers({"parent": 1})
+    assert await core.aflush(10)
+    runs = {r.name: r for r in store.runs()}
+    assert [n for _, _, n in tree(store, runs["parent flow"].run_id)] == [
+        "parent flow",
+        "RunFlow-1",
+        "After-1",
+    ]
+    assert [n for _, _, n in tree(store, runs["sub flow"].run_id)] == ["sub flow", "Inner-1"]
+
+
+async def run_flow(tracing: TracingService, i: int, rng: random.Random) -> None:
+    """One small flow: three components, with awaits that interleave with other flows."""
+    await tracing.start_tracers(uuid.uuid4(), f"flow-{i}", f"user-{i}", f"session-{i}")
+    for j in range(3):
+        comp = Component(f"C-{i}-{j}")
+        async with tracing.trace_component(comp, f"C-{i}-{j}", {"flow": i, "step": j}) as ts:
+            await asyncio.sleep(rng.random() * 0.002)
+            with current_span().span(f"inner-{i}-{j}", kind="tool"):  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            ts.set_outputs(f"C-{i}-{j}", {"flow": i})
+    await tracing.end_tracers({"flow": i})
+
+
+async def test_concurrent_flows_stay_separate(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore
+) -> None:
+    rng = random.Random(5)
+    await asyncio.gather(*(run_flow(tracing_service, i, rng) for i in range(200)))
+    assert await core.aflush(20)
+    runs = store.runs(limit=1000)
+    assert len(runs) == 200
+    for run in runs:
+        i = run.name.split("-")[1]
+        spans = store.spans(run.run_id)
+        assert len(spans) == 7, run.name
+        assert run.user_id == f"user-{i}" and run.status == "ok"
+        foreign = [
+            s.name
+            for s in spans
+            if (s.name != run.name and f"-{i}-" not in s.name)
+            or (s.inputs is not None and s.inputs.get("flow") != int(i))
+        ]
+        assert not foreign, (run.name, foreign)
+        shape = tree(store, run.run_id)
+        assert [d for d, _, _ in shape] == [0, 1, 2, 1, 2, 1, 2]
+
+
+@pytest.mark.slow
+async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
+    make_service: Callable[..., CoreService],
+) -> None:
+    """1,000 runs end while the only destination takes 2 s per request: the loop never
+    waits on it. A ticker sleeping 1 ms records how late it wakes up."""
+    slow = MemoryDestination(delay=2.0)
+    core = make_service([slow])
+    tracing = TracingService(core, deactivated=False)
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - t0 - 0.001)
+
+    end_calls: list[float] = []
+
+    async def worker(w: int) -> None:
+        rng = random.Random(w)
+        for k in range(20):
+            i = w * 20 + k
+            await tracing.start_tracers(uuid.uuid4(), f"flow-{i}", None, None)
+            async with tracing.trace_component(Component(f"A-{i}"), f"A-{i}", {"i": i}):
+                await asyncio.sleep(rng.random() * 0.002)
+            async with tracing.trace_component(Component(f"B-{i}"), f"B-{i}", {"i": i}) as ts:
+                ts.set_outputs(f"B-{i}", {"i": i})
+            t0 = time.perf_counter()
+            await tracing.end_tracers({"i": i})
+            end_calls.append(time.perf_counter() - t0)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(50)))
+    recorded = time.perf_counter() - t0
+    assert await core.aflush(30)  # waits for the slow exports, without blocking the loop
+    total = time.perf_counter() - t0
+    stop.set()
+    await tick
+
+    assert len(end_calls) == 1000
+    assert len(slow.spans) == 3000  # every span delivered, in requests of 2 s each
+    assert total >= 2.0
+    lags.sort()
+    p50 = statistics.median(lags)
+    p99 = lags[int(len(lags) * 0.99)]
+    worst = lags[-1]
+    print(
+        f"\nloop lag over {len(lags)} ticks ({total:.2f} s, runs recorded in {recorded:.2f} s):"
+        f" p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, max {worst * 1e3:.2f} ms;"
+        f" end_tracers max {max(end_calls) * 1e3:.3f} ms"
+    )
+    assert worst < 0.1, f"the event loop stalled for {worst * 1e3:.0f} ms"
+    assert max(end_calls) < 0.05
