@@ -20,6 +20,9 @@ variable                            meaning                                     
 ``TRACEMUX_MAX_DESTINATIONS``       distinct destinations alive at once          256
 ``TRACEMUX_DESTINATION_IDLE_TTL``   seconds before an idle destination closes    300
 ==================================  ===========================================  =========
+
+Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LANGSMITH_*``,
+``PHOENIX_*``, ``OTEL_EXPORTER_OTLP_*``): see :mod:`tracemux.destinations.env`.
 """
 
 from __future__ import annotations
@@ -170,8 +173,15 @@ def store_from_env(env: Mapping[str, str]) -> SQLiteStore:
 
 
 def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
-    """The destinations the environment configures; the local store when there are none."""
-    remote: list[Destination] = []
+    """The destinations the environment configures; the local store when there are none.
+
+    Remote backends (Langfuse, LangSmith, Phoenix, any OTLP collector) are read by
+    :mod:`tracemux.destinations.env`; with ``TRACEMUX_DB`` set the local store stays on
+    beside them.
+    """
+    from tracemux.destinations.env import remote_destinations_from_env
+
+    remote: list[Destination] = remote_destinations_from_env(env)
     if not remote or env.get("TRACEMUX_DB"):
         return (store_from_env(env), *remote)
     return tuple(remote)
