@@ -1,0 +1,154 @@
+"""SQLiteStore: what it keeps, how it reads back, pruning, and surviving a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tracemux.destinations import SQLiteStore
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def record_runs(svc, n, **kwargs):
+    ids = []
+    for i in range(n):
+        with svc.trace_run(f"run-{i}", **kwargs) as run:
+            with run.span("child", kind="tool") as s:
+                s.set_usage(input_tokens=2, output_tokens=3)
+        ids.append(run.run_id)
+        time.sleep(0.001)  # distinct start times
+    return ids
+
+
+def test_runs_newest_first_with_pagination_and_filters(service, store):
+    ids = record_runs(service, 5, user_id="alice", session_id="s1")
+    ids += record_runs(service, 3, user_id="bob", session_id="s2")
+    with service.trace_run("special failing run", user_id="bob"):
+        try:
+            with service.span("boom"):
+                raise ValueError("x")
+        except ValueError:
+            pass
+    assert service.flush(10)
+
+    runs = store.runs(limit=100)
+    assert len(runs) == store.count_runs() == 9
+    starts = [r.start_ns for r in runs]
+    assert starts == sorted(starts, reverse=True)
+    assert [r.run_id for r in store.runs(limit=3, offset=1)] == [r.run_id for r in runs[1:4]]
+    assert {r.user_id for r in store.runs(user_id="alice")} == {"alice"}
+    assert store.count_runs(user_id="bob") == 4
+    assert store.count_runs(session_id="s2") == 3
+    assert [r.name for r in store.runs(search="special")] == ["special failing run"]
+    assert store.count_runs(search="run-") == 8
+    assert store.count_runs(search="%") == 0  # LIKE wildcards are literal
+    assert store.runs(status="error") == []  # the error was handled inside the run
+    [handled] = store.runs(search="special")
+    assert handled.error_count == 1 and handled.status == "ok"
+    r = store.run(ids[0])
+    assert r is not None and r.span_count == 2 and (r.input_tokens, r.output_tokens) == (2, 3)
+    assert store.run(ids[0][:8]).run_id == ids[0]  # a unique prefix is enough
+    assert store.run("nonexistent") is None
+
+
+def test_runs_in_progress_show_as_running(service, store):
+    run = service.trace_run("long run", user_id="u")
+    run.__enter__()
+    with run.span("first step"):
+        pass
+    assert service.flush(10)
+    [stored] = store.runs()
+    assert stored.status == "running" and stored.end_ns is None and stored.user_id == "u"
+    run.__exit__(None, None, None)
+    assert service.flush(10)
+    [stored] = store.runs()
+    assert stored.status == "ok" and stored.end_ns is not None and stored.span_count == 2
+
+
+def test_reading_a_missing_store_is_empty(tmp_path):
+    store = SQLiteStore(tmp_path / "none.db")
+    assert store.runs() == [] and store.spans("x") == [] and store.run("x") is None
+    assert store.count_runs() == 0
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_store_prunes_by_count_and_age(make_service, tmp_path):
+    store = SQLiteStore(tmp_path / "prune.db", max_runs=5, prune_every=0)
+    svc = make_service([store])
+    ids = record_runs(svc, 12)
+    assert svc.flush(10)
+    record_runs(svc, 1)  # the next batch prunes
+    assert svc.flush(10)
+    kept = [r.run_id for r in store.runs(limit=100)]
+    assert len(kept) == 5
+    assert ids[0] not in kept and ids[-1] in kept
+    assert store.spans(ids[0]) == []
+    conn = sqlite3.connect(store.path)
+    orphans = conn.execute(
+        "SELECT COUNT(*) FROM spans WHERE run_id NOT IN (SELECT run_id FROM runs)"
+    ).fetchone()[0]
+    assert orphans == 0
+
+    aged = SQLiteStore(tmp_path / "aged.db", max_age_days=1e-6, prune_every=0)  # 86 ms
+    svc2 = make_service([aged])
+    record_runs(svc2, 3)
+    assert svc2.flush(10)
+    time.sleep(0.2)
+    record_runs(svc2, 1)
+    assert svc2.flush(10)
+    assert len(aged.runs()) <= 1
+
+
+def test_equal_stores_are_one_destination(tmp_path):
+    a = SQLiteStore(tmp_path / "same.db")
+    b = SQLiteStore(str(tmp_path / "same.db"))
+    assert a == b and hash(a) == hash(b)
+    assert a != SQLiteStore(tmp_path / "same.db", max_runs=3)
+
+
+def test_killed_writer_leaves_a_consistent_database(tmp_path):
+    db = tmp_path / "killed.db"
+    code = textwrap.dedent(
+        f"""
+        import tracemux, itertools
+        from tracemux.destinations import SQLiteStore
+        svc = tracemux.TracingService([SQLiteStore({str(db)!r})])
+        for i in itertools.count():
+            with svc.trace_run(f"r{{i}}") as run:
+                for j in range(20):
+                    with run.span(f"s{{j}}", inputs={{"i": i, "j": j, "pad": "x" * 200}}):
+                        pass
+            if i == 50:
+                print("writing", flush=True)
+        """
+    )
+    for attempt in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": SRC},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "writing"
+        time.sleep(1.3 + 0.17 * attempt)  # past the first flush interval, mid-batch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # every committed batch is whole: a run's span count matches its span rows
+        mismatched = conn.execute(
+            "SELECT COUNT(*) FROM runs r WHERE span_count != "
+            "(SELECT COUNT(*) FROM spans s WHERE s.run_id = r.run_id)"
+        ).fetchone()[0]
+        assert mismatched == 0
+        assert conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0] > 0
+        conn.close()
+    assert len(SQLiteStore(db).runs(limit=10)) == 10
