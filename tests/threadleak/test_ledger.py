@@ -45,6 +45,10 @@ def _start_waiters(event: threading.Event, n: int) -> None:
         threading.Thread(target=event.wait, name=f"waiter-{i}").start()  # WAITER-START
 
 
+def _wait_for(event: threading.Event) -> None:
+    event.wait()
+
+
 def test_site_first_party_target_and_grouping(stop: threading.Event) -> None:
     with ThreadLedger() as ledger:
         _start_waiters(stop, 3)  # CALLER
@@ -134,6 +138,7 @@ def test_other_threads_not_attributed_unless_all_threads(stop: threading.Event) 
     assert [t.name for t in everything.leaks(grace=0).threads] == ["outsider-child"]
 
 
+@pytest.mark.threadleak(enabled=False)  # checks the patch state: no outer ledger
 def test_nested_ledgers_patch_once_and_restore(stop: threading.Event) -> None:
     original = threading.Thread.start
     with ThreadLedger() as outer:
@@ -150,6 +155,7 @@ def test_nested_ledgers_patch_once_and_restore(stop: threading.Event) -> None:
     assert [t.name for t in inner.leaks(grace=0).threads] == ["b"]
 
 
+@pytest.mark.threadleak(enabled=False)  # checks the patch state: no outer ledger
 def test_concurrent_ledgers_in_two_threads(stop: threading.Event) -> None:
     results: dict[str, list[str]] = {}
     barrier = threading.Barrier(2)
@@ -179,7 +185,7 @@ def test_allow_lists(stop: threading.Event) -> None:
 
     with ThreadLedger(allow=["target:threading.Event.wait"]) as by_target:
         threading.Thread(target=stop.wait, name="t1").start()
-        threading.Thread(target=time.sleep, args=(2,), name="t2", daemon=True).start()
+        threading.Thread(target=_wait_for, args=(stop,), name="t2", daemon=True).start()
     assert [t.name for t in by_target.leaks(grace=0).threads] == ["t2"]
 
     with ThreadLedger(allow=["site:*test_ledger.py:*", "name:re:^never$"]) as by_site:

@@ -28,7 +28,6 @@ from tracemux.threadleak.allow import AllowRule, compile_allow
 from tracemux.threadleak.frames import (
     FirstPartyRule,
     RawFrames,
-    innermost_first_party,
     make_first_party_rule,
     start_site,
     to_frames,
@@ -266,6 +265,9 @@ class ThreadLedger:
         if rec is None or self not in rec.ledgers:
             return None
         frames = to_frames(rec.frames)
+        flags = tuple(self._first_party(f.filename) for f in frames)
+        first_party = next((f for f, flag in zip(reversed(frames), reversed(flags)) if flag),
+                           None)
         return LeakedThread(
             thread=thread,
             name=thread.name,
@@ -273,7 +275,8 @@ class ThreadLedger:
             target=target_name(thread),
             stack=frames,
             site_frame=start_site(frames),
-            first_party_frame=innermost_first_party(frames, self._first_party),
+            first_party_frame=first_party,
+            first_party_flags=flags,
         )
 
     def _candidates(

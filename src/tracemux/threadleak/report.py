@@ -49,6 +49,8 @@ class LeakedThread:
     """Frame that called ``Thread.start()`` (innermost frame outside threading.py)."""
     first_party_frame: StackFrame | None
     """Innermost frame of the user's own code on the creation stack."""
+    first_party_flags: tuple[bool, ...] = ()
+    """For each frame of ``stack``: is it the user's own code?"""
 
     @property
     def site(self) -> str:
@@ -94,19 +96,26 @@ class LeakGroup:
         """Creation stack of the first thread of the group (outermost first)."""
         return self.threads[0].stack
 
-    def short_stack(self, max_frames: int = 12) -> tuple[StackFrame, ...]:
-        """The creation stack from the innermost first-party frame down to the site
-        (the whole stack when no frame is first-party), at most ``max_frames`` innermost."""
-        frames = self.stack
-        fp = self.threads[0].first_party_frame
-        if fp is not None:
-            for i in range(len(frames) - 1, -1, -1):
-                if frames[i] == fp:
-                    frames = frames[i:]
-                    break
-        if max_frames > 0:
-            frames = frames[-max_frames:]
-        return frames
+    def short_stack(self, max_frames: int = 16) -> tuple[StackFrame | None, ...]:
+        """The part of the creation stack worth showing, outermost first.
+
+        From the ``Thread.start()`` call outwards through the run of first-party frames
+        that contains the innermost first-party one (so the test or app function that led
+        there is shown, the runner above it is not); the whole stack when no frame is
+        first-party. When longer than ``max_frames`` the middle is replaced by one ``None``.
+        """
+        first = self.threads[0]
+        frames = first.stack
+        flags = first.first_party_flags
+        if len(flags) == len(frames) and any(flags):
+            i = max(k for k, flag in enumerate(flags) if flag)
+            while i > 0 and flags[i - 1]:
+                i -= 1
+            frames = frames[i:]
+        if max_frames > 0 and len(frames) > max_frames:
+            head = max(1, max_frames // 4)
+            return (*frames[:head], None, *frames[len(frames) - (max_frames - head) :])
+        return tuple(frames)
 
     def describe(self) -> str:
         """One-line summary of the group."""
@@ -118,6 +127,24 @@ class LeakGroup:
         if self.first_party and self.first_party != self.site:
             text += f", called from {self.first_party}"
         return f"{text}; target {self.target}"
+
+
+def _format_excerpt(group: LeakGroup, max_frames: int) -> list[str]:
+    frames = group.short_stack(max_frames)
+    lines: list[str] = []
+    if frames and frames[0] != group.stack[0]:
+        lines.append("      ...")
+    chunk: list[StackFrame] = []
+    for frame in (*frames, None):
+        if frame is not None:
+            chunk.append(frame)
+            continue
+        if chunk:
+            lines.append(format_stack(chunk, indent="      "))
+            chunk = []
+        lines.append("      ...")
+    lines.pop()  # the sentinel's marker
+    return lines
 
 
 def _group(threads: Sequence[LeakedThread]) -> tuple[LeakGroup, ...]:
@@ -175,13 +202,13 @@ class LeakReport:
             return text
         return f"{noun} from {len(self.groups)} creation sites"
 
-    def format(self, *, stacks: bool = False, max_stack: int = 12) -> str:
+    def format(self, *, stacks: bool = False, max_stack: int = 16) -> str:
         """Human-readable report.
 
         Args:
             stacks: also show the creation stack of each group (from its first thread),
-                from the innermost first-party frame down to the ``Thread.start()`` call.
-            max_stack: keep at most this many innermost frames of each stack.
+                trimmed by :meth:`LeakGroup.short_stack`.
+            max_stack: show at most this many frames per stack.
         """
         if not self:
             return self.headline()
@@ -189,10 +216,7 @@ class LeakReport:
         for g in self.groups:
             lines.append(f"  - {g.describe()}")
             if stacks:
-                frames = g.short_stack(max_stack)
-                if len(frames) < len(g.stack):
-                    lines.append("      ...")
-                lines.append(format_stack(frames, indent="      "))
+                lines.extend(_format_excerpt(g, max_stack))
         return "\n".join(lines)
 
     def __str__(self) -> str:
