@@ -313,3 +313,20 @@ def make_capture() -> Iterator[Callable[[], CaptureServer]]:
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Callable[..., Any]]:
+    """Apply pipeline limits to the shared worker for one test; defaults come back after."""
+    from tracemux.pipeline.worker import PipelineSettings, shared_worker
+
+    worker = shared_worker()
+    before = worker.settings
+
+    def configure(**limits: Any) -> PipelineSettings:
+        settings = PipelineSettings(**limits)
+        worker.configure(settings)
+        return settings
+
+    yield configure
+    worker.configure(before)

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import logging
+import queue
 import re
 import threading
 import time
@@ -44,6 +46,70 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 USER_AGENT = "tracemux"
 
 _local = threading.local()
+
+RESOLVER_THREAD_NAME = "tracemux-resolve"
+#: seconds the resolver thread waits for more work before it exits
+RESOLVER_IDLE = 2.0
+
+
+class IdleThreadExecutor(concurrent.futures.ThreadPoolExecutor):
+    """One short-lived worker thread: started on demand, gone after ``idle`` seconds.
+
+    Installed as the export loop's default executor, where asyncio runs blocking
+    ``getaddrinfo`` calls (host names of remote destinations). The stock executor keeps
+    its threads until the loop ends; this one exits as soon as it has been idle, so the
+    export thread stays the only long-lived thread. Lookups of IP literals never get here.
+    """
+
+    def __init__(self, name: str = RESOLVER_THREAD_NAME, idle: float = RESOLVER_IDLE) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=name)
+        self._name = name
+        self._idle = idle
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._guard = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._guard:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._tasks.put((future, fn, args, kwargs))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._worker.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._tasks.get(timeout=self._idle)
+            except queue.Empty:
+                with self._guard:
+                    if self._tasks.empty():
+                        self._worker = None
+                        return
+                continue
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._guard:
+            self._closed = True
+            worker = self._worker
+            self._worker = None
+        if worker is not None:
+            self._tasks.put(None)
+            if wait:
+                worker.join(1.0)  # a hung lookup must not hold up the export thread's exit
 
 
 def _new_client() -> httpx.AsyncClient:
@@ -74,6 +140,10 @@ def shared_client() -> httpx.AsyncClient:
     client = _new_client()
     _local.client = client
     _local.loop = loop
+    try:
+        loop.set_default_executor(IdleThreadExecutor())
+    except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
+        pass
 
     async def close() -> None:
         if getattr(_local, "client", None) is client:

@@ -194,7 +194,7 @@ def encode_request(
     """
     p = proto()
     by_project: dict[str | None, list[Any]] = {}
-    run_attrs: dict[int, list[Any]] = {}
+    run_attrs: dict[int, tuple[list[Any], frozenset[str]]] = {}
     n = 0
     ok_status = p.Status(code=mapper.ok_status)
     for rec in batch:
@@ -202,11 +202,18 @@ def encode_request(
             continue
         span: SpanRecord = rec  # type: ignore[assignment]
         run = span.run
-        common = run_attrs.get(id(run))
-        if common is None:
-            common = run_attrs[id(run)] = _kvs(p, mapper.run_attributes(run))
-        attrs = _kvs(p, mapper.span_attributes(span))
-        attrs.extend(common)
+        cached = run_attrs.get(id(run))
+        if cached is None:
+            pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
+            cached = run_attrs[id(run)] = (_kvs(p, pairs), frozenset(k for k, _ in pairs))
+        common, common_keys = cached
+        own = [(k, v) for k, v in mapper.span_attributes(span) if v is not None]
+        attrs = _kvs(p, own)
+        if common_keys.isdisjoint([k for k, _ in own]):
+            attrs.extend(common)
+        else:  # the span's own value wins; keys stay unique
+            own_keys = {k for k, _ in own}
+            attrs.extend(kv for kv in common if kv.key not in own_keys)
         if span.status == "error" or span.error is not None:
             status = p.Status(code=STATUS_ERROR, message=error_message(span))
         else:
