@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import ahocorasick_rs
 import orjson
 
 from tracemux.model import ErrorInfo, LogEntry, SpanRecord
@@ -35,9 +36,48 @@ SECRET_VALUE_PATTERN = (
     r"|\bAKIA[0-9A-Z]{16}"
     r"|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
 )
-# Every credential shape above contains one of these characters or words; a string without
-# any of them is skipped without running the (slow, alternation-heavy) value pattern.
-_VALUE_HINT = re.compile(r"[-_]|AKIA|(?i:bearer|basic)")
+# A cheap pre-check, run with one Aho-Corasick scan over the lower-cased text: every
+# credential shape above contains one of these; every secret key name ends with one of the
+# key words (followed by the closing quote of a JSON key). Text with none of them is
+# returned untouched, without running the regular expressions (which cost microseconds:
+# Python's ``re`` tries every alternative at every position).
+_VALUE_HINTS = (
+    "sk-",
+    "pk-",
+    "rk-",
+    "lsv2_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxr-",
+    "xoxs-",
+    "akia",
+    "bearer",
+    "basic",
+)
+_KEY_WORDS = (
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "token",
+    "bearer",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+)
+_TEXT_HINTS = ahocorasick_rs.AhoCorasick(list(_VALUE_HINTS))
+_JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
+    [h.encode() for h in _VALUE_HINTS] + [f'{w}"'.encode() for w in _KEY_WORDS]
+)
 
 
 class Redactor:
@@ -47,7 +87,7 @@ class Redactor:
     rules: extra key patterns match a whole key name, case-insensitively.
     """
 
-    __slots__ = ("_key_cache", "_key_re", "_value_hint", "_value_re", "enabled")
+    __slots__ = ("_key_cache", "_key_re", "_use_hints", "_value_re", "enabled")
 
     def __init__(
         self,
@@ -66,8 +106,8 @@ class Redactor:
         self._key_re = re.compile(key_pattern, re.IGNORECASE)
         self._value_re = re.compile(value_pattern)
         self._key_cache: dict[str, bool] = {}
-        # custom shapes may contain none of the hint characters: then scan every string
-        self._value_hint: re.Pattern[str] | None = None if extra_values else _VALUE_HINT
+        # custom patterns may match text with none of the hints: then check everything
+        self._use_hints = not extra_values and not extra_keys
 
     # -- records ----------------------------------------------------------------------
 
@@ -100,13 +140,14 @@ class Redactor:
 
     def text(self, s: str) -> str:
         """``s`` with credential-shaped parts masked."""
-        hint = self._value_hint
-        if hint is not None and not hint.search(s):
+        if self._use_hints and not _TEXT_HINTS.find_matches_as_indexes(s.lower()):
             return s
         return self._value_re.sub(MASK, s)
 
     def json(self, data: bytes) -> bytes:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""
+        if self._use_hints and not _JSON_HINTS.find_matches_as_indexes(data.lower()):
+            return data
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
