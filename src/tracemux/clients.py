@@ -195,7 +195,7 @@ class SharedClientsStats:
     creating: int
     """Factory calls in progress."""
     hits: int
-    """``get`` calls answered with an existing client."""
+    """``get`` calls answered without a factory call of their own (cached, or awaited)."""
     evicted: int
     """Clients dropped for ``max_size`` (least recently used)."""
     expired: int
@@ -340,13 +340,17 @@ class SharedClients(Generic[C]):
                     self._atexit_registered = True
                 self._wait_for_backlog_locked()
         if not creator:
-            return pending.wait()
+            client = pending.wait()
+            with self._lock:
+                self._hits += 1
+            return client
         return self._create(key, pins, config, pending)
 
     def close_all(self, timeout: float | None = 5.0) -> bool:
         """Close every client now and wait, at most ``timeout`` seconds, until all are closed.
 
-        Clients already waiting for the closer are included. The pool stays usable: a later
+        Clients already waiting for the closer are included, and the closer thread is
+        joined (within the timeout) rather than left to linger. The pool stays usable: a later
         :meth:`get` creates a new client. A creation still running when this is called
         completes into the emptied pool. Close errors are logged, never raised.
 
@@ -364,11 +368,15 @@ class SharedClients(Generic[C]):
             while self._entries:
                 _, entry = self._entries.popitem(last=False)
                 self._to_close.append(entry.client)
-            if not self._to_close and self._closing_now == 0:
+            if not self._to_close and self._closing_now == 0 and self._closer is None:
                 return True
-            self._closer_exit_when_drained = True
-            started = self._ensure_closer_locked()
-            inline = [] if started else self._take_all_locked()
+            self._closer_exit_when_drained = True  # a lingering closer exits too
+            inline: list[C] = []
+            if self._to_close:
+                if not self._ensure_closer_locked():
+                    inline = self._take_all_locked()
+            elif self._closer is not None:
+                self._cond.notify_all()
             closer = self._closer
         if inline:
             return self._close_inline(inline, deadline)
