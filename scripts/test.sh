@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# the viewer's browser tests drive Debian's Chromium (Playwright never downloads a browser)
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 .venv/bin/ruff check src tests bench
 exec .venv/bin/python -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,8 +31,13 @@ class SearchTimeout(RuntimeError):
     """The simulated web search timed out."""
 
 
-def record_agent_run(svc: TracingService, *, user: str = "alice", session: str = "s-1") -> str:
+def record_agent_run(
+    svc: TracingService, *, user: str = "alice", session: str = "s-1", pace: float = 0.0
+) -> str:
     """Record one nested agent flow with a failing tool call; return its run id.
+
+    ``pace`` > 0 makes the steps take time (about ``pace`` x 0.25 s in all), so that a
+    waterfall of the run looks like a real one.
 
     support-agent (chain)
       Planner (agent)
@@ -44,6 +50,11 @@ def record_agent_run(svc: TracingService, *, user: str = "alice", session: str =
       Guardrail (guardrail)
     """
     question = "How are API keys rotated?"
+
+    def work(ms: float) -> None:
+        if pace > 0:
+            time.sleep(ms / 1000 * pace)
+
     with svc.trace_run(
         "support-agent",
         user_id=user,
@@ -56,9 +67,12 @@ def record_agent_run(svc: TracingService, *, user: str = "alice", session: str =
         with run.span("Planner", kind="agent", inputs={"goal": question}) as planner:
             planner.add_log("planning with 2 tools", level="debug", tools=["search", "kb"])
             with planner.span("Retriever", kind="retriever", inputs={"query": question}) as ret:
+                work(4)
                 with ret.span("Embed query", kind="embedding", inputs={"text": question}) as emb:
+                    work(14)
                     emb.set_usage(model="text-embedding-3-small", input_tokens=9)
                     emb.set_outputs({"dimensions": 1536})
+                work(22)
                 ret.add_log("found 3 documents", level="info", k=3)
                 ret.set_outputs(
                     {
@@ -71,23 +85,29 @@ def record_agent_run(svc: TracingService, *, user: str = "alice", session: str =
                 )
             try:
                 with planner.span("WebSearch", kind="tool", inputs={"query": question}) as ws:
+                    work(20)
                     ws.add_log("retrying once", level="warning", attempt=2)
+                    work(30)
                     raise SearchTimeout("web search timed out after 2.0 s")
             except SearchTimeout:
                 pass
             planner.set_outputs({"plan": ["retrieve", "answer"]})
         with run.span("Prompt", kind="prompt", inputs={"documents": 3}) as prompt:
+            work(3)
             prompt.set_outputs({"prompt": f"Answer from the documents.\nQuestion: {question}"})
         with run.span(
             "ChatModel",
             kind="llm",
             inputs={"messages": [{"role": "user", "content": question}], "temperature": 0.2},
         ) as llm:
+            work(130)
             llm.set_usage(model="gpt-4o-mini", input_tokens=412, output_tokens=188)
             llm.set_outputs({"role": "assistant", "content": LONG_ANSWER})
         with run.span("OutputParser", kind="parser", inputs={"text": "..."}) as parser:
+            work(3)
             parser.set_outputs({"answer": LONG_ANSWER[:120]})
         with run.span("Guardrail", kind="guardrail") as guard:
+            work(12)
             guard.set_outputs({"allowed": True, "checks": ["pii", "toxicity"]})
         run.set_outputs({"answer": LONG_ANSWER[:120]})
         return run.run_id
@@ -102,23 +122,47 @@ def record_xss_run(svc: TracingService) -> str:
         return run.run_id
 
 
+def record_failed_run(svc: TracingService) -> str:
+    """Record a run that fails as a whole (status error); return its run id."""
+    run_id = ""
+    try:
+        with svc.trace_run("ingest-docs", user_id="carol", session_id="s-9") as run:
+            run_id = run.run_id
+            with run.span("Loader", kind="tool", inputs={"path": "docs/"}) as loader:
+                loader.set_outputs({"files": 12})
+            with run.span("Splitter", kind="parser"):
+                raise ValueError("chunk size must be positive, got 0")
+    except ValueError:
+        pass
+    return run_id
+
+
 @dataclass
 class Recorded:
-    """What :func:`fill_store` recorded."""
+    """What :func:`fill_store` recorded, oldest first."""
 
     agent_runs: list[str]
+    failed_run: str
     xss_run: str
 
+    @property
+    def newest_first(self) -> list[str]:
+        return [self.xss_run, self.failed_run, *reversed(self.agent_runs)]
 
-def fill_store(svc: TracingService, agent_runs: int = 3) -> Recorded:
-    """Record ``agent_runs`` agent flows (two users) and one markup run, and flush."""
+
+def fill_store(svc: TracingService, agent_runs: int = 3, pace: float = 0.0) -> Recorded:
+    """Record ``agent_runs`` agent flows (users alice and bob, alternating), one failed
+    run and one markup run, and flush. ``pace``: see :func:`record_agent_run`."""
     ids = [
-        record_agent_run(svc, user="alice" if i % 2 == 0 else "bob", session=f"s-{i % 2}")
+        record_agent_run(
+            svc, user="alice" if i % 2 == 0 else "bob", session=f"s-{i % 2}", pace=pace
+        )
         for i in range(agent_runs)
     ]
+    failed = record_failed_run(svc)
     xss = record_xss_run(svc)
     assert svc.flush(10)
-    return Recorded(ids, xss)
+    return Recorded(ids, failed, xss)
 
 
 def get(

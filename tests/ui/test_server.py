@@ -36,12 +36,15 @@ def _ui_threads() -> list[threading.Thread]:
 def test_runs_newest_first_with_counts(service: TracingService, ui_server: UIServer) -> None:
     rec = fill_store(service, agent_runs=3)
     data = get_json(ui_server.url + "api/runs")
-    assert data["total"] == 4
+    assert data["total"] == 5
     assert data["limit"] == 50 and data["offset"] == 0
-    ids = [r["run_id"] for r in data["runs"]]
-    assert ids == [rec.xss_run, *reversed(rec.agent_runs)]
+    assert [r["run_id"] for r in data["runs"]] == rec.newest_first
     starts = [r["start_ns"] for r in data["runs"]]
     assert starts == sorted(starts, reverse=True)
+    failed = data["runs"][1]
+    assert failed["status"] == "error"
+    assert failed["error"]["type"] == "ValueError"
+    assert "traceback" not in failed["error"]
     agent = data["runs"][-1]
     assert agent["name"] == "support-agent"
     assert agent["status"] == "ok"
@@ -57,14 +60,14 @@ def test_runs_newest_first_with_counts(service: TracingService, ui_server: UISer
 
 def test_runs_pagination(service: TracingService, ui_server: UIServer) -> None:
     rec = fill_store(service, agent_runs=4)
-    newest_first = [rec.xss_run, *reversed(rec.agent_runs)]
+    newest_first = rec.newest_first
     page1 = get_json(ui_server.url + "api/runs?limit=2&offset=0")
     page2 = get_json(ui_server.url + "api/runs?limit=2&offset=2")
     page3 = get_json(ui_server.url + "api/runs?limit=2&offset=4")
     assert [r["run_id"] for r in page1["runs"]] == newest_first[:2]
     assert [r["run_id"] for r in page2["runs"]] == newest_first[2:4]
-    assert [r["run_id"] for r in page3["runs"]] == newest_first[4:]
-    assert page1["total"] == page2["total"] == page3["total"] == 5
+    assert [r["run_id"] for r in page3["runs"]] == newest_first[4:6]
+    assert page1["total"] == page2["total"] == page3["total"] == 6
     # limits past the maximum are clamped, not refused
     assert get_json(ui_server.url + "api/runs?limit=100000")["limit"] == 500
 
@@ -86,9 +89,10 @@ def test_runs_filters(service: TracingService, ui_server: UIServer) -> None:
     assert ids("user=bob&session=s-1") == {rec.agent_runs[1], rec.agent_runs[3]}
     assert ids("session=s-x") == {rec.xss_run}
     assert ids("status=ok") == {*rec.agent_runs, rec.xss_run}
-    assert ids("status=error") == set()
+    assert ids("status=error") == {rec.failed_run}
+    assert ids("status=running") == set()
     assert ids("status=ok&user=mallory&search=probe") == {rec.xss_run}
-    assert ids("user=&search=") == {*rec.agent_runs, rec.xss_run}  # blank means no filter
+    assert ids("user=&search=") == set(rec.newest_first)  # blank means no filter
 
 
 def test_running_runs_show_and_finish(service: TracingService, ui_server: UIServer) -> None:
@@ -405,7 +409,7 @@ def test_cli_serves_and_stops_on_ctrl_c(
         assert f"store: {store.path}" in out
         url = m.group(0)
         assert get_json(url + "api/info")["db"] == store.path
-        assert get_json(url + "api/runs")["total"] == 2
+        assert get_json(url + "api/runs")["total"] == 3
         assert get_json(url + f"api/runs/{rec.xss_run}")["name"] == XSS_RUN
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

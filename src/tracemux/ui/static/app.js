@@ -9,7 +9,7 @@
   const PAGE_SIZE = 50;
   const FOLD_CHARS = 400; // strings longer than this are folded
   const MAX_ITEMS = 200; // entries of an object or array shown before "show more"
-  const OPEN_DEPTH = 2; // JSON nodes open by default up to this depth
+  const OPEN_DEPTH = 3; // JSON nodes nested deeper than this start closed
   const KINDS = new Set([
     "chain", "llm", "tool", "retriever", "embedding", "agent",
     "prompt", "parser", "guardrail", "evaluator", "custom",
@@ -87,7 +87,7 @@
 
   function fmtDur(ms) {
     if (ms === null || ms === undefined || !isFinite(ms)) return "—";
-    if (ms < 1) return ms.toFixed(2) + " ms";
+    if (ms < 1) return Math.round(ms * 1000) + " µs";
     if (ms < 10) return ms.toFixed(1) + " ms";
     if (ms < 1000) return Math.round(ms) + " ms";
     if (ms < 60000) return (ms / 1000).toFixed(2) + " s";
@@ -579,7 +579,7 @@
           class: "tick " + (t === 0 ? "tick-start" : t === 1 ? "tick-end" : "tick-mid"),
           style: { left: t * 100 + "%" },
         },
-          fmtDur(total * t)));
+          t === 0 ? "0" : fmtDur(total * t)));
       const rows = [h("div", { class: "wf-row wf-axis", "aria-hidden": "true" },
         h("div", { class: "wf-label" }, "Span"), h("div", { class: "wf-track" }, ticks),
         h("div", { class: "wf-dur" }, "Duration"))];
