@@ -15,9 +15,10 @@ Properties:
 * **Generic**: any name and any list of pip requirement specifiers.
 * **Includes tracemux**: the repository itself is installed editable (no extras) unless
   ``editable=()`` is passed, so code in the side environment can ``import tracemux``.
-* **Idempotent**: a stamp file records what was installed (requirements, editable paths,
-  base interpreter); a later call with the same arguments returns at once, a call with
-  different arguments reinstalls into the same directory.
+* **Idempotent**: a stamp file records what was installed (requirements, editable paths
+  and a digest of their ``pyproject.toml``, base interpreter); a later call with the same
+  arguments and unchanged project metadata returns at once; otherwise pip runs again in
+  the same directory (so new dependencies of tracemux are picked up).
 * **Safe under pytest-xdist**: creation is serialised with an exclusive ``flock`` on
   ``.venvs/<name>.lock``, so concurrent workers wait for one builder instead of racing.
 * **Self-contained**: nothing has to exist beforehand; a fresh CI machine pays the install
@@ -29,6 +30,7 @@ POSIX only (uses :mod:`fcntl`).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import subprocess
 import sys
@@ -51,12 +53,22 @@ def _python_in(env_dir: Path) -> Path:
     return env_dir / "bin" / "python"
 
 
+def _project_digest(path: Path) -> str:
+    """Digest of a local project's metadata files: a change means reinstall (new deps)."""
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+        meta = path / name
+        if meta.exists():
+            h.update(name.encode() + b"\0" + meta.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _wanted(requirements: Sequence[str], editable: Sequence[Path], base: str) -> dict[str, object]:
     return {
         "requirements": list(requirements),
-        "editable": [str(Path(p).resolve()) for p in editable],
+        "editable": {str(Path(p).resolve()): _project_digest(Path(p)) for p in editable},
         "base_python": base,
-        "version": 1,
+        "version": 2,
     }
 
 
