@@ -110,7 +110,8 @@ class _HTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer whose request threads are named, tracked and joined on stop."""
 
     daemon_threads = True
-    allow_reuse_address = True
+    allow_reuse_address = True  # rebind right after a restart (TIME_WAIT)
+    allow_reuse_port = False  # but never share a port with a running server
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], viewer: UIServer) -> None:
@@ -129,7 +130,13 @@ class _HTTPServer(ThreadingHTTPServer):
         )
         with self._active_lock:
             self._active[thread] = request
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # can't start a thread: drop this connection, keep serving
+            with self._active_lock:
+                self._active.pop(thread, None)
+            log.warning("tracemux ui: could not start a request thread", exc_info=True)
+            self.shutdown_request(request)
 
     def _run_request(self, request: Any, client_address: Any) -> None:
         try:
