@@ -42,6 +42,12 @@ DEFAULT_TIMEOUT = 10.0
 MAX_RETRY_AFTER = 300.0
 #: statuses that are retried besides 5xx
 RETRY_STATUSES = frozenset({408, 425, 429})
+#: requests in flight to one origin (scheme, host, port) at most; more wait their turn
+PER_ORIGIN = 16
+#: connections of the shared client at most
+MAX_CONNECTIONS = 256
+#: seconds a request may wait for a free connection (beyond its own timeout)
+POOL_TIMEOUT = 60.0
 
 USER_AGENT = "tracemux"
 
@@ -118,9 +124,11 @@ def _new_client() -> httpx.AsyncClient:
     from tracemux import __version__
 
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0),
-        # one in-flight request per destination lane; lanes are capped by max_destinations
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=15),
+        timeout=httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0, pool=POOL_TIMEOUT),
+        # one request in flight per destination lane, PER_ORIGIN per origin (see post())
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=64, keepalive_expiry=15
+        ),
         follow_redirects=False,
         headers={"User-Agent": f"{USER_AGENT}/{__version__}"},
     )
@@ -140,6 +148,7 @@ def shared_client() -> httpx.AsyncClient:
     client = _new_client()
     _local.client = client
     _local.loop = loop
+    _local.origins = OriginSlots(PER_ORIGIN)
     try:
         loop.set_default_executor(IdleThreadExecutor())
     except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
@@ -158,6 +167,48 @@ def shared_client() -> httpx.AsyncClient:
     except RuntimeError:  # not on the export thread: the caller closes it
         pass
     return client
+
+
+class OriginSlots:
+    """At most ``limit`` requests in flight per origin; the rest wait (untimed) in turn.
+
+    So many lanes to one host (a thousand tenants of one Langfuse) open a bounded number
+    of connections, and a host that hangs holds at most ``limit`` of the shared pool.
+    Entries exist only while a request to their origin is in flight or waiting.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, list[Any]] = {}  # origin -> [semaphore, users]
+
+    async def acquire(self, origin: str) -> None:
+        entry = self._slots.get(origin)
+        if entry is None:
+            entry = self._slots[origin] = [asyncio.Semaphore(self.limit), 0]
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._leave(origin, entry)
+            raise
+
+    def release(self, origin: str) -> None:
+        entry = self._slots[origin]
+        entry[0].release()
+        self._leave(origin, entry)
+
+    def _leave(self, origin: str, entry: list[Any]) -> None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._slots[origin]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 async def close_shared_client() -> None:
@@ -223,8 +274,16 @@ async def post(
     import httpx
 
     client = shared_client()
+    origins: OriginSlots = _local.origins
+    origin = _origin(url)
+    await origins.acquire(origin)
     try:
-        response = await client.post(url, content=content, headers=headers, timeout=timeout)
+        response = await client.post(
+            url,
+            content=content,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=POOL_TIMEOUT),
+        )
     except httpx.TimeoutException as exc:
         raise ExportError(
             f"{label}: timed out after {timeout:g}s ({type(exc).__name__})",
@@ -237,6 +296,8 @@ async def post(
             retryable=True,
             reason="connection_error",
         ) from None
+    finally:
+        origins.release(origin)
     status = response.status_code
     if 200 <= status < 300:
         return response

@@ -270,10 +270,26 @@ class _Session:
         self.markers = still
 
     def _evict_idle(self, now: float) -> None:
-        ttl = self.worker.settings.idle_ttl
+        settings = self.worker.settings
+        ttl = settings.idle_ttl
         for dest, lane in list(self.lanes.items()):
             if not lane.pending and not lane.busy and now - lane.last_active > ttl:
                 self._close_lane_soon(dest, lane)
+        excess = len(self.lanes) - settings.max_destinations
+        if excess > 0:  # over the cap (all were busy when one opened): flush, then close
+            idle = sorted(
+                (
+                    (lane.last_active, dest)
+                    for dest, lane in self.lanes.items()
+                    if not lane.busy and not lane.pending
+                ),
+                key=lambda item: item[0],
+            )
+            for _, dest in idle[:excess]:
+                self._close_lane_soon(dest, self.lanes[dest])
+            if len(idle) < excess:
+                for lane in self.lanes.values():
+                    lane.poke(now, urgent=True)
 
     def _evict_one(self) -> None:
         """Make room for a new destination: close the least recently active idle lane.
