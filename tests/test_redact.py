@@ -125,6 +125,19 @@ def test_credential_shaped_values_are_masked_inside_text(value):
     assert r.text(f"before {value} after") == f"before {MASK} after"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Basic Prompting",
+        "the Basic Prompting flow.",
+        "Bearer tokens are opaque strings",
+        "basic arithmetic",
+    ],
+)
+def test_auth_scheme_words_in_prose_are_not_masked(text):
+    assert Redactor().text(text) == text
+
+
 def test_text_without_secrets_is_returned_as_is():
     r = Redactor()
     s = "an ordinary sentence - with dashes_and_underscores"

@@ -287,3 +287,15 @@ def test_get_service_is_created_once(monkeypatch, tmp_path):
     b = tracemux.get_service()
     assert a is b
     assert a.destinations == (SQLiteStore(tmp_path / "default.db"),)
+
+
+def test_an_internal_failure_is_logged_never_raised(service, monkeypatch, caplog):
+    def broken(record):
+        raise RuntimeError("queue exploded")
+
+    monkeypatch.setattr(service._worker, "submit", broken)
+    with caplog.at_level("ERROR", logger="tracemux"):
+        with service.trace_run("r") as run:
+            with run.span("s") as span:
+                span.set_usage(model="m", input_tokens=1, output_tokens=2)
+    assert any("could not queue a span" in r.getMessage() for r in caplog.records)

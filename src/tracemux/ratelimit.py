@@ -30,17 +30,20 @@ class RateLimitedLog:
             self._last[key] = (now, 0)
             return held
 
-    def log(self, level: int, key: Hashable, msg: str, *args: object) -> None:
+    def log(
+        self, level: int, key: Hashable, msg: str, *args: object, exc_info: bool = False
+    ) -> None:
+        """Log ``msg % args`` unless this key was logged less than ``interval`` ago."""
         held = self._allow(key)
         if held is None:
             return
         if held:
             msg += " (%d similar messages suppressed)"
             args = (*args, held)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
 
-    def warning(self, key: Hashable, msg: str, *args: object) -> None:
-        self.log(logging.WARNING, key, msg, *args)
+    def warning(self, key: Hashable, msg: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.WARNING, key, msg, *args, exc_info=exc_info)
 
-    def error(self, key: Hashable, msg: str, *args: object) -> None:
-        self.log(logging.ERROR, key, msg, *args)
+    def error(self, key: Hashable, msg: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)

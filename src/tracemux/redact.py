@@ -34,7 +34,9 @@ SECRET_VALUE_PATTERN = (
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bxox[abprs]-[A-Za-z0-9\-]{8,}"
     r"|\bAKIA[0-9A-Z]{16}"
-    r"|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
+    # an auth scheme followed by a credential, not by a word: the credential has a digit
+    # or punctuation in it ("Basic Prompting" stays, "Basic dXNlcjpwYXNz4==" goes)
+    r"|\b(?i:bearer|basic)\s+(?=[A-Za-z]*(?:[0-9+/=_~\-]|\.[A-Za-z0-9]))[A-Za-z0-9._~+/\-]{8,}=*)"
 )
 # A cheap pre-check, run with one Aho-Corasick scan over the lower-cased text: every
 # credential shape above contains one of these; every secret key name ends with one of the

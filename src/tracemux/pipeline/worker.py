@@ -241,8 +241,10 @@ class _Session:
             release=self.queue.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
-            max_spans=max(1, settings.max_queue_spans // 2),
-            max_bytes=max(1024, settings.max_queue_bytes // 2),
+            # one destination may hold up to 3/4 of the memory budget: a burst fits, and a
+            # destination that is down still leaves room for the others
+            max_spans=max(1, settings.max_queue_spans * 3 // 4),
+            max_bytes=max(1024, settings.max_queue_bytes * 3 // 4),
             interval=settings.flush_interval,
         )
         self.lanes[dest] = lane
