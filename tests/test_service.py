@@ -15,6 +15,7 @@ import pytest
 import tracemux
 from tracemux.destinations import SQLiteStore
 from tracemux.model import trace_id_for
+from tracemux.service import NOOP_SPAN
 
 
 def by_name(store: SQLiteStore, run_id: str) -> dict[str, object]:
@@ -293,9 +294,16 @@ def test_an_internal_failure_is_logged_never_raised(service, monkeypatch, caplog
     def broken(record):
         raise RuntimeError("queue exploded")
 
-    monkeypatch.setattr(service._worker, "submit", broken)
     with caplog.at_level("ERROR", logger="tracemux"):
-        with service.trace_run("r") as run:
+        monkeypatch.setattr(service._worker, "submit", broken)
+        with service.trace_run("r") as run:  # cannot queue its start: a no-op run
+            run.span("s").end()
+        assert run is NOOP_SPAN
+        monkeypatch.undo()
+        with service.trace_run("r2") as run:
+            monkeypatch.setattr(service._worker, "submit", broken)
             with run.span("s") as span:
                 span.set_usage(model="m", input_tokens=1, output_tokens=2)
-    assert any("could not queue a span" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not start a run" in m for m in messages)
+    assert any("could not queue a span" in m for m in messages)
