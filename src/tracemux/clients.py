@@ -57,9 +57,12 @@ The closer thread (a deliberate exception to the one-thread rule)
 
 Exit and fork
     At interpreter exit every client is closed with a deadline (``exit_timeout``); close
-    errors are logged on ``tracemux.clients``, never raised. After ``os.fork()`` the child
-    starts with an empty pool and no closer; the parent's clients are kept referenced but
-    never closed (nor finalised) in the child.
+    errors are logged on ``tracemux.clients``, never raised. (CPython 3.12.0 and 3.12.1
+    refuse new threads in exit handlers; there the clients are closed inline, and the
+    deadline is checked between clients only.) The exit hook holds a pool that has created
+    a client until exit; call :meth:`~SharedClients.close_all` to release clients earlier.
+    After ``os.fork()`` the child starts with an empty pool and no closer; the parent's
+    clients are kept referenced but never closed (nor finalised) in the child.
 """
 
 from __future__ import annotations
@@ -246,7 +249,8 @@ class SharedClients(Generic[C]):
             given to :meth:`get`, with no pool lock held).
         close: releases a client (e.g. ``lambda c: c.shutdown()``). Called once per client,
             on the closer thread (or inline at exit when no thread can be started).
-            Exceptions are logged, never raised. It must not call :meth:`close_all`.
+            Exceptions are logged, never raised. It must not call back into the pool
+            (:meth:`close_all` from it raises ``RuntimeError``).
         max_size: most clients kept; past it the least recently used one is closed.
         idle_ttl: seconds a client may go unused before it is closed; ``None`` keeps it.
         max_closing: how many clients may wait for the closer before a ``get`` that creates
