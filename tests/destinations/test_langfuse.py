@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("langfuse", minversion="5")  # langfuse 5 needs Python 3.11+
+
 from tests.destinations.conftest import CaptureServer, FlatSpan
 from tracemux import TracingService
 from tracemux.destinations import Langfuse
