@@ -69,7 +69,9 @@ def run_python(
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return proc
 
 
@@ -114,3 +116,20 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture
+def pipeline_settings() -> Iterator[Any]:
+    """Apply pipeline limits to the shared worker for one test; the defaults come back after."""
+    from tracemux.pipeline.worker import PipelineSettings, shared_worker
+
+    worker = shared_worker()
+    before = worker.settings
+
+    def configure(**limits: Any) -> PipelineSettings:
+        settings = PipelineSettings(**limits)
+        worker.configure(settings)
+        return settings
+
+    yield configure
+    worker.configure(before)

@@ -278,13 +278,18 @@ async def post(
     origin = _origin(url)
     await origins.acquire(origin)
     try:
-        response = await client.post(
-            url,
-            content=content,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=POOL_TIMEOUT),
+        # httpx's timeouts bound each read and write; a server that trickles its answer a
+        # byte at a time would hold the lane for ever: ``timeout`` bounds the whole request
+        response = await asyncio.wait_for(
+            client.post(
+                url,
+                content=content,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=POOL_TIMEOUT),
+            ),
+            timeout=timeout,
         )
-    except httpx.TimeoutException as exc:
+    except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
         raise ExportError(
             f"{label}: timed out after {timeout:g}s ({type(exc).__name__})",
             retryable=True,
