@@ -124,8 +124,28 @@ def _short(value: str | None) -> str | None:
     return value
 
 
+_flat_cache: dict[tuple[str, bytes, bool], Attrs] = {}
+
+
 def metadata_attributes(prefix: str, metadata: bytes | None, *, limit: bool) -> Attrs:
-    """Metadata flattened as the SDK does: one attribute per key, values as JSON text."""
+    """Metadata flattened as the SDK does: one attribute per key, values as JSON text.
+
+    Small snapshots that repeat (a component's metadata on every span) are flattened once.
+    """
+    if metadata is None:
+        return []
+    if len(metadata) > 512:
+        return _flatten(prefix, metadata, limit)
+    key = (prefix, metadata, limit)
+    found = _flat_cache.get(key)
+    if found is None:
+        if len(_flat_cache) >= 2048:
+            _flat_cache.clear()
+        found = _flat_cache[key] = _flatten(prefix, metadata, limit)
+    return found
+
+
+def _flatten(prefix: str, metadata: bytes, limit: bool) -> Attrs:
     value = json_value(metadata)
     if value is None:
         return []
@@ -146,7 +166,16 @@ def usage_details(usage: dict[str, int | float] | None) -> str | None:
     """``usage_details`` JSON: Langfuse's input/output/total, other keys unchanged."""
     if not usage:
         return None
-    return dumps({USAGE_KEYS.get(k, k): v for k, v in usage.items()})
+    key = tuple(usage.items())
+    text = _usage_cache.get(key)
+    if text is None:
+        if len(_usage_cache) >= 2048:
+            _usage_cache.clear()
+        text = _usage_cache[key] = dumps({USAGE_KEYS.get(k, k): v for k, v in usage.items()})
+    return text
+
+
+_usage_cache: dict[tuple[tuple[str, int | float], ...], str] = {}
 
 
 class LangfuseMapper(SpanMapper):
@@ -191,7 +220,7 @@ class LangfuseMapper(SpanMapper):
             attrs.append((OBSERVATION_LEVEL, "ERROR"))
             attrs.append((OBSERVATION_STATUS_MESSAGE, error_message(span)))
         if span.metadata is not None:
-            attrs.extend(metadata_attributes(OBSERVATION_METADATA, span.metadata, limit=False))
+            attrs += metadata_attributes(OBSERVATION_METADATA, span.metadata, limit=False)
         if span.is_root:
             attrs.append((IS_APP_ROOT, True))
         return attrs

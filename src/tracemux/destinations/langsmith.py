@@ -37,6 +37,7 @@ Authentication: ``x-api-key``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,7 @@ _SYSTEMS: tuple[tuple[Any, str], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=512)
 def gen_ai_system(model: str | None) -> str:
     """The ``gen_ai.system`` the SDK derives from a model name (``langchain`` if unknown)."""
     if model:
@@ -152,6 +154,7 @@ class LangSmithMapper(SpanMapper):
 
     scope_name = "tracemux"
     ok_status = STATUS_OK
+    overlapping = True  # span metadata may repeat a key of the run's metadata
 
     def __init__(self, project: str) -> None:
         self.default_project = project
@@ -202,14 +205,28 @@ class LangSmithMapper(SpanMapper):
         if span.is_root and span.run.tags:
             attrs.append((TAGS, ", ".join(span.run.tags)))
         if span.metadata is not None and not span.is_root:  # the root's is the run's
-            meta = json_value(span.metadata)
-            if isinstance(meta, dict):
-                attrs.extend(
-                    (f"{METADATA}.{k}", safe_value(v)) for k, v in meta.items() if v is not None
-                )
-            else:
-                attrs.append((f"{METADATA}.metadata", safe_value(meta)))
+            attrs += metadata_attributes(span.metadata)
         return attrs
+
+
+_meta_cache: dict[bytes, Attrs] = {}
+
+
+def metadata_attributes(metadata: bytes) -> Attrs:
+    """``langsmith.metadata.<k>`` attributes of a metadata snapshot (small ones cached)."""
+    found = _meta_cache.get(metadata)
+    if found is not None:
+        return found
+    meta = json_value(metadata)
+    if isinstance(meta, dict):
+        attrs = [(f"{METADATA}.{k}", safe_value(v)) for k, v in meta.items() if v is not None]
+    else:
+        attrs = [(f"{METADATA}.metadata", safe_value(meta))]
+    if len(metadata) <= 512:
+        if len(_meta_cache) >= 2048:
+            _meta_cache.clear()
+        _meta_cache[metadata] = attrs
+    return attrs
 
 
 @dataclass(frozen=True, repr=False)

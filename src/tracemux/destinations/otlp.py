@@ -76,6 +76,8 @@ class SpanMapper(ABC):
     scope_name: ClassVar[str] = "tracemux"
     #: status code of a span that did not fail (some SDKs send UNSET, some OK)
     ok_status: ClassVar[int] = STATUS_UNSET
+    #: whether a span's own attributes may repeat a key of its run's (checked if so)
+    overlapping: ClassVar[bool] = False
 
     def project(self, run: RunInfo) -> str | None:
         """The key spans are grouped by into resources (a project name, or None)."""
@@ -131,49 +133,76 @@ def proto() -> _Proto:
     return _proto
 
 
-def _kv(p: _Proto, key: str, value: AttrValue) -> Any:
+def _set_value(p: _Proto, target: Any, value: AttrValue) -> None:
+    """Fill the ``AnyValue`` ``target`` in place."""
     t = type(value)
     if t is str:
-        return p.KeyValue(key=key, value=p.AnyValue(string_value=value))
-    if t is bool:
-        return p.KeyValue(key=key, value=p.AnyValue(bool_value=value))
-    if t is int:
+        target.string_value = value
+    elif t is bool:
+        target.bool_value = value
+    elif t is int:
         if -(2**63) <= value < 2**63:
-            return p.KeyValue(key=key, value=p.AnyValue(int_value=value))
-        return p.KeyValue(key=key, value=p.AnyValue(string_value=str(value)))
-    if t is float:
-        return p.KeyValue(key=key, value=p.AnyValue(double_value=value))
-    if t is list or t is tuple:
-        values = [p.AnyValue(string_value=str(v)) for v in value]
-        return p.KeyValue(key=key, value=p.AnyValue(array_value=p.ArrayValue(values=values)))
-    return p.KeyValue(key=key, value=p.AnyValue(string_value=str(value)))
+            target.int_value = value
+        else:
+            target.string_value = str(value)
+    elif t is float:
+        target.double_value = value
+    elif t is list or t is tuple:
+        values = target.array_value.values
+        for v in value:
+            values.add().string_value = str(v)
+    else:
+        target.string_value = str(value)
 
 
-def _kvs(p: _Proto, attrs: Attrs) -> list[Any]:
-    kv = _kv
-    return [kv(p, k, v) for k, v in attrs if v is not None]
+class _AttrCache:
+    """Serialized attributes (as the bytes of a ``Span`` holding only them), for values
+    that repeat: merged into a span with one ``MergeFromString`` instead of built anew."""
+
+    MAX_ENTRIES = 4096
+    MAX_VALUE_CHARS = 128
+
+    def __init__(self, p: _Proto) -> None:
+        self.p = p
+        self.entries: dict[tuple[str, Any], bytes] = {}
+
+    def get(self, key: str, value: AttrValue) -> bytes:
+        k = (key, value)
+        data = self.entries.get(k)
+        if data is None:
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.clear()
+            data = self.entries[k] = self.serialize([(key, value)])
+        return data
+
+    def serialize(self, attrs: Attrs) -> bytes:
+        msg = self.p.Span()
+        add = msg.attributes.add
+        for key, value in attrs:
+            _set_value(self.p, add(key=key).value, value)
+        return bytes(msg.SerializeToString())
 
 
-def _events(p: _Proto, span: SpanRecord) -> list[Any]:
-    events = []
+_caches: dict[int, _AttrCache] = {}
+
+
+def _add_events(p: _Proto, msg: Any, span: SpanRecord) -> None:
     if span.logs:
         for entry in span.logs:
-            attrs = [_kv(p, "log.level", entry.level), _kv(p, "log.message", entry.message)]
+            event = msg.events.add(time_unix_nano=entry.time_ns, name=entry.message[:256])
+            add = event.attributes.add
+            add(key="log.level").value.string_value = entry.level
+            add(key="log.message").value.string_value = entry.message
             if entry.fields is not None:
-                attrs.append(_kv(p, "log.fields", json_text(entry.fields)))
-            events.append(
-                p.Event(time_unix_nano=entry.time_ns, name=entry.message[:256], attributes=attrs)
-            )
+                add(key="log.fields").value.string_value = json_text(entry.fields) or ""
     err = span.error
     if err is not None:
-        attrs = [
-            _kv(p, "exception.type", err.type),
-            _kv(p, "exception.message", err.message),
-        ]
+        event = msg.events.add(time_unix_nano=span.end_ns, name="exception")
+        add = event.attributes.add
+        add(key="exception.type").value.string_value = err.type
+        add(key="exception.message").value.string_value = err.message
         if err.traceback:
-            attrs.append(_kv(p, "exception.stacktrace", err.traceback))
-        events.append(p.Event(time_unix_nano=span.end_ns, name="exception", attributes=attrs))
-    return events
+            add(key="exception.stacktrace").value.string_value = err.traceback
 
 
 def error_message(span: SpanRecord) -> str:
@@ -190,65 +219,93 @@ def encode_request(
     """Encode the spans of ``batch`` as an ``ExportTraceServiceRequest``.
 
     Returns the serialized message and the number of spans in it (records that are not
-    spans are skipped).
+    spans are skipped). Messages are built in place; attributes shared by a run, and
+    short values that repeat, are serialized once and merged into each span.
     """
     p = proto()
-    by_project: dict[str | None, list[Any]] = {}
-    run_attrs: dict[int, tuple[list[Any], frozenset[str]]] = {}
+    cache = _caches.get(id(mapper))
+    if cache is None or cache.p is not p:
+        if len(_caches) > 64:
+            _caches.clear()
+        cache = _caches[id(mapper)] = _AttrCache(p)
+    request = p.Request()
+    scopes: dict[str | None, Any] = {}
+    run_attrs: dict[int, tuple[bytes, frozenset[str], Attrs, Any]] = {}
     n = 0
-    ok_status = p.Status(code=mapper.ok_status)
+    ok_code = mapper.ok_status
+    # the status of a successful span, merged like an attribute (setting it costs more)
+    ok_bytes = p.Span(status=p.Status(code=ok_code)).SerializeToString() if ok_code else b""
+    overlapping = mapper.overlapping
+    cached = cache.get
+    entries = cache.entries
+    max_chars = cache.MAX_VALUE_CHARS
     for rec in batch:
         if not rec.is_span:
             continue
         span: SpanRecord = rec  # type: ignore[assignment]
         run = span.run
-        cached = run_attrs.get(id(run))
-        if cached is None:
+        common = run_attrs.get(id(run))
+        if common is None:
             pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
-            cached = run_attrs[id(run)] = (_kvs(p, pairs), frozenset(k for k, _ in pairs))
-        common, common_keys = cached
-        own = [(k, v) for k, v in mapper.span_attributes(span) if v is not None]
-        attrs = _kvs(p, own)
-        if common_keys.isdisjoint([k for k, _ in own]):
-            attrs.extend(common)
-        else:  # the span's own value wins; keys stay unique
-            own_keys = {k for k, _ in own}
-            attrs.extend(kv for kv in common if kv.key not in own_keys)
-        if span.status == "error" or span.error is not None:
-            status = p.Status(code=STATUS_ERROR, message=error_message(span))
-        else:
-            status = ok_status
-        msg = p.Span(
+            project = mapper.project(run)
+            scope_spans = scopes.get(project)
+            if scope_spans is None:
+                rs = request.resource_spans.add()
+                add_attr = rs.resource.attributes.add
+                for key, value in mapper.resource_attributes(project):
+                    if value is not None:
+                        _set_value(p, add_attr(key=key).value, value)
+                scope_spans = scopes[project] = rs.scope_spans.add()
+                scope_spans.scope.name = mapper.scope_name
+                scope_spans.scope.version = scope_version
+            common = run_attrs[id(run)] = (
+                cache.serialize(pairs),
+                frozenset(k for k, _ in pairs),
+                pairs,
+                scope_spans.spans,
+            )
+        common_bytes, common_keys, common_pairs, spans = common
+        msg = spans.add(
             trace_id=run.trace_id,
             span_id=span.span_id.to_bytes(8, "big"),
-            parent_span_id=b"" if span.parent_id is None else span.parent_id.to_bytes(8, "big"),
             name=span.name,
             kind=SPAN_KIND_INTERNAL,
             start_time_unix_nano=span.start_ns,
             end_time_unix_nano=max(span.end_ns, span.start_ns),
-            attributes=attrs,
-            status=status,
         )
+        if span.parent_id is not None:
+            msg.parent_span_id = span.parent_id.to_bytes(8, "big")
+        own = mapper.span_attributes(span)
+        parts = [ok_bytes]
+        add_attr = msg.attributes.add
+        for key, value in own:
+            if value is None:
+                continue
+            t = type(value)
+            if t is str:
+                if len(value) > max_chars:
+                    add_attr(key=key).value.string_value = value
+                    continue
+            elif t is not int and t is not bool:
+                _set_value(p, add_attr(key=key).value, value)
+                continue
+            data = entries.get((key, value))
+            parts.append(cached(key, value) if data is None else data)
+        if not overlapping or common_keys.isdisjoint([k for k, v in own if v is not None]):
+            parts.append(common_bytes)
+        else:  # the span's own value wins; keys stay unique
+            own_keys = {k for k, v in own if v is not None}
+            parts.append(cache.serialize([kv for kv in common_pairs if kv[0] not in own_keys]))
+        if span.status == "error" or span.error is not None:
+            parts[0] = b""
+            msg.status.code = STATUS_ERROR
+            msg.status.message = error_message(span)
+        msg.MergeFromString(b"".join(parts))
         if span.logs or span.error is not None:
-            msg.events.extend(_events(p, span))
-        project = mapper.project(run)
-        group = by_project.get(project)
-        if group is None:
-            group = by_project[project] = []
-        group.append(msg)
+            _add_events(p, msg, span)
         n += 1
     if not n:
         return b"", 0
-    scope = p.Scope(name=mapper.scope_name, version=scope_version)
-    request = p.Request(
-        resource_spans=[
-            p.ResourceSpans(
-                resource=p.Resource(attributes=_kvs(p, mapper.resource_attributes(project))),
-                scope_spans=[p.ScopeSpans(scope=scope, spans=spans)],
-            )
-            for project, spans in by_project.items()
-        ]
-    )
     return request.SerializeToString(), n
 
 
@@ -267,7 +324,7 @@ class OTLPExporter:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         secrets: Sequence[str] = (),
-        compresslevel: int = 5,
+        compresslevel: int = 1,
     ) -> None:
         from tracemux import __version__
 

@@ -143,15 +143,33 @@ class OpenInferenceMapper(SpanMapper):
                     attrs.append((attr, int(usage[key])))
         if span.kind == "tool":
             attrs.append((_A.TOOL_NAME, span.name))
-        run_meta = self._run_metadata(span.run)
-        span_meta = None if span.is_root else json_value(span.metadata)
-        if isinstance(run_meta, dict) and isinstance(span_meta, dict):
-            attrs.append((_A.METADATA, dumps({**run_meta, **span_meta})))
-        elif span_meta is not None:
-            attrs.append((_A.METADATA, dumps(span_meta)))
-        elif run_meta is not None:
-            attrs.append((_A.METADATA, dumps(run_meta)))
+        span_meta = None if span.is_root else span.metadata
+        if span.run.metadata is not None or span_meta is not None:
+            attrs.append((_A.METADATA, self._metadata(span.run, span_meta)))
         return attrs
+
+    def _metadata(self, run: RunInfo, span_meta: bytes | None) -> str:
+        """The ``metadata`` JSON: the run's, updated with the span's (small ones cached)."""
+        key = (run.metadata, span_meta)
+        text = _meta_cache.get(key)
+        if text is not None:
+            return text
+        run_meta = self._run_metadata(run)
+        meta = json_value(span_meta)
+        if isinstance(run_meta, dict) and isinstance(meta, dict):
+            text = dumps({**run_meta, **meta})
+        elif meta is not None:
+            text = dumps(meta)
+        else:
+            text = dumps(run_meta)
+        if len(run.metadata or b"") + len(span_meta or b"") <= 512:
+            if len(_meta_cache) >= 2048:
+                _meta_cache.clear()
+            _meta_cache[key] = text
+        return text
+
+
+_meta_cache: dict[tuple[bytes | None, bytes | None], str] = {}
 
 
 @dataclass(frozen=True, repr=False)
