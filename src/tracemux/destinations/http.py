@@ -268,8 +268,8 @@ async def post(
 ) -> httpx.Response:
     """POST ``content`` with the shared client; raise :class:`ExportError` on failure.
 
-    ``label`` is the destination's masked description; ``secrets`` are masked out of any
-    response text quoted in the error.
+    ``label`` is the destination's masked description (the lane logs it beside the
+    error); ``secrets`` are masked out of any response text quoted in the error.
     """
     import httpx
 
@@ -291,13 +291,13 @@ async def post(
         )
     except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
         raise ExportError(
-            f"{label}: timed out after {timeout:g}s ({type(exc).__name__})",
+            f"timed out after {timeout:g}s ({type(exc).__name__})",
             retryable=True,
             reason="timeout",
         ) from None
     except (httpx.TransportError, OSError) as exc:
         raise ExportError(
-            f"{label}: cannot connect ({type(exc).__name__}: {exc})",
+            f"cannot connect ({type(exc).__name__}: {exc})",
             retryable=True,
             reason="connection_error",
         ) from None
@@ -309,11 +309,12 @@ async def post(
     body = response.content
     detail = _snippet(body, secrets)
     hint = _HINTS.get(status)
-    message = f"{label} answered HTTP {status} to {what}"
+    message = f"HTTP {status} for {what}"
     if hint:
         message += f" ({hint})"
     if detail:
         message += f": {detail}"
+    log.debug("tracemux: %s: %s", label, message)
     if status == 413:
         raise ExportError(
             message, retryable=False, too_large=True, reason="http_413", status=status
