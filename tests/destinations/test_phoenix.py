@@ -26,7 +26,8 @@ try:
 except ImportError:  # pragma: no cover
     from tests.sidevenv import side_venv
 
-pytestmark = pytest.mark.slow
+# the first run installs arize-phoenix into its side environment (minutes on a fresh machine)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PHOENIX_REQUIREMENTS = ["arize-phoenix>=11"]
 READY_TIMEOUT = 300.0
