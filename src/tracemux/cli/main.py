@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "doctor")
+COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "bench", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,35 @@
+"""The benchmark suite: tracemux against the SDKs it replaces, with a report a reader can trust.
+
+``tracemux bench [--quick] [--out DIR] [--profile]`` (or ``python -m tracemux.bench``) runs
+every scenario and writes ``report.md``, PNG charts and the raw ``results.json`` to a folder.
+
+One module per scenario; each runs in a fresh child process (so one SDK's threads, global
+state or memory never weigh on the next scenario), and inside it tracemux and the anchors
+it is compared with are measured side by side, interleaved, so that a noisy machine slows
+both alike and the ratios stay meaningful:
+
+=============  ==========================================================================
+module         scenario
+=============  ==========================================================================
+hotpath        µs per span and per LLM span: tracemux, OpenTelemetry SDK (batch, simple),
+               langfuse 5, langfuse 2 (side venv), LangSmith, and the bare floor
+threads        live threads against runs: tracemux, langfuse 2 client per run, langfuse 2
+               behind :class:`~tracemux.clients.SharedClients`, langfuse 5 key per tenant
+throughput     sustained spans/s to Discard, SQLite and OTLP (loopback), 1 and 4 producers,
+               beside the OpenTelemetry batch processor; drops
+memory         RSS over many spans with the destination down: levels off at the byte bound
+looplag        event-loop lag, 1,000 concurrent async runs, a destination that takes 2 s
+newdest        first span to a new Langfuse destination against creating a langfuse client
+=============  ==========================================================================
+
+The SDKs come from the ``bench`` extra; a scenario whose SDK is missing reports it as "not
+installed". langfuse 2 cannot share an environment with langfuse 5: it runs in the
+``langfuse2`` side venv (``tests/sidevenv.py``), as a subprocess that prints JSON.
+"""
+
+from __future__ import annotations
+
+#: scenario modules, in the order they run and appear in the report
+SCENARIOS: tuple[str, ...] = ("hotpath", "threads", "throughput", "memory", "looplag", "newdest")
+
+__all__ = ["SCENARIOS"]
