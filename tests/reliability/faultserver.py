@@ -192,7 +192,7 @@ class FaultServer:
         while not self._stop.is_set() and self._listener is sock:
             try:
                 conn, _ = sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -257,10 +257,12 @@ class Lane:
         if buf:
             self._oldest = time.monotonic()
 
-    def drop_all(self, reason: str) -> int:
-        """Give up everything still buffered (shutdown, eviction). Returns spans dropped."""
+    def drop_all(self, reason: str, *, count: bool = True) -> int:
+        """Give up everything still buffered (shutdown, eviction). Returns spans dropped.
+
+        ``count=False``: they were counted already (by a shutdown that gave up waiting)."""
         spans = sum(1 for r in self._buffer if r.is_span)
-        if spans:
+        if spans and count:
             self._count_drop(reason, spans)
         self._pop(len(self._buffer))
         return spans

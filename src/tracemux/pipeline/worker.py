@@ -105,6 +105,10 @@ class _Session:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self.abandoned = False
+        # whoever counts what is left at the end (this thread in _finish, or a shutdown that
+        # gave up on it in ExportWorker._abandon) does it under this lock, exactly once
+        self.count_lock = threading.Lock()
+        self.counted = False
         self.exit_callbacks: list[Callable[[], Any]] = []
 
     # -- called from other threads -----------------------------------------------------
@@ -331,14 +335,18 @@ class _Session:
         tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._drain()
-        for item in self.queue.take_all():  # anything that raced in after the drain
-            if isinstance(item, (_FlushMarker, _Stop)):
-                continue
-            self.queue.count_drop(DROP_SHUTDOWN, 1 if item.is_span else 0)
-            self.queue.release(1, item.nbytes)
-        for lane in self.lanes.values():
-            lane.drop_all(DROP_SHUTDOWN)
+        with self.count_lock:  # synchronous: no await while it is held
+            count = not self.counted  # False: a shutdown gave up on us and counted already
+            self.counted = True
+            self._drain()
+            for item in self.queue.take_all():  # anything that raced in after the drain
+                if isinstance(item, (_FlushMarker, _Stop)):
+                    continue
+                if count and item.is_span:
+                    self.queue.count_drop(DROP_SHUTDOWN, len(item.run.destinations))
+                self.queue.release(1, item.nbytes)
+            for lane in self.lanes.values():
+                lane.drop_all(DROP_SHUTDOWN, count=count)
         self._check_markers()
         for marker in self.markers:  # nothing more will be done: let waiters go
             _call_quietly(marker.callback)
@@ -507,7 +515,7 @@ class ExportWorker:
         self.queue.put_control(_Stop(deadline - margin))
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
-            self._abandon(session)
+            self._abandon(session, before)
             return False
         self.queue.wake = None
         undelivered = self._shutdown_drops() - before
@@ -517,19 +525,41 @@ class ExportWorker:
     def _shutdown_drops(self) -> int:
         return self.queue.dropped.get(DROP_SHUTDOWN, 0)
 
-    def _abandon(self, session: _Session) -> None:
+    def _abandon(self, session: _Session, before: int) -> None:
         """The thread is stuck in an exporter: leave it (it is a daemon) and start clean."""
         session.abandoned = True
         old = self.queue
-        count, _ = old.in_flight
-        log.warning("tracemux: export thread did not stop in time; %d records not delivered", count)
-        fresh = self._new_queue()
-        fresh._dropped = old.dropped
-        fresh.accepted = old.accepted
-        fresh.count_drop(DROP_SHUTDOWN, count)
+        lanes = list(session.lanes.values())
+        # Count as every other path does: spans (not run starts), once per destination that
+        # did not get them, in the lane's own counters too. The thread may be slow rather
+        # than stuck and counting them itself: the lock makes sure only one of us does.
+        locked = session.count_lock.acquire(timeout=0.2)
+        try:
+            if session.counted:
+                count = old.dropped.get(DROP_SHUTDOWN, 0) - before
+            else:
+                session.counted = True
+                count = 0
+                for lane in lanes:  # tuple() copies a deque without running Python code
+                    n = sum(1 for r in tuple(lane._buffer) if r.is_span)
+                    if n:
+                        dropped = lane.stats.dropped
+                        dropped[DROP_SHUTDOWN] = dropped.get(DROP_SHUTDOWN, 0) + n
+                        count += n
+                for item in tuple(old._items):  # not routed to a lane yet
+                    if getattr(item, "is_span", False):
+                        count += len(item.run.destinations)
+                old.count_drop(DROP_SHUTDOWN, count)
+            fresh = self._new_queue()
+            fresh._dropped = old.dropped
+            fresh.accepted = old.accepted
+        finally:
+            if locked:
+                session.count_lock.release()
+        log.warning("tracemux: export thread did not stop in time; %d spans not delivered", count)
         with self._lock:
             self.queue = fresh
-            for lane in list(session.lanes.values()):
+            for lane in lanes:
                 self._lane_closed(lane)
         self._last_shutdown_undelivered = count
 
