@@ -117,6 +117,16 @@ def _save(fig: Any, plt: Any, path: Path) -> str:
     return path.name
 
 
+def _short_number(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
 def bar_chart(
     path: Path,
     labels: Sequence[str],
@@ -147,9 +157,14 @@ def bar_chart(
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    for yi, m in zip(y, med):
+    for yi, m, h in zip(y, med, hi):
         ax.annotate(
-            f"{m:,.3g}", (m, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7
+            _short_number(m),
+            (m + h, yi),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
         )
     return _save(fig, plt, path)
 
