@@ -442,3 +442,19 @@ async def test_export_does_not_block_the_callers_loop(
     await asyncio.sleep(0.05)
     assert time.monotonic() - t0 < 0.5
     assert await svc.aflush(10)
+
+
+def test_cached_values_keep_their_type() -> None:
+    from tracemux.destinations.langsmith import LangSmithMapper
+
+    run = RunInfo("r", "flow", ())
+    a = make_span(run, 2, 1, "a", metadata=b'{"flag":true}')
+    b = make_span(run, 3, 1, "b", metadata=b'{"flag":1}')
+    body, _ = encode_request([a, b, a], LangSmithMapper("p"))
+    msg = proto().Request()
+    msg.ParseFromString(body)
+    kinds = []
+    for span in msg.resource_spans[0].scope_spans[0].spans:
+        (value,) = [kv.value for kv in span.attributes if kv.key == "langsmith.metadata.flag"]
+        kinds.append(value.WhichOneof("value"))
+    assert kinds == ["bool_value", "int_value", "bool_value"]

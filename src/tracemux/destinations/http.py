@@ -149,10 +149,6 @@ def shared_client() -> httpx.AsyncClient:
     _local.client = client
     _local.loop = loop
     _local.origins = OriginSlots(PER_ORIGIN)
-    try:
-        loop.set_default_executor(IdleThreadExecutor())
-    except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
-        pass
 
     async def close() -> None:
         if getattr(_local, "client", None) is client:
@@ -165,6 +161,10 @@ def shared_client() -> httpx.AsyncClient:
     try:
         on_export_thread_exit(close)
     except RuntimeError:  # not on the export thread: the caller closes it
+        return client
+    try:  # host-name lookups on a short-lived thread, not on a lasting executor pool
+        loop.set_default_executor(IdleThreadExecutor())
+    except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
         pass
     return client
 

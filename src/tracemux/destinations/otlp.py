@@ -164,10 +164,10 @@ class _AttrCache:
 
     def __init__(self, p: _Proto) -> None:
         self.p = p
-        self.entries: dict[tuple[str, Any], bytes] = {}
+        self.entries: dict[tuple[str, type, Any], bytes] = {}
 
     def get(self, key: str, value: AttrValue) -> bytes:
-        k = (key, value)
+        k = (key, type(value), value)  # the type too: True == 1 must not share an entry
         data = self.entries.get(k)
         if data is None:
             if len(self.entries) >= self.MAX_ENTRIES:
@@ -289,7 +289,7 @@ def encode_request(
             elif t is not int and t is not bool:
                 _set_value(p, add_attr(key=key).value, value)
                 continue
-            data = entries.get((key, value))
+            data = entries.get((key, t, value))
             parts.append(cached(key, value) if data is None else data)
         if not overlapping or common_keys.isdisjoint([k for k, v in own if v is not None]):
             parts.append(common_bytes)
