@@ -65,7 +65,7 @@ TARGET_US = 3.0
 TARGET_VS_OTEL_BATCH = 0.2
 TARGET_VS_LANGFUSE5 = 0.05
 
-#: case name -> (label, package it needs)
+#: case name -> label in the report
 LABELS: dict[str, str] = {
     "floor": "bare floor (dict + 2 time_ns() on a SimpleQueue)",
     "tracemux.span": "tracemux span",
@@ -340,6 +340,8 @@ def run(part: str, opts: Options) -> dict[str, Any]:
             cases.extend(make())
         except ImportError as exc:
             missing[name] = f"{NOT_INSTALLED} ({package}: {exc})"
+        except Exception as exc:  # an SDK that cannot even start is reported, not fatal
+            missing[name] = f"could not be set up: {type(exc).__name__}: {exc}"
     measured = measure_round_robin(cases, _repeats(opts), _target(opts))
     for case in cases:
         try:

@@ -207,6 +207,12 @@ def line_chart(
         )
     if logx:
         ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+    ax.xaxis.set_major_formatter(plain)
+    if logy:
+        ax.yaxis.set_major_formatter(plain)
     if logy:
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(bottom=0)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tracemux.bench import SCENARIOS
+from tracemux.bench import RUN_ORDER, SCENARIOS
 from tracemux.bench.common import Options, run_child, write_result
 from tracemux.bench.report import Section, machine_info, md_table, write_report
 
@@ -80,7 +80,7 @@ def run_all(
     opts.out_dir = str(out_dir.resolve())
     machine = machine_info()
     machine["started"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    names = [n for n in SCENARIOS if not only or n in only]
+    names = [n for n in RUN_ORDER if not only or n in only]
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -98,7 +98,7 @@ def run_all(
         machine["load_end"] = list(os.getloadavg())
     except OSError:
         pass
-    sections = [_render(name, results[name], out_dir) for name in names]
+    sections = [_render(name, results[name], out_dir) for name in SCENARIOS if name in results]
     timing_md = md_table(["scenario", "wall time"], [[n, f"{timings[n]:.1f} s"] for n in names])
     sections.append(
         Section("Run", f"Wall time per scenario (each in its own process):\n\n{timing_md}")
