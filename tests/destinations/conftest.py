@@ -330,3 +330,19 @@ def pipeline() -> Iterator[Callable[..., Any]]:
 
     yield configure
     worker.configure(before)
+
+
+@pytest.fixture(autouse=True)
+def _leave_drop_counters_as_found() -> Iterator[None]:
+    """These tests drop spans on purpose (401, 413, full buffers); the pipeline's drop
+    counters are process-wide, so put them back afterwards: tests elsewhere that expect
+    no drops are not charged with ours."""
+    from tracemux.pipeline.worker import shared_worker
+
+    worker = shared_worker()
+    before = dict(worker.queue.dropped)
+    yield
+    queue = worker.queue  # after the test's services were shut down
+    with queue._lock:
+        queue._dropped.clear()
+        queue._dropped.update(before)
