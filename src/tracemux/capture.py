@@ -57,13 +57,15 @@ class Capturer:
             return orjson.dumps(f"<not captured: {type(exc).__name__}>")
 
     def text(self, value: Any, limit: int | None = None) -> str:
-        """A bounded string for names, messages and tracebacks. Never raises."""
+        """A bounded string for names, messages and tracebacks, valid UTF-8. Never raises."""
         try:
             s = value if type(value) is str else _safe_str(value)
+            if type(s) is not str:  # a str subclass: its own methods could do anything
+                s = str.__str__(s)
             limit = limit or self.max_value_bytes
             if len(s) > limit:
                 s = s[:limit] + TRUNCATED.format(n=len(s) - limit)
-            return s
+            return clean_text(s)
         except Exception:
             return "<unprintable>"
 
@@ -82,6 +84,18 @@ class Capturer:
 
 
 _ORJSON_NATIVE = (datetime.date, datetime.time, uuid.UUID, enum.Enum)
+
+
+def clean_text(s: str) -> str:
+    """``s`` as valid UTF-8: lone surrogates (which no encoder, database or protobuf
+    accepts) become ``?``. Plain ASCII, the usual case, is returned at once."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
 
 
 def _dumps_plain(obj: Any) -> bytes:

@@ -9,6 +9,7 @@ a snapshot taken when the value was recorded.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import uuid
 from typing import TYPE_CHECKING, NamedTuple
@@ -38,7 +39,12 @@ STATUS_UNSET = "unset"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-_getrandbits = random.getrandbits  # reseeded by the random module in a forked child
+# A private generator: an application that calls random.seed() (evals often do) must not
+# make span ids repeat. Seeded from os.urandom, and again in a forked child.
+_rng = random.Random()
+_getrandbits = _rng.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
 
 
 def new_span_id() -> int:

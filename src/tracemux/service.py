@@ -12,6 +12,7 @@ child tasks, threads started with a copied context) becomes its child.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from tracemux import config as _config
-from tracemux.capture import Capturer, format_traceback
+from tracemux.capture import Capturer, clean_text, format_traceback
 from tracemux.destinations.base import Destination
 from tracemux.model import (
     SPAN_KINDS,
@@ -84,8 +85,12 @@ class Span(SpanRecord):
         self.span_id = new_span_id()
         self.parent_id = parent_id
         self.is_root = False
-        self.name = name if type(name) is str else capture.text(name, 1024)
-        self.kind = kind if kind in SPAN_KINDS else _odd_kind(kind)
+        self.name = (
+            name
+            if type(name) is str and len(name) <= 1024 and name.isascii()
+            else capture.text(name, 1024)
+        )
+        self.kind = kind if type(kind) is str and kind in SPAN_KINDS else _odd_kind(kind)
         self.inputs = None if inputs is None else capture.value(inputs)
         self.outputs = None
         self.metadata = None if metadata is None else capture.value(metadata)
@@ -183,10 +188,10 @@ class Span(SpanRecord):
             ):
                 if value is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if not _usage_number(value):
                     _warn.warning(
                         ("usage", key),
-                        "tracemux: usage %s=%r ignored (not a number)",
+                        "tracemux: usage %s=%r ignored (not a finite number below 2**53)",
                         key,
                         type(value).__name__,
                     )
@@ -196,7 +201,11 @@ class Span(SpanRecord):
                 usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
             self.usage = usage or None
             if model is not None:
-                self.model = model if type(model) is str else self._capture.text(model, 256)
+                self.model = (
+                    model
+                    if type(model) is str and len(model) <= 256 and model.isascii()
+                    else self._capture.text(model, 256)
+                )
         except Exception:
             _warn.warning("set_usage", "tracemux: set_usage failed", exc_info=True)
 
@@ -214,9 +223,11 @@ class Span(SpanRecord):
         logs.append(
             LogEntry(
                 _time_ns(),
-                level if level in LOG_LEVELS else "info",
+                level
+                if type(level) is str and level in LOG_LEVELS
+                else _member(level, LOG_LEVELS, "info"),
                 message
-                if type(message) is str and len(message) <= 8192
+                if type(message) is str and len(message) <= 8192 and message.isascii()
                 else cap.text(message, 8192),
                 cap.value(fields) if fields else None,
             )
@@ -242,8 +253,10 @@ class Span(SpanRecord):
 
     def set_status(self, status: str) -> None:
         """Set the status explicitly: ``ok`` or ``error``."""
-        if not self._ended and status in (STATUS_OK, STATUS_ERROR):
-            self.status = status
+        if not self._ended:
+            status = _member(status, _STATUSES)
+            if status is not None:
+                self.status = status
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -333,12 +346,42 @@ class Run(Span):
         return self.run.session_id
 
 
+_STATUSES = frozenset({STATUS_OK, STATUS_ERROR})
+_MAX_USAGE = 2**53  # exact in a double, and sums of a run's spans stay within 64 bits
+
+
+def _member(value: object, allowed: frozenset[str], default: str | None = None) -> str | None:
+    """``value`` as a plain str if it is one of ``allowed`` (a str subclass such as an enum
+    member counts), else ``default``. Never raises, whatever ``value`` does."""
+    try:
+        if isinstance(value, str):
+            plain = str.__str__(value)
+            if plain in allowed:
+                return plain
+    except Exception:
+        pass
+    return default
+
+
+def _usage_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_MAX_USAGE <= value <= _MAX_USAGE
+    if isinstance(value, float):
+        return math.isfinite(value) and -_MAX_USAGE <= value <= _MAX_USAGE
+    return False
+
+
 def _odd_kind(kind: object) -> str:
-    _warn.warning(
-        ("kind", str(kind)[:50]),
-        "tracemux: unknown span kind %r recorded as 'custom'",
-        str(kind)[:50],
-    )
+    known = _member(kind, SPAN_KINDS)
+    if known is not None:
+        return known
+    try:
+        label = clean_text(kind if type(kind) is str else type(kind).__name__)[:50]
+    except Exception:
+        label = "?"
+    _warn.warning(("kind", label), "tracemux: unknown span kind %r recorded as 'custom'", label)
     return "custom"
 
 
@@ -472,20 +515,30 @@ class TracingService:
         """
         if self.disabled:
             return NOOP_SPAN  # type: ignore[return-value]
+        # bad destinations are a programming error in the call itself: say so (TypeError)
+        checked = (
+            None
+            if destinations is None
+            else self._check_destinations(destinations, "trace_run(destinations=...)")
+        )
         try:
-            if destinations is None:
-                dests = self.destinations or self._default_destinations()
-            else:
-                dests = self._check_destinations(destinations, "trace_run(destinations=...)")
+            dests = (
+                checked
+                if checked is not None
+                else (self.destinations or self._default_destinations())
+            )
             cap = self._capture
+            text = cap.text
             info = RunInfo(
-                run_id=new_run_id() if run_id is None else str(run_id),
-                name=name if type(name) is str else cap.text(name, 1024),
+                run_id=new_run_id() if run_id is None else clean_text(str(run_id)),
+                name=name
+                if type(name) is str and len(name) <= 1024 and name.isascii()
+                else text(name, 1024),
                 destinations=dests,
-                user_id=None if user_id is None else str(user_id),
-                session_id=None if session_id is None else str(session_id),
-                project=None if project is None else str(project),
-                tags=tuple(str(t) for t in tags) if tags else (),
+                user_id=None if user_id is None else text(user_id, 1024),
+                session_id=None if session_id is None else text(session_id, 1024),
+                project=None if project is None else text(project, 1024),
+                tags=tuple(text(t, 1024) for t in tags) if tags else (),
                 metadata=None if metadata is None else cap.value(metadata),
                 redactor=self._redactor,
             )
@@ -497,8 +550,6 @@ class TracingService:
             if any(d.wants_run_starts for d in dests):
                 self._worker.submit(RunStart(info))
             return run
-        except TypeError:
-            raise  # a programming error in the call itself (bad destinations): say so
         except Exception:
             _warn.error("trace_run", "tracemux: could not start a run", exc_info=True)
             return NOOP_SPAN  # type: ignore[return-value]
