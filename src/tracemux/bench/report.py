@@ -185,8 +185,13 @@ def line_chart(
     if plt is None or not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors: dict[str, Any] = {}
     for label, (xs, ys) in series.items():
-        ax.plot(
+        base = label.removesuffix(", extrapolated")
+        if base != label:  # a dashed continuation of the series it extends
+            ax.plot(xs, ys, linestyle="--", linewidth=1.0, color=colors.get(base), label=label)
+            continue
+        (line,) = ax.plot(
             xs,
             ys,
             marker="o",
@@ -194,6 +199,7 @@ def line_chart(
             label=label,
             linewidth=2.2 if label.startswith("tracemux") else 1.2,
         )
+        colors[label] = line.get_color()
     for value, label in hlines:
         ax.axhline(value, linestyle="--", color="#555555", linewidth=1)
         ax.annotate(
@@ -212,10 +218,9 @@ def line_chart(
     plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
     ax.xaxis.set_major_formatter(plain)
     if logy:
-        ax.yaxis.set_major_formatter(plain)
-    if logy:
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(plain)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
