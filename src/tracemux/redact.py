@@ -76,10 +76,17 @@ _KEY_WORDS = (
     "credential",
     "credentials",
 )
-_TEXT_HINTS = ahocorasick_rs.AhoCorasick(list(_VALUE_HINTS))
+# Text can hold JSON too (tool-call arguments, a payload in a log line, a value truncated
+# to text by capture): a key word before a quote sends it through the key-pair rule below.
+# Inside a snapshot, such JSON-in-a-string has its quotes escaped (key\").
+_TEXT_HINTS = ahocorasick_rs.AhoCorasick(list(_VALUE_HINTS) + [f'{w}"' for w in _KEY_WORDS])
 _JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
-    [h.encode() for h in _VALUE_HINTS] + [f'{w}"'.encode() for w in _KEY_WORDS]
+    [h.encode() for h in _VALUE_HINTS]
+    + [f'{w}"'.encode() for w in _KEY_WORDS]
+    + [f'{w}\\"'.encode() for w in _KEY_WORDS]
 )
+#: a ``"key": "value"`` pair inside text; the value may be cut short (no closing quote)
+_JSON_PAIR = re.compile(r'"((?:[^"\\\n]|\\.){1,100})"\s*:\s*"((?:[^"\\]|\\.)*)')
 
 
 class Redactor:
@@ -141,10 +148,21 @@ class Redactor:
     # -- values -----------------------------------------------------------------------
 
     def text(self, s: str) -> str:
-        """``s`` with credential-shaped parts masked."""
+        """``s`` with credential-shaped parts masked, and the values of secret keys in any
+        JSON it holds (``{"api_key": "..."}`` as a string)."""
         if self._use_hints and not _TEXT_HINTS.find_matches_as_indexes(s.lower()):
             return s
-        return self._value_re.sub(MASK, s)
+        s = self._value_re.sub(MASK, s)
+        if '"' in s:
+            s = _JSON_PAIR.sub(self._mask_pair, s)
+        return s
+
+    def _mask_pair(self, m: re.Match[str]) -> str:
+        if not self._is_secret_key(m.group(1)):
+            return m.group(0)
+        base = m.start(0)
+        whole = m.group(0)
+        return whole[: m.start(2) - base] + MASK + whole[m.end(2) - base :]
 
     def json(self, data: bytes) -> bytes:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""

@@ -278,7 +278,8 @@ class Langfuse(RemoteDestination):
         }
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.secret_key, self.auth_header().split(" ", 1)[1])
+        # the public key too: it is shown masked everywhere, an error text must not undo it
+        return (self.secret_key, self.public_key, self.auth_header().split(" ", 1)[1])
 
     def mapper(self) -> LangfuseMapper:
         return LangfuseMapper(self.environment)
