@@ -113,6 +113,22 @@ def test_equal_stores_are_one_destination(tmp_path):
     assert a != SQLiteStore(tmp_path / "same.db", max_runs=3)
 
 
+def wait_for_committed_spans(db: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = sqlite3.connect(db)
+            try:
+                if conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]:
+                    return
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.05)
+    raise AssertionError("the writer committed nothing")
+
+
 def test_killed_writer_leaves_a_consistent_database(tmp_path):
     db = tmp_path / "killed.db"
     code = textwrap.dedent(
@@ -138,7 +154,8 @@ def test_killed_writer_leaves_a_consistent_database(tmp_path):
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "writing"
-        time.sleep(1.3 + 0.17 * attempt)  # past the first flush interval, mid-batch
+        wait_for_committed_spans(db)
+        time.sleep(0.05 + 0.13 * attempt)  # and then mid-batch
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         conn = sqlite3.connect(db)
