@@ -25,6 +25,11 @@ TRUNCATED = "…[truncated by tracemux: {n} more bytes]"
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
+#: A copy of a bytes object that owns exactly its length. orjson (3.13) returns bytes that
+#: keep its whole output buffer (about 4 KiB even for a 50-byte value); a snapshot waiting
+#: in the queue must cost what its length says, or the memory bound would be 50x off.
+exact_copy = b"%b".__mod__
+
 
 class Capturer:
     """Turns user values into bounded JSON snapshots on the caller's thread.
@@ -52,9 +57,9 @@ class Capturer:
                 data = _dumps_plain(_to_plain(value, 0, set(), self.max_value_bytes))
             if len(data) > self.max_value_bytes:
                 data = self._truncate(value)
-            return data
+            return exact_copy(data)
         except Exception as exc:  # a last resort: the caller's flow must go on
-            return orjson.dumps(f"<not captured: {type(exc).__name__}>")
+            return exact_copy(orjson.dumps(f"<not captured: {type(exc).__name__}>"))
 
     def text(self, value: Any, limit: int | None = None) -> str:
         """A bounded string for names, messages and tracebacks, valid UTF-8. Never raises."""

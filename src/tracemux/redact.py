@@ -16,6 +16,7 @@ from typing import Any
 import ahocorasick_rs
 import orjson
 
+from tracemux.capture import exact_copy
 from tracemux.model import ErrorInfo, LogEntry, SpanRecord
 
 MASK = "[masked]"
@@ -173,7 +174,7 @@ class Redactor:
         except orjson.JSONDecodeError:
             return data
         masked, changed = self._walk(obj)
-        return orjson.dumps(masked) if changed else data
+        return exact_copy(orjson.dumps(masked)) if changed else data
 
     def _is_secret_key(self, key: str) -> bool:
         cache = self._key_cache
