@@ -24,7 +24,7 @@ import orjson
 import platformdirs
 
 from tracemux.destinations.base import Destination, ExportError
-from tracemux.model import Record, RunStart, SpanRecord, format_span_id
+from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
@@ -395,6 +395,20 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode("utf-8")
 
 
+def _run_columns(run: RunInfo) -> tuple[Any, ...]:
+    """The run's identity columns, in the order of the runs table."""
+    return (
+        run.run_id,
+        run.trace_id.hex(),
+        run.name,
+        run.user_id,
+        run.session_id,
+        run.project,
+        _json_text(list(run.tags)),
+        _text(run.metadata),
+    )
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -429,19 +443,7 @@ class _SQLiteExporter:
         for rec in batch:
             run = rec.run
             if type(rec) is RunStart:
-                starts.append(
-                    (
-                        run.run_id,
-                        run.trace_id.hex(),
-                        run.name,
-                        run.user_id,
-                        run.session_id,
-                        run.project,
-                        _json_text(list(run.tags)),
-                        _text(run.metadata),
-                        run.start_ns,
-                    )
-                )
+                starts.append((*_run_columns(run), run.start_ns))
                 continue
             span: SpanRecord = rec  # type: ignore[assignment]
             usage = span.usage
@@ -480,14 +482,7 @@ class _SQLiteExporter:
             c = counts.get(run.run_id)
             if c is None:
                 c = counts[run.run_id] = [
-                    run.run_id,
-                    run.trace_id.hex(),
-                    run.name,
-                    run.user_id,
-                    run.session_id,
-                    run.project,
-                    _json_text(list(run.tags)),
-                    _text(run.metadata),
+                    *_run_columns(run),
                     span.start_ns,
                     0,
                     0,
