@@ -268,14 +268,21 @@ class FaultServer:
         head += [f"{k}: {v}" for k, v in action.headers]
         head.append(f"Content-Length: {len(action.body)}")
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + action.body
-        if action.trickle:
-            for i in range(len(data)):
-                conn.sendall(data[i : i + 1])
-                if self._stop.wait(action.trickle):
-                    return False
-        else:
-            conn.sendall(data)
-        req.accepted = 200 <= action.status < 300
+        ok = 200 <= action.status < 300
+        try:
+            if action.trickle:
+                for i in range(len(data)):
+                    if i == len(data) - 1:
+                        req.accepted = ok  # before the client can have the whole answer
+                    conn.sendall(data[i : i + 1])
+                    if self._stop.wait(action.trickle):
+                        return False
+            else:
+                req.accepted = ok  # set first: the client may act on the answer at once
+                conn.sendall(data)
+        except OSError:
+            req.accepted = False
+            raise
         return True
 
 

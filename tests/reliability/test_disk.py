@@ -98,7 +98,8 @@ def store_counts(store: SQLiteStore, ids: list[str]) -> list[str]:
 
 
 def lane(svc: TracingService, store: SQLiteStore) -> dict[str, Any]:
-    return svc.stats()["destinations"][store.describe()]
+    """The store's counters ({"failures": 0} until its lane is opened)."""
+    return svc.stats()["destinations"].get(store.describe(), {"failures": 0})
 
 
 def test_disk_full_then_space_returns(
