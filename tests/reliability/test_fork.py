@@ -93,7 +93,13 @@ for i in range(forks):
             try:
                 child_work(i)
                 if how == 0:
-                    os._exit(0 if svc.flush(deadline / 2) else 3)
+                    if not svc.flush(deadline - 5):  # > the 10 s SQLite busy timeout
+                        import faulthandler
+                        sys.stderr.write(f"child {i}: flush timed out: {svc.stats()}\\n")
+                        faulthandler.dump_traceback(all_threads=True)
+                        sys.stderr.flush()
+                        os._exit(3)
+                    os._exit(0)
             except BaseException:
                 os._exit(4)
             sys.exit(0)  # a normal exit: atexit delivers
@@ -124,7 +130,7 @@ def test_100_forks_under_full_speed_recording(tmp_path: Path) -> None:
     hung = {i: r for i, r in results.items() if r[0] == "hung"}
     assert not hung, f"children hung: {hung}"
     failed = {i: r for i, r in results.items() if r[0] != 0}
-    assert not failed, f"children failed: {failed}"
+    assert not failed, f"children failed: {failed}\n{proc.stderr[-6000:]}"
     assert report["flushed"]
     assert report["bg"] > 0
     store = SQLiteStore(db)
