@@ -12,7 +12,7 @@ variable                            meaning                                     
 ``TRACEMUX_MAX_QUEUE_BYTES``        bytes held in memory at most (k/M/G suffix)  64M
 ``TRACEMUX_BATCH_SIZE``             spans that wake the export thread            512
 ``TRACEMUX_FLUSH_INTERVAL``         seconds a span may wait before export        1.0
-``TRACEMUX_EXIT_TIMEOUT``           seconds to deliver at interpreter exit       5.0
+``TRACEMUX_EXIT_TIMEOUT``           seconds to deliver at interpreter exit       10.0
 ``TRACEMUX_MAX_VALUE_BYTES``        size of one captured value before truncation 64k
 ``TRACEMUX_MASK_SECRETS``           mask secret keys and values (1/0)            on
 ``TRACEMUX_STORE_MAX_RUNS``         runs the local store keeps                   100000

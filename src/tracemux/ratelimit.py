@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Hashable
 
@@ -15,20 +14,21 @@ class RateLimitedLog:
         self.logger = logger
         self.interval = interval
         self._max_keys = max_keys
+        # No lock, on purpose: a lock held by another thread at fork() would stay held
+        # forever in the child, and its first warning would hang it. A race between two
+        # threads can at worst log one line twice or miscount what was suppressed.
         self._last: dict[Hashable, tuple[float, int]] = {}
-        self._lock = threading.Lock()
 
     def _allow(self, key: Hashable) -> int | None:
         now = time.monotonic()
-        with self._lock:
-            last, held = self._last.get(key, (-1e18, 0))
-            if now - last < self.interval:
-                self._last[key] = (last, held + 1)
-                return None
-            if len(self._last) >= self._max_keys:
-                self._last.clear()
-            self._last[key] = (now, 0)
-            return held
+        last, held = self._last.get(key, (-1e18, 0))
+        if now - last < self.interval:
+            self._last[key] = (last, held + 1)
+            return None
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return held
 
     def log(
         self, level: int, key: Hashable, msg: str, *args: object, exc_info: bool = False

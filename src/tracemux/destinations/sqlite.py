@@ -109,29 +109,73 @@ WHERE run_id = ?
 
 # SQLite must not see a fork() in the middle of a transaction: the child would inherit
 # SQLite's in-process record of a lock that no thread of the child will ever release, and
-# its own writes would find the database "locked" forever. Every transaction holds this
-# lock, and fork() waits for it (briefly: a transaction is milliseconds).
+# its own writes would find the database "locked" forever. A write holds this guard only
+# while it holds SQLite's write lock (milliseconds); waiting for another process's lock
+# happens outside it, in short tries (see _write_transaction), so fork() never waits long.
 _fork_guard = threading.Lock()
+_guard_taken_for_fork = False
+_LOCK_TRY = 0.05  # seconds SQLite may wait for a lock in one try (its busy timeout)
+_LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
+_TURN_GAP = 0.003  # seconds a writer pauses after each commit
 
 
 def _before_fork() -> None:
-    if not _fork_guard.acquire(timeout=5.0):
+    global _guard_taken_for_fork
+    _guard_taken_for_fork = _fork_guard.acquire(timeout=5.0)
+    if not _guard_taken_for_fork:
         log.warning("tracemux: forking during a long SQLite write; the child may not write")
-        return
-    _fork_guard_held.set()
 
 
-def _after_fork() -> None:
-    if _fork_guard_held.is_set():
-        _fork_guard_held.clear()
+def _after_fork_in_parent() -> None:
+    global _guard_taken_for_fork
+    if _guard_taken_for_fork:
+        _guard_taken_for_fork = False
         _fork_guard.release()
 
 
-_fork_guard_held = threading.Event()
+def _after_fork_in_child() -> None:
+    global _fork_guard, _guard_taken_for_fork
+    _fork_guard = threading.Lock()  # the child has no other thread that could hold it
+    _guard_taken_for_fork = False
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
     )
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the fork guard, rolled back on error."""
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    while True:
+        guard = _fork_guard
+        guard.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            guard.release()
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        # another process is writing: try again (SQLite's busy handler did the waiting)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        guard.release()
+    # SQLite's lock goes to whoever polls at the right moment: a writer that commits batch
+    # after batch without pause can starve another process (its forked child) for seconds.
+    # A short gap after each commit gives the others a turn (1.5 µs per span at 2,000 per
+    # batch).
+    time.sleep(_TURN_GAP)
 
 
 def default_path() -> Path:
@@ -421,18 +465,28 @@ class _SQLiteExporter:
         path = self.store.path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with _fork_guard:
+        with _fork_guard:  # every call into SQLite: its global mutexes must not cross a fork
             conn = sqlite3.connect(
-                path, timeout=10.0, isolation_level=None, check_same_thread=False
+                path, timeout=_LOCK_TRY, isolation_level=None, check_same_thread=False
             )
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
+        try:
+            with _fork_guard:
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            # An existing store needs no write to open: another process (a parent that
+            # forked us, a sibling worker) may be writing to it without pause.
+            if version != SCHEMA_VERSION:
+                with _fork_guard:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                with _write_transaction(conn):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            with _fork_guard:
                 conn.close()
-                raise
+            raise
         return conn
 
     def export(self, batch: Sequence[Record]) -> None:
@@ -510,7 +564,7 @@ class _SQLiteExporter:
                 )
         conn = self.conn
         try:
-            with _fork_guard:
+            with _write_transaction(conn):
                 self._write(conn, starts, spans, counts, ends)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -530,20 +584,13 @@ class _SQLiteExporter:
         counts: dict[str, list[Any]],
         ends: list[Any],
     ) -> None:
-        conn.execute("BEGIN")
-        try:
-            if starts:
-                conn.executemany(_RUN_START_SQL, starts)
-            if spans:
-                conn.executemany(_SPAN_SQL, spans)
-                conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
-            if ends:
-                conn.executemany(_RUN_END_SQL, ends)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+        if starts:
+            conn.executemany(_RUN_START_SQL, starts)
+        if spans:
+            conn.executemany(_SPAN_SQL, spans)
+            conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
+        if ends:
+            conn.executemany(_RUN_END_SQL, ends)
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
@@ -551,19 +598,18 @@ class _SQLiteExporter:
         cutoff = time.time_ns() - int(store.max_age_days * 86400 * 1e9)
         conn = self.conn
         try:
-            old = conn.execute(
-                "SELECT run_id FROM runs WHERE start_ns < ? UNION "
-                "SELECT run_id FROM (SELECT run_id FROM runs ORDER BY start_ns DESC "
-                "LIMIT -1 OFFSET ?)",
-                (cutoff, store.max_runs),
-            ).fetchall()
+            with _fork_guard:
+                old = conn.execute(
+                    "SELECT run_id FROM runs WHERE start_ns < ? UNION "
+                    "SELECT run_id FROM (SELECT run_id FROM runs ORDER BY start_ns DESC "
+                    "LIMIT -1 OFFSET ?)",
+                    (cutoff, store.max_runs),
+                ).fetchall()
             if not old:
                 return 0
-            with _fork_guard:
-                conn.execute("BEGIN")
+            with _write_transaction(conn):
                 conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
-                conn.execute("COMMIT")
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:
@@ -573,5 +619,5 @@ class _SQLiteExporter:
             return 0
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error), _fork_guard:
             self.conn.close()

@@ -50,7 +50,7 @@ class PipelineSettings:
     max_queue_bytes: int = 64 * 1024 * 1024
     batch_size: int = 512
     flush_interval: float = 1.0
-    exit_timeout: float = 5.0
+    exit_timeout: float = 10.0
     max_destinations: int = 256
     idle_ttl: float = 300.0
 
