@@ -180,6 +180,13 @@ class CallbackHandler(BaseCallbackHandler):
             span.set_error(error)
             span.end()
 
+    def _finish(self, run_id: UUID, outputs: Any) -> None:
+        """End the span of LangChain run ``run_id`` with its outputs."""
+        span = self._pop(run_id)
+        if span is not None:
+            span.set_outputs(outputs)
+            span.end()
+
     # -- chains, prompts, parsers -------------------------------------------------------
 
     @_safe
@@ -209,10 +216,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A chain ended."""
-        span = self._pop(run_id)
-        if span is not None:
-            span.set_outputs(_plain(outputs))
-            span.end()
+        self._finish(run_id, _plain(outputs))
 
     @_safe
     def on_chain_error(
@@ -383,10 +387,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A tool returned ``output``."""
-        span = self._pop(run_id)
-        if span is not None:
-            span.set_outputs(_plain(output))
-            span.end()
+        self._finish(run_id, _plain(output))
 
     @_safe
     def on_tool_error(
@@ -432,10 +433,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A retriever returned ``documents``."""
-        span = self._pop(run_id)
-        if span is not None:
-            span.set_outputs([_plain(d) for d in documents])
-            span.end()
+        self._finish(run_id, [_plain(d) for d in documents])
 
     @_safe
     def on_retriever_error(
