@@ -1,4 +1,5 @@
-"""100 forks while four threads record spans at full speed into the same SQLite store.
+"""100 forks while four threads record spans at full speed into the same SQLite store
+(and a fifth reads it, as a viewer in the same process would).
 
 Children leave three ways, in turn: ``flush()`` then ``os._exit`` (what a pre-fork server's
 worker does), a normal interpreter exit (atexit delivers), and a ``multiprocessing`` fork
@@ -48,7 +49,14 @@ def busy(n):  # full speed: no pause between spans
                 run.span("s", inputs={"n": n}).end()
         recorded[n] += 10
 
+def read():  # a viewer in the same process: SQLite's own mutexes are busy at fork time too
+    store = SQLiteStore(db)
+    while not stop.is_set():
+        for run in store.runs(limit=5):
+            store.spans(run.run_id)
+
 threads = [threading.Thread(target=busy, args=(n,), daemon=True) for n in range(4)]
+threads.append(threading.Thread(target=read, daemon=True))
 for t in threads:
     t.start()
 time.sleep(0.5)

@@ -117,6 +117,7 @@ _guard_taken_for_fork = False
 _LOCK_TRY = 0.05  # seconds SQLite may wait for a lock in one try (its busy timeout)
 _LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
 _TURN_GAP = 0.003  # seconds a writer pauses after each commit
+_READ_PATIENCE = 5.0  # seconds a read keeps trying a busy database before it fails
 
 
 def _before_fork() -> None:
@@ -290,17 +291,31 @@ class SQLiteStore(Destination):
 
     # -- reading ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection | None]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(column names, rows) of one read-only query on a short-lived connection.
+
+        Every call into SQLite holds the fork guard, readers' too: a fork() while this
+        thread is inside SQLite could leave one of SQLite's process-wide mutexes locked in
+        the child forever. A busy database (WAL recovery, a writer in another process) is
+        retried outside the guard, so fork() never waits long. ``sqlite3.OperationalError``
+        is raised when the database stays unreadable for ``_READ_PATIENCE`` seconds.
+        """
         if not os.path.exists(self.path):
-            yield None
-            return
-        conn = sqlite3.connect(self.path, timeout=5.0)
-        try:
-            conn.execute("PRAGMA query_only = 1")
-            yield conn
-        finally:
-            conn.close()
+            return [], []
+        deadline = time.monotonic() + _READ_PATIENCE
+        while True:
+            with _fork_guard:
+                conn = sqlite3.connect(self.path, timeout=_LOCK_TRY)
+                try:
+                    conn.execute("PRAGMA query_only = 1")
+                    cur = conn.execute(sql, args)
+                    return [c[0] for c in cur.description], cur.fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                finally:
+                    conn.close()
+            time.sleep(_LOCK_TRY)
 
     def runs(
         self,
@@ -315,16 +330,12 @@ class SQLiteStore(Destination):
         """The newest runs first, optionally filtered (``search`` matches name or run id)."""
         where, args = _run_filters(search, status, user_id, session_id)
         sql = f"SELECT * FROM runs {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?"
-        with self._reader() as conn:
-            if conn is None:
+        try:
+            cols, rows = self._query(sql, [*args, int(limit), int(offset)])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
                 return []
-            try:
-                rows = conn.execute(sql, [*args, int(limit), int(offset)]).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    return []
-                raise
-            cols = [c[0] for c in conn.execute("SELECT * FROM runs LIMIT 0").description]
+            raise
         return [_stored_run(dict(zip(cols, row))) for row in rows]
 
     def count_runs(
@@ -337,29 +348,22 @@ class SQLiteStore(Destination):
     ) -> int:
         """How many runs match the same filters as :meth:`runs`."""
         where, args = _run_filters(search, status, user_id, session_id)
-        with self._reader() as conn:
-            if conn is None:
-                return 0
-            try:
-                return int(conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0])
-            except sqlite3.OperationalError:
-                return 0
+        try:
+            _, rows = self._query(f"SELECT COUNT(*) FROM runs {where}", args)
+        except sqlite3.OperationalError:
+            return 0
+        return int(rows[0][0]) if rows else 0
 
     def run(self, run_id: str) -> StoredRun | None:
         """One run by id (a unique prefix of the id is enough), or None."""
-        with self._reader() as conn:
-            if conn is None:
-                return None
-            try:
-                cur = conn.execute(
-                    "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
-                    "ORDER BY run_id = ? DESC LIMIT 2",
-                    (run_id, _like_prefix(run_id), run_id),
-                )
-            except sqlite3.OperationalError:
-                return None
-            rows = cur.fetchall()
-            cols = [c[0] for c in cur.description]
+        try:
+            cols, rows = self._query(
+                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
+                "ORDER BY run_id = ? DESC LIMIT 2",
+                (run_id, _like_prefix(run_id), run_id),
+            )
+        except sqlite3.OperationalError:
+            return None
         if not rows:
             return None
         first = dict(zip(cols, rows[0]))
@@ -369,17 +373,12 @@ class SQLiteStore(Destination):
 
     def spans(self, run_id: str) -> list[StoredSpan]:
         """The run's spans, in start order, with parent ids, values, logs and usage."""
-        with self._reader() as conn:
-            if conn is None:
-                return []
-            try:
-                cur = conn.execute(
-                    "SELECT * FROM spans WHERE run_id = ? ORDER BY start_ns, span_id", (run_id,)
-                )
-            except sqlite3.OperationalError:
-                return []
-            rows = cur.fetchall()
-            cols = [c[0] for c in cur.description]
+        try:
+            cols, rows = self._query(
+                "SELECT * FROM spans WHERE run_id = ? ORDER BY start_ns, span_id", (run_id,)
+            )
+        except sqlite3.OperationalError:
+            return []
         return [_stored_span(dict(zip(cols, row))) for row in rows]
 
 
@@ -566,9 +565,7 @@ class _SQLiteExporter:
         try:
             with _write_transaction(conn):
                 self._write(conn, starts, spans, counts, ends)
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # _write_transaction rolled back
             # disk full, read-only, locked: keep the batch and try again later
             raise ExportError(f"sqlite write failed: {exc}", retryable=True) from None
         now = time.monotonic()
@@ -612,9 +609,7 @@ class _SQLiteExporter:
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # _write_transaction rolled back
             log.warning("tracemux: pruning %s failed: %s", store.path, exc)
             return 0
 
