@@ -112,8 +112,50 @@ WHERE run_id = ?
 # its own writes would find the database "locked" forever. A write holds this guard only
 # while it holds SQLite's write lock (milliseconds); waiting for another process's lock
 # happens outside it, in short tries (see _write_transaction), so fork() never waits long.
-_fork_guard = threading.Lock()
-_guard_taken_for_fork = False
+class _ForkGuard:
+    """A lock around every call into SQLite, which a pending fork() gets next.
+
+    A plain lock is not fair: threads that query back to back would re-take it before a
+    waiting fork() ever did, and fork() would give up waiting and fork unguarded. Here a
+    pending fork closes the gate first: new callers wait until the fork is done, the
+    current holder finishes its one call, and fork() takes the lock.
+    """
+
+    __slots__ = ("_fork_pending", "_lock", "_taken_for_fork")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fork_pending = False
+        self._taken_for_fork = False
+
+    def acquire(self) -> None:
+        while self._fork_pending:
+            time.sleep(0.001)
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def before_fork(self) -> None:
+        self._fork_pending = True
+        self._taken_for_fork = self._lock.acquire(timeout=5.0)
+        if not self._taken_for_fork:
+            log.warning("tracemux: forking during a long SQLite call; the child may not write")
+
+    def after_fork_in_parent(self) -> None:
+        if self._taken_for_fork:
+            self._taken_for_fork = False
+            self._lock.release()
+        self._fork_pending = False
+
+
+_fork_guard = _ForkGuard()
 _LOCK_TRY = 0.05  # seconds SQLite may wait for a lock in one try (its busy timeout)
 _LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
 _TURN_GAP = 0.003  # seconds a writer pauses after each commit
@@ -121,23 +163,16 @@ _READ_PATIENCE = 5.0  # seconds a read keeps trying a busy database before it fa
 
 
 def _before_fork() -> None:
-    global _guard_taken_for_fork
-    _guard_taken_for_fork = _fork_guard.acquire(timeout=5.0)
-    if not _guard_taken_for_fork:
-        log.warning("tracemux: forking during a long SQLite write; the child may not write")
+    _fork_guard.before_fork()
 
 
 def _after_fork_in_parent() -> None:
-    global _guard_taken_for_fork
-    if _guard_taken_for_fork:
-        _guard_taken_for_fork = False
-        _fork_guard.release()
+    _fork_guard.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
-    global _fork_guard, _guard_taken_for_fork
-    _fork_guard = threading.Lock()  # the child has no other thread that could hold it
-    _guard_taken_for_fork = False
+    global _fork_guard
+    _fork_guard = _ForkGuard()  # the child has no other thread that could hold it
 
 
 if hasattr(os, "register_at_fork"):
