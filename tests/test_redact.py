@@ -142,3 +142,138 @@ def test_text_without_secrets_is_returned_as_is():
     r = Redactor()
     s = "an ordinary sentence - with dashes_and_underscores"
     assert r.text(s) is s
+
+
+# -- one masking pass for many records (what the export thread does per drain) ------------
+
+
+def _span(run, name="step", inputs=None, outputs=None, metadata=None, logs=None, error=None):
+    from tracemux.model import SpanRecord
+
+    span = object.__new__(SpanRecord)
+    span.run, span.name, span.inputs, span.outputs, span.metadata = (
+        run,
+        name,
+        inputs,
+        outputs,
+        metadata,
+    )
+    span.logs, span.error, span.nbytes, span.refs = logs, error, 100, 0
+    return span
+
+
+def _run(redactor, name="run", metadata=None):
+    from tracemux.model import RunInfo
+
+    return RunInfo("r1", name, (), metadata=metadata, redactor=redactor)
+
+
+def test_one_pass_masks_exactly_the_fields_that_hold_secrets():
+    from tracemux.model import ErrorInfo, LogEntry
+    from tracemux.redact import MaskingPass
+
+    r = Redactor()
+    run = _run(r, name=f"run {SECRET}", metadata=b'{"note": "plain"}')
+    clean_inputs = orjson.dumps({"question": "What is RAG?", "task-list": ["a", "b"]})
+    spans = [_span(run, inputs=clean_inputs, outputs=b'{"answer": 42}') for _ in range(200)]
+    spans[3].name = f"call {SECRET}"
+    spans[7].outputs = orjson.dumps({"client_secret": "abc"})
+    spans[11].logs = [
+        LogEntry(1, "info", "all good", None),
+        LogEntry(2, "info", f"used {SECRET}", None),
+    ]
+    spans[13].error = ErrorInfo("E", "boom", f'Traceback...\n  key = "{SECRET}"\nE: boom')
+    spans[17].metadata = orjson.dumps({"deep": [{"password": "hunter2"}]})
+    masking = MaskingPass()
+    masking.add_run(run)
+    for span in spans:
+        masking.add_span(span)
+    assert masking.run() == []
+
+    assert run.name == f"run {MASK}"
+    assert run.metadata == b'{"note": "plain"}'
+    assert spans[3].name == f"call {MASK}"
+    assert orjson.loads(spans[7].outputs) == {"client_secret": MASK}
+    assert [e.message for e in spans[11].logs] == ["all good", f"used {MASK}"]
+    assert SECRET not in spans[13].error.traceback and "E: boom" in spans[13].error.traceback
+    assert orjson.loads(spans[17].metadata) == {"deep": [{"password": MASK}]}
+    for i, span in enumerate(spans):  # everything else is the very same object, untouched
+        if i not in (3, 7, 11, 13, 17):
+            assert span.inputs is clean_inputs and span.name == "step", i
+
+
+def test_a_hint_cannot_match_across_two_fields():
+    from tracemux.redact import MaskingPass
+
+    r = Redactor()
+    run = _run(r)
+    # "...s" + "k-..." would read "sk-..." if the fields were simply concatenated
+    inputs = orjson.dumps("k-0123456789abcdef")
+    span = _span(run, name="tasks", inputs=inputs)
+    masking = MaskingPass()
+    masking.add_span(span)
+    masking.run()
+    assert span.name == "tasks" and span.inputs is inputs
+
+
+def test_custom_patterns_and_default_rules_in_one_pass():
+    from tracemux.redact import MaskingPass
+
+    custom = Redactor(extra_values=(r"ACME-\d{6}",))
+    default = Redactor()
+    off = Redactor(enabled=False)
+    a = _span(_run(custom), name="order ACME-123456")
+    b = _span(_run(default), name="order ACME-123456")
+    c = _span(_run(off), name=f"left as is {SECRET}")
+    masking = MaskingPass()
+    for span in (a, b, c):
+        masking.add_span(span)
+    masking.run()
+    assert a.name == f"order {MASK}"
+    assert b.name == "order ACME-123456"
+    assert c.name == f"left as is {SECRET}"
+
+
+def test_a_span_whose_masking_fails_is_reported_and_the_others_are_masked(monkeypatch):
+    from tracemux.redact import MaskingPass
+
+    r = Redactor()
+    run = _run(r)
+    bad = _span(run, name=f"bad {SECRET}", inputs=b'{"api_key": "x"}')
+    good = _span(run, name=f"good {SECRET}")
+    real = Redactor.mask_json
+
+    def failing(self, data):
+        if b"api_key" in data:
+            raise RuntimeError("masking bug")
+        return real(self, data)
+
+    monkeypatch.setattr(Redactor, "mask_json", failing)
+    masking = MaskingPass()
+    masking.add_span(bad)
+    masking.add_span(good)
+    assert masking.run() == [bad]
+    assert good.name == f"good {MASK}"
+
+
+def test_masking_failure_drops_the_span_and_counts_it(make_service, received, monkeypatch):
+    from tests.conftest import Recorder
+
+    real = Redactor.mask_json
+
+    def failing(self, data):
+        if b"api_key" in data:
+            raise RuntimeError("masking bug")
+        return real(self, data)
+
+    monkeypatch.setattr(Redactor, "mask_json", failing)
+    svc = make_service([Recorder("mask")])
+    with svc.trace_run("r") as run:
+        run.span("bad", inputs={"api_key": "x"}).end()
+        run.span("good", inputs={"q": SECRET}).end()
+    assert svc.flush(10)
+    names = sorted(s.name for s in received["mask"])
+    assert names == ["good", "r"]
+    assert svc.stats()["dropped"].get("mask_error") == 1
+    good = next(s for s in received["mask"] if s.name == "good")
+    assert SECRET.encode() not in good.inputs

@@ -10,14 +10,20 @@ Two rules, both on by default and both extensible:
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import ahocorasick_rs
 import orjson
 
 from tracemux.capture import exact_copy
-from tracemux.model import ErrorInfo, LogEntry, SpanRecord
+from tracemux.model import ErrorInfo, LogEntry, RunInfo, SpanRecord
+
+log = logging.getLogger("tracemux.redact")
 
 MASK = "[masked]"
 
@@ -153,6 +159,10 @@ class Redactor:
         JSON it holds (``{"api_key": "..."}`` as a string)."""
         if self._use_hints and not _TEXT_HINTS.find_matches_as_indexes(s.lower()):
             return s
+        return self.mask_text(s)
+
+    def mask_text(self, s: str) -> str:
+        """Like :meth:`text`, without the hint pre-check (the caller ran it)."""
         s = self._value_re.sub(MASK, s)
         if '"' in s:
             s = _JSON_PAIR.sub(self._mask_pair, s)
@@ -169,6 +179,10 @@ class Redactor:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""
         if self._use_hints and not _JSON_HINTS.find_matches_as_indexes(data.lower()):
             return data
+        return self.mask_json(data)
+
+    def mask_json(self, data: bytes) -> bytes:
+        """Like :meth:`json`, without the hint pre-check (the caller ran it)."""
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -189,7 +203,8 @@ class Redactor:
         if isinstance(obj, str):
             if len(obj) < 8:
                 return obj, False
-            masked = self.text(obj)
+            # short strings straight to the expressions: a hint scan would release the GIL
+            masked = self.mask_text(obj) if len(obj) < 1024 else self.text(obj)
             return masked, masked is not obj
         if isinstance(obj, dict):
             changed = False
@@ -211,3 +226,152 @@ class Redactor:
                 changed = changed or c
             return out_list, changed
         return obj, False
+
+
+class MaskingPass:
+    """Masks many records with a single hint scan over all their fields.
+
+    The Aho-Corasick scan releases the GIL on every call; one call per span would hand the
+    GIL to the application's threads and wait to get it back, several times per span. One
+    call for a whole drain pass costs that once. Only the fields the scan flags (and every
+    field of a redactor with custom patterns, which hints cannot pre-check) go through the
+    regular expressions.
+
+    Fields are joined with NUL bytes, which no hint contains, so no hint can match across
+    two fields. ASCII lower-casing of UTF-8 bytes keeps the hints' (ASCII) matches.
+    """
+
+    __slots__ = ("_apply", "_failed", "_parts")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        # one per part: a function that masks the field and stores the result, and the
+        # span it belongs to (None for a run's fields)
+        self._apply: list[tuple[Callable[[], None], SpanRecord | None]] = []
+        self._failed: list[SpanRecord] = []
+
+    def add_run(self, run: RunInfo) -> None:
+        """Queue the run's name and metadata for masking."""
+        redactor = run.redactor
+        if redactor is None or not redactor.enabled:
+            return
+
+        def name() -> None:
+            run.name = redactor.mask_text(run.name)
+
+        self._add(redactor, run.name.encode("utf-8", "surrogatepass"), name, None)
+        if run.metadata is not None:
+
+            def metadata() -> None:
+                run.metadata = redactor.mask_json(run.metadata)  # type: ignore[arg-type]
+
+            self._add(redactor, run.metadata, metadata, None)
+
+    def add_span(self, span: SpanRecord) -> None:
+        """Queue every user-provided field of a finished span for masking."""
+        redactor = span.run.redactor
+        if redactor is None or not redactor.enabled:
+            return
+        try:
+            self._add_span(redactor, span)
+        except Exception:  # a field of an unexpected type: mask it field by field
+            self._apply.append((lambda: redactor.record(span), span))
+            self._parts.append(b"sk-")  # any hint: always applied
+
+    def _add_span(self, redactor: Redactor, span: SpanRecord) -> None:
+        add = self._add
+
+        def name() -> None:
+            span.name = redactor.mask_text(span.name)
+
+        add(redactor, span.name.encode("utf-8", "surrogatepass"), name, span)
+        if span.inputs is not None:
+
+            def inputs() -> None:
+                span.inputs = redactor.mask_json(span.inputs)  # type: ignore[arg-type]
+
+            add(redactor, span.inputs, inputs, span)
+        if span.outputs is not None:
+
+            def outputs() -> None:
+                span.outputs = redactor.mask_json(span.outputs)  # type: ignore[arg-type]
+
+            add(redactor, span.outputs, outputs, span)
+        if span.metadata is not None:
+
+            def metadata() -> None:
+                span.metadata = redactor.mask_json(span.metadata)  # type: ignore[arg-type]
+
+            add(redactor, span.metadata, metadata, span)
+        if span.logs:
+            text = b"\0".join(
+                part
+                for entry in span.logs
+                for part in (entry.message.encode("utf-8", "surrogatepass"), entry.fields or b"")
+            )
+            add(redactor, text, lambda: _mask_logs(redactor, span), span)
+        if span.error is not None:
+            err = span.error
+            text = b"\0".join(
+                (
+                    err.message.encode("utf-8", "surrogatepass"),
+                    err.traceback.encode("utf-8", "surrogatepass"),
+                )
+            )
+
+            def error() -> None:
+                e = span.error
+                span.error = ErrorInfo(
+                    e.type, redactor.mask_text(e.message), redactor.mask_text(e.traceback)
+                )  # type: ignore[union-attr]
+
+            add(redactor, text, error, span)
+
+    def _add(
+        self,
+        redactor: Redactor,
+        data: bytes,
+        apply: Callable[[], None],
+        span: SpanRecord | None,
+    ) -> None:
+        # a redactor with custom patterns cannot be pre-checked: a hint makes sure it runs
+        self._parts.append(data if redactor._use_hints else b"sk-")
+        self._apply.append((apply, span))
+
+    def run(self) -> list[SpanRecord]:
+        """Mask every flagged field in place. Returns the spans whose masking failed (to be
+        dropped: a record is never exported unmasked)."""
+        parts = self._parts
+        if not parts:
+            return []
+        hits = _JSON_HINTS.find_matches_as_indexes(b"\0".join(parts).lower())
+        if not hits:
+            return []
+        ends = list(itertools.accumulate(len(p) + 1 for p in parts))
+        flagged = sorted({bisect.bisect_right(ends, start) for _, start, _ in hits})
+        failed: dict[int, SpanRecord] = {}
+        for i in flagged:
+            apply, span = self._apply[i]
+            if span is not None and id(span) in failed:
+                continue
+            try:
+                apply()
+            except Exception:
+                if span is None:
+                    log.exception("tracemux: masking run fields failed")
+                else:
+                    log.exception("tracemux: masking failed; record dropped")
+                    failed[id(span)] = span
+        return list(failed.values())
+
+
+def _mask_logs(redactor: Redactor, span: SpanRecord) -> None:
+    span.logs = [
+        LogEntry(
+            entry.time_ns,
+            entry.level,
+            redactor.mask_text(entry.message),
+            None if entry.fields is None else redactor.mask_json(entry.fields),
+        )
+        for entry in span.logs or ()
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import random
 import time
@@ -110,6 +111,19 @@ class Lane:
         self._buffer.append(record)
         self._bytes += nbytes
 
+    def extend(self, records: list[Record], nbytes: int) -> None:
+        """Append ``records`` (``nbytes`` in all): one bound check when they all fit."""
+        buf = self._buffer
+        if len(buf) + len(records) > self._max_spans or self._bytes + nbytes > self._max_bytes:
+            for record in records:
+                self.append(record)
+            return
+        if not buf:
+            self._oldest = time.monotonic()
+        buf.extend(records)
+        self._bytes += nbytes
+        self.appended += len(records)
+
     @property
     def pending(self) -> int:
         return len(self._buffer)
@@ -133,7 +147,7 @@ class Lane:
             self.task = asyncio.get_running_loop().create_task(self._export_front())
 
     async def _export_front(self) -> None:
-        batch = [self._buffer[i] for i in range(min(self._batch_limit, len(self._buffer)))]
+        batch = list(itertools.islice(self._buffer, self._batch_limit))
         try:
             try:
                 exporter = self.exporter

@@ -90,6 +90,16 @@ class SpanQueue:
                 items = deque()
         return items
 
+    def take(self, limit: int) -> deque[Any]:
+        """Up to ``limit`` items from the front, in order; the rest stay queued."""
+        with self._lock:
+            items = self._items
+            if len(items) <= limit:
+                self._items = deque()
+                return items
+            popleft = items.popleft
+            return deque([popleft() for _ in range(limit)])
+
     def release(self, count: int, nbytes: int) -> None:
         """Records that every destination is done with no longer count against the bound."""
         with self._lock:

@@ -26,20 +26,23 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tracemux.destinations.base import Destination
-from tracemux.model import Record, RunInfo, SpanRecord
+from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
 from tracemux.ratelimit import RateLimitedLog
+from tracemux.redact import MaskingPass
 
 log = logging.getLogger("tracemux.pipeline")
 _warn = RateLimitedLog(log, interval=60.0)
 
 THREAD_NAME = "tracemux-export"
+#: items routed per pass of the export loop; lanes get to export between passes
+DRAIN_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ class _Session:
                 pass
             event.clear()
             self._drain()
+            if len(self.queue):  # a backlog: another pass right after the lanes had a turn
+                event.set()
             now = time.monotonic()
             stop = self.stop
             for lane in list(self.lanes.values()):
@@ -166,40 +171,76 @@ class _Session:
             not lane.pending and not lane.busy for lane in self.lanes.values()
         )
 
-    def _drain(self) -> None:
-        items = self.queue.take_all()
+    def _drain(self, limit: int = DRAIN_CHUNK) -> None:
+        """Route up to ``limit`` queued items to their lanes (the rest wait for the next
+        pass, so that lanes export between passes and a big backlog cannot overflow a
+        healthy destination's buffer)."""
+        items = self.queue.take(limit)
         if not items:
             return
+        dropped = self._mask(items)
         last_dests: object = None
         lanes: list[Lane] = []
+        group: list[Record] = []  # consecutive records going to the same lanes
         for item in items:
             kind = type(item)
-            if kind is _FlushMarker:
-                self._place_marker(item)
+            if kind is _FlushMarker or kind is _Stop:
+                self._route(group, lanes)
+                group = []
+                if kind is _FlushMarker:
+                    self._place_marker(item)
+                else:
+                    self.stop = item
                 continue
-            if kind is _Stop:
-                self.stop = item
+            if item.is_span:
+                if dropped and id(item) in dropped:
+                    continue
+                dests = item.run.destinations
+            else:
+                dests = item.run.start_destinations
+            if dests is not last_dests:  # runs of one service share one tuple: look up once
+                self._route(group, lanes)
+                group = []
+                lanes = self._lanes_for(dests)
+                last_dests = dests
+            group.append(item)
+        self._route(group, lanes)
+        self._check_markers()
+
+    def _mask(self, items: Iterable[Any]) -> set[int] | None:
+        """Mask secrets in every record of the pass (one scan); returns the ids of spans
+        dropped because masking them failed, or None."""
+        masking = MaskingPass()
+        for item in items:
+            kind = type(item)
+            if kind is _FlushMarker or kind is _Stop:
                 continue
             run = item.run
             if not run.redacted:
-                self._redact_run(run)
+                run.redacted = True
+                masking.add_run(run)
             if item.is_span:
-                redactor = run.redactor
-                if redactor is not None and redactor.enabled and not self._redact(item):
-                    continue
-                dests = run.destinations
-            else:
-                dests = run.start_destinations
-            if dests is not last_dests:  # runs of one service share one tuple: look up once
-                lanes = self._lanes_for(dests)
-                last_dests = dests
-            if not lanes:
-                self.queue.release(1, item.nbytes)
-                continue
-            item.refs = len(lanes)
-            for lane in lanes:
-                lane.append(item)
-        self._check_markers()
+                masking.add_span(item)
+        failed = masking.run()
+        if not failed:
+            return None
+        for span in failed:
+            self.queue.count_drop("mask_error")
+            self.queue.release(1, span.nbytes)
+        return {id(span) for span in failed}
+
+    def _route(self, group: list[Record], lanes: list[Lane]) -> None:
+        if not group:
+            return
+        nbytes = sum([r.nbytes for r in group])
+        if not lanes:
+            self.queue.release(len(group), nbytes)
+            return
+        refs = len(lanes)
+        for record in group:
+            record.refs = refs
+        for lane in lanes:
+            lane.extend(group, nbytes)
 
     def _place_marker(self, marker: _FlushMarker) -> None:
         marker.targets = [
@@ -209,32 +250,9 @@ class _Session:
             lane.flush_to = max(lane.flush_to, target)
         self.markers.append(marker)
 
-    def _redact(self, record: SpanRecord) -> bool:
-        try:
-            record.run.redactor.record(record)  # type: ignore[union-attr]
-            return True
-        except Exception:
-            log.exception("tracemux: masking failed; record dropped")
-            self.queue.count_drop("mask_error")
-            self.queue.release(1, record.nbytes)
-            return False
-
     def _lanes_for(self, dests: tuple[Destination, ...]) -> list[Lane]:
         lanes = self.lanes
         return [lanes.get(dest) or self._open_lane(dest) for dest in dests]
-
-    @staticmethod
-    def _redact_run(run: RunInfo) -> None:
-        redactor = run.redactor
-        run.redacted = True
-        if redactor is None:
-            return
-        try:
-            run.name = redactor.text(run.name)
-            if run.metadata is not None:
-                run.metadata = redactor.json(run.metadata)
-        except Exception:
-            log.exception("tracemux: masking run fields failed")
 
     def _open_lane(self, dest: Destination) -> Lane:
         settings = self.worker.settings
@@ -338,7 +356,7 @@ class _Session:
         with self.count_lock:  # synchronous: no await while it is held
             count = not self.counted  # False: a shutdown gave up on us and counted already
             self.counted = True
-            self._drain()
+            self._drain(limit=len(self.queue))
             for item in self.queue.take_all():  # anything that raced in after the drain
                 if isinstance(item, (_FlushMarker, _Stop)):
                     continue
