@@ -14,7 +14,6 @@ import bisect
 import itertools
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 import ahocorasick_rs
@@ -231,147 +230,104 @@ class Redactor:
 class MaskingPass:
     """Masks many records with a single hint scan over all their fields.
 
-    The Aho-Corasick scan releases the GIL on every call; one call per span would hand the
-    GIL to the application's threads and wait to get it back, several times per span. One
-    call for a whole drain pass costs that once. Only the fields the scan flags (and every
-    field of a redactor with custom patterns, which hints cannot pre-check) go through the
-    regular expressions.
+    The Aho-Corasick scan releases the GIL on every call; one call per field would hand
+    the GIL to the application's threads and wait to get it back, several times per span.
+    One call for a whole drain pass costs that once. Only the records the scan flags (and
+    every record of a redactor with custom patterns, which hints cannot pre-check) go
+    through the field-by-field path.
 
     Fields are joined with NUL bytes, which no hint contains, so no hint can match across
     two fields. ASCII lower-casing of UTF-8 bytes keeps the hints' (ASCII) matches.
     """
 
-    __slots__ = ("_apply", "_failed", "_parts")
+    __slots__ = ("_always", "_ends", "_owners", "_parts")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
-        # one per part: a function that masks the field and stores the result, and the
-        # span it belongs to (None for a run's fields)
-        self._apply: list[tuple[Callable[[], None], SpanRecord | None]] = []
-        self._failed: list[SpanRecord] = []
+        self._owners: list[SpanRecord | RunInfo] = []
+        self._ends: list[int] = []  # for each owner, the number of parts up to its last
+        self._always: list[SpanRecord | RunInfo] = []  # custom patterns: no pre-check
 
     def add_run(self, run: RunInfo) -> None:
         """Queue the run's name and metadata for masking."""
         redactor = run.redactor
         if redactor is None or not redactor.enabled:
             return
-
-        def name() -> None:
-            run.name = redactor.mask_text(run.name)
-
-        self._add(redactor, run.name.encode("utf-8", "surrogatepass"), name, None)
+        if not redactor._use_hints:
+            self._always.append(run)
+            return
+        parts = self._parts
+        parts.append(run.name.encode("utf-8", "surrogatepass"))
         if run.metadata is not None:
-
-            def metadata() -> None:
-                run.metadata = redactor.mask_json(run.metadata)  # type: ignore[arg-type]
-
-            self._add(redactor, run.metadata, metadata, None)
+            parts.append(run.metadata)
+        self._owners.append(run)
+        self._ends.append(len(parts))
 
     def add_span(self, span: SpanRecord) -> None:
         """Queue every user-provided field of a finished span for masking."""
         redactor = span.run.redactor
         if redactor is None or not redactor.enabled:
             return
+        if not redactor._use_hints:
+            self._always.append(span)
+            return
+        parts = self._parts
         try:
-            self._add_span(redactor, span)
-        except Exception:  # a field of an unexpected type: mask it field by field
-            self._apply.append((lambda: redactor.record(span), span))
-            self._parts.append(b"sk-")  # any hint: always applied
-
-    def _add_span(self, redactor: Redactor, span: SpanRecord) -> None:
-        add = self._add
-
-        def name() -> None:
-            span.name = redactor.mask_text(span.name)
-
-        add(redactor, span.name.encode("utf-8", "surrogatepass"), name, span)
-        if span.inputs is not None:
-
-            def inputs() -> None:
-                span.inputs = redactor.mask_json(span.inputs)  # type: ignore[arg-type]
-
-            add(redactor, span.inputs, inputs, span)
-        if span.outputs is not None:
-
-            def outputs() -> None:
-                span.outputs = redactor.mask_json(span.outputs)  # type: ignore[arg-type]
-
-            add(redactor, span.outputs, outputs, span)
-        if span.metadata is not None:
-
-            def metadata() -> None:
-                span.metadata = redactor.mask_json(span.metadata)  # type: ignore[arg-type]
-
-            add(redactor, span.metadata, metadata, span)
-        if span.logs:
-            text = b"\0".join(
-                part
-                for entry in span.logs
-                for part in (entry.message.encode("utf-8", "surrogatepass"), entry.fields or b"")
-            )
-            add(redactor, text, lambda: _mask_logs(redactor, span), span)
-        if span.error is not None:
+            parts.append(span.name.encode("utf-8", "surrogatepass"))
+            for value in (span.inputs, span.outputs, span.metadata):
+                if value is not None:
+                    parts.append(value)
+            if span.logs:
+                for entry in span.logs:
+                    parts.append(entry.message.encode("utf-8", "surrogatepass"))
+                    if entry.fields is not None:
+                        parts.append(entry.fields)
             err = span.error
-            text = b"\0".join(
-                (
-                    err.message.encode("utf-8", "surrogatepass"),
-                    err.traceback.encode("utf-8", "surrogatepass"),
-                )
-            )
-
-            def error() -> None:
-                e = span.error
-                span.error = ErrorInfo(
-                    e.type, redactor.mask_text(e.message), redactor.mask_text(e.traceback)
-                )  # type: ignore[union-attr]
-
-            add(redactor, text, error, span)
-
-    def _add(
-        self,
-        redactor: Redactor,
-        data: bytes,
-        apply: Callable[[], None],
-        span: SpanRecord | None,
-    ) -> None:
-        # a redactor with custom patterns cannot be pre-checked: a hint makes sure it runs
-        self._parts.append(data if redactor._use_hints else b"sk-")
-        self._apply.append((apply, span))
+            if err is not None:
+                parts.append(err.message.encode("utf-8", "surrogatepass"))
+                parts.append(err.traceback.encode("utf-8", "surrogatepass"))
+        except Exception:  # a field of an unexpected type: the field-by-field path decides
+            self._always.append(span)
+            del parts[self._ends[-1] if self._ends else 0 :]
+            return
+        self._owners.append(span)
+        self._ends.append(len(parts))
 
     def run(self) -> list[SpanRecord]:
-        """Mask every flagged field in place. Returns the spans whose masking failed (to be
+        """Mask the flagged records in place. Returns the spans whose masking failed (to be
         dropped: a record is never exported unmasked)."""
+        flagged = self._always
         parts = self._parts
-        if not parts:
-            return []
-        hits = _JSON_HINTS.find_matches_as_indexes(b"\0".join(parts).lower())
-        if not hits:
-            return []
-        ends = list(itertools.accumulate(len(p) + 1 for p in parts))
-        flagged = sorted({bisect.bisect_right(ends, start) for _, start, _ in hits})
-        failed: dict[int, SpanRecord] = {}
-        for i in flagged:
-            apply, span = self._apply[i]
-            if span is not None and id(span) in failed:
-                continue
+        if parts:
+            hits = _JSON_HINTS.find_matches_as_indexes(b"\0".join(parts).lower())
+            if hits:
+                byte_ends = list(itertools.accumulate(len(p) + 1 for p in parts))
+                ends, owners = self._ends, self._owners
+                seen: set[int] = set()
+                for _, start, _ in hits:
+                    owner = bisect.bisect_right(ends, bisect.bisect_right(byte_ends, start))
+                    if owner not in seen:
+                        seen.add(owner)
+                        flagged.append(owners[owner])
+        failed = []
+        for record in flagged:
             try:
-                apply()
+                if type(record) is RunInfo:
+                    _mask_run(record)
+                else:
+                    record.run.redactor.record(record)  # type: ignore[union-attr]
             except Exception:
-                if span is None:
+                if type(record) is RunInfo:
                     log.exception("tracemux: masking run fields failed")
                 else:
                     log.exception("tracemux: masking failed; record dropped")
-                    failed[id(span)] = span
-        return list(failed.values())
+                    failed.append(record)
+        return failed  # type: ignore[return-value]
 
 
-def _mask_logs(redactor: Redactor, span: SpanRecord) -> None:
-    span.logs = [
-        LogEntry(
-            entry.time_ns,
-            entry.level,
-            redactor.mask_text(entry.message),
-            None if entry.fields is None else redactor.mask_json(entry.fields),
-        )
-        for entry in span.logs or ()
-    ]
+def _mask_run(run: RunInfo) -> None:
+    redactor = run.redactor
+    assert redactor is not None
+    run.name = redactor.text(run.name)
+    if run.metadata is not None:
+        run.metadata = redactor.json(run.metadata)

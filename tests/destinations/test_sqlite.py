@@ -169,3 +169,34 @@ def test_killed_writer_leaves_a_consistent_database(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0] > 0
         conn.close()
     assert len(SQLiteStore(db).runs(limit=10)) == 10
+
+
+def test_odd_sized_batches_are_written_whole_whatever_the_variable_limit(
+    make_service, tmp_path, monkeypatch
+):
+    """Rows go in multi-row statements of 256/64/16/4/1 rows: every count must come out
+    exact, also where SQLite allows only 999 variables per statement (before 3.32)."""
+    import tracemux.destinations.sqlite as sqlite_mod
+
+    for limit in (999, 32766):
+        monkeypatch.setattr(sqlite_mod, "_max_variables", lambda conn, limit=limit: limit)
+        store = SQLiteStore(tmp_path / f"odd-{limit}.db")
+        svc = make_service([store])
+        sizes = [1, 3, 17, 70, 337]  # spans per run, root included
+        run_ids = []
+        for n in sizes:
+            with svc.trace_run(f"run-{n}", inputs={"n": n}) as run:
+                for j in range(n - 1):
+                    with run.span(f"s{j}", inputs={"j": j}) as span:
+                        span.set_outputs({"j2": j * 2})
+            run_ids.append(run.run_id)
+        assert svc.flush(30)
+        for n, run_id in zip(sizes, run_ids):
+            stored = store.run(run_id)
+            assert stored is not None and stored.span_count == n and stored.status == "ok"
+            assert stored.inputs == {"n": n} and stored.end_ns is not None
+            spans = store.spans(run_id)
+            assert len(spans) == n
+            assert sorted(s.outputs["j2"] for s in spans if s.outputs) == [
+                j * 2 for j in range(n - 1)
+            ]

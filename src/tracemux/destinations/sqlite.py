@@ -10,6 +10,8 @@ thread or process. The store prunes itself on the export thread, keeping the new
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -73,38 +75,84 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_run_time ON spans (run_id, start_ns);
 """
 
-_RUN_START_SQL = """
-INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata, start_ns)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id) DO UPDATE SET
+# Each write is "INSERT ... VALUES (row), (row), ... [ON CONFLICT ...]" with many rows per
+# statement (see _insert_rows): (statement head, tail after the values, columns per row).
+_RUN_START = (
+    "INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,"
+    " start_ns)",
+    """ON CONFLICT (run_id) DO UPDATE SET
     name = excluded.name, user_id = excluded.user_id, session_id = excluded.session_id,
     project = excluded.project, tags = excluded.tags, metadata = excluded.metadata,
-    start_ns = MIN(runs.start_ns, excluded.start_ns)
-"""
-
-_SPAN_SQL = """
-INSERT OR REPLACE INTO spans
+    start_ns = MIN(runs.start_ns, excluded.start_ns)""",
+    9,
+)
+_SPANS = (
+    """INSERT OR REPLACE INTO spans
     (run_id, span_id, parent_id, name, kind, start_ns, end_ns, status,
-     inputs, outputs, metadata, logs, usage, model, error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-_RUN_COUNTS_SQL = """
-INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,
-                  start_ns, span_count, error_count, input_tokens, output_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id) DO UPDATE SET
+     inputs, outputs, metadata, logs, usage, model, error)""",
+    "",
+    15,
+)
+_RUN_COUNTS = (
+    """INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,
+                  start_ns, span_count, error_count, input_tokens, output_tokens)""",
+    """ON CONFLICT (run_id) DO UPDATE SET
     span_count = runs.span_count + excluded.span_count,
     error_count = runs.error_count + excluded.error_count,
     input_tokens = runs.input_tokens + excluded.input_tokens,
     output_tokens = runs.output_tokens + excluded.output_tokens,
-    start_ns = MIN(runs.start_ns, excluded.start_ns)
-"""
+    start_ns = MIN(runs.start_ns, excluded.start_ns)""",
+    13,
+)
+# The run ends: an update of rows that exist (the counts above were just written), as an
+# upsert so that many of them fit in one statement.
+_RUN_END = (
+    "INSERT INTO runs (run_id, trace_id, start_ns, end_ns, status, inputs, outputs, error)",
+    """ON CONFLICT (run_id) DO UPDATE SET
+    end_ns = excluded.end_ns, status = excluded.status, inputs = excluded.inputs,
+    outputs = excluded.outputs, error = excluded.error, start_ns = excluded.start_ns""",
+    8,
+)
+_ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
 
-_RUN_END_SQL = """
-UPDATE runs SET end_ns = ?, status = ?, inputs = ?, outputs = ?, error = ?, start_ns = ?
-WHERE run_id = ?
-"""
+
+def _max_variables(conn: sqlite3.Connection) -> int:
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(head: str, tail: str, columns: int, rows: int) -> str:
+    row = "(" + ",".join("?" * columns) + ")"
+    return f"{head} VALUES {','.join([row] * rows)} {tail}"
+
+
+def _insert_rows(
+    conn: sqlite3.Connection,
+    statement: tuple[str, str, int],
+    rows: Sequence[Sequence[Any]],
+    max_variables: int,
+) -> None:
+    """Write ``rows`` with a few multi-row statements (of 256, 64, 16, 4 and 1 rows, so
+    that each statement's text is compiled once and then cached).
+
+    Not ``executemany``: the sqlite3 module releases the GIL around every row's step, and
+    a busy application thread then keeps it for up to the switch interval (5 ms) before
+    this thread gets it back. A 2,000-row batch took seconds that way, all of it holding
+    the write lock and the fork guard.
+    """
+    head, tail, columns = statement
+    chain = itertools.chain.from_iterable
+    i, n = 0, len(rows)
+    for size in _ROWS_PER_STATEMENT:
+        if size * columns > max_variables:
+            continue
+        sql = _values_sql(head, tail, columns, size)
+        while n - i >= size:
+            conn.execute(sql, list(chain(rows[i : i + size])))
+            i += size
 
 
 # SQLite must not see a fork() in the middle of a transaction: the child would inherit
@@ -156,7 +204,7 @@ class _ForkGuard:
 
 
 _fork_guard = _ForkGuard()
-_LOCK_TRY = 0.05  # seconds SQLite may wait for a lock in one try (its busy timeout)
+_LOCK_TRY = 0.005  # seconds SQLite may wait for a lock in one try (its busy timeout)
 _LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
 _TURN_GAP = 0.003  # seconds a writer pauses after each commit
 _READ_PATIENCE = 5.0  # seconds a read keeps trying a busy database before it fails
@@ -493,6 +541,7 @@ class _SQLiteExporter:
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
         self.conn = self._connect()
+        self._max_variables = _max_variables(self.conn)
         self._last_prune = 0.0
 
     def _connect(self) -> sqlite3.Connection:
@@ -587,13 +636,14 @@ class _SQLiteExporter:
             if span.is_root:
                 ends.append(
                     (
+                        run.run_id,
+                        c[1],
+                        span.start_ns,
                         span.end_ns,
                         span.status,
                         _text(span.inputs),
                         _text(span.outputs),
                         _json_text(error._asdict()) if error is not None else None,
-                        span.start_ns,
-                        run.run_id,
                     )
                 )
         conn = self.conn
@@ -608,21 +658,22 @@ class _SQLiteExporter:
             self._last_prune = now
             self.prune()
 
-    @staticmethod
     def _write(
+        self,
         conn: sqlite3.Connection,
         starts: list[Any],
         spans: list[Any],
         counts: dict[str, list[Any]],
         ends: list[Any],
     ) -> None:
+        limit = self._max_variables
         if starts:
-            conn.executemany(_RUN_START_SQL, starts)
+            _insert_rows(conn, _RUN_START, starts, limit)
         if spans:
-            conn.executemany(_SPAN_SQL, spans)
-            conn.executemany(_RUN_COUNTS_SQL, list(counts.values()))
+            _insert_rows(conn, _SPANS, spans, limit)
+            _insert_rows(conn, _RUN_COUNTS, list(counts.values()), limit)
         if ends:
-            conn.executemany(_RUN_END_SQL, ends)
+            _insert_rows(conn, _RUN_END, ends, limit)
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
