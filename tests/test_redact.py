@@ -234,13 +234,9 @@ def test_custom_patterns_and_default_rules_in_one_pass():
     assert c.name == f"left as is {SECRET}"
 
 
-def test_a_span_whose_masking_fails_is_reported_and_the_others_are_masked(monkeypatch):
-    from tracemux.redact import MaskingPass
-
-    r = Redactor()
-    run = _run(r)
-    bad = _span(run, name=f"bad {SECRET}", inputs=b'{"api_key": "x"}')
-    good = _span(run, name=f"good {SECRET}")
+@pytest.fixture
+def masking_bug(monkeypatch):
+    """Masking a JSON value that holds "api_key" raises (a bug in a masking rule)."""
     real = Redactor.mask_json
 
     def failing(self, data):
@@ -249,6 +245,15 @@ def test_a_span_whose_masking_fails_is_reported_and_the_others_are_masked(monkey
         return real(self, data)
 
     monkeypatch.setattr(Redactor, "mask_json", failing)
+
+
+def test_a_span_whose_masking_fails_is_reported_and_the_others_are_masked(masking_bug):
+    from tracemux.redact import MaskingPass
+
+    r = Redactor()
+    run = _run(r)
+    bad = _span(run, name=f"bad {SECRET}", inputs=b'{"api_key": "x"}')
+    good = _span(run, name=f"good {SECRET}")
     masking = MaskingPass()
     masking.add_span(bad)
     masking.add_span(good)
@@ -256,17 +261,9 @@ def test_a_span_whose_masking_fails_is_reported_and_the_others_are_masked(monkey
     assert good.name == f"good {MASK}"
 
 
-def test_masking_failure_drops_the_span_and_counts_it(make_service, received, monkeypatch):
+def test_masking_failure_drops_the_span_and_counts_it(make_service, received, masking_bug):
     from tests.conftest import Recorder
 
-    real = Redactor.mask_json
-
-    def failing(self, data):
-        if b"api_key" in data:
-            raise RuntimeError("masking bug")
-        return real(self, data)
-
-    monkeypatch.setattr(Redactor, "mask_json", failing)
     svc = make_service([Recorder("mask")])
     with svc.trace_run("r") as run:
         run.span("bad", inputs={"api_key": "x"}).end()
