@@ -42,7 +42,7 @@ _warn = RateLimitedLog(log, interval=60.0)
 
 THREAD_NAME = "tracemux-export"
 #: items routed per pass of the export loop; lanes get to export between passes
-DRAIN_CHUNK = 2048
+DRAIN_CHUNK = 512
 
 
 @dataclass(frozen=True)
