@@ -174,7 +174,7 @@ def test_killed_writer_leaves_a_consistent_database(tmp_path):
 def test_odd_sized_batches_are_written_whole_whatever_the_variable_limit(
     make_service, tmp_path, monkeypatch
 ):
-    """Rows go in multi-row statements of 256/64/16/4/1 rows: every count must come out
+    """Rows go in multi-row statements of 1024/256/64/16/4/1 rows: every count must come out
     exact, also where SQLite allows only 999 variables per statement (before 3.32)."""
     import tracemux.destinations.sqlite as sqlite_mod
 
@@ -182,7 +182,7 @@ def test_odd_sized_batches_are_written_whole_whatever_the_variable_limit(
         monkeypatch.setattr(sqlite_mod, "_max_variables", lambda conn, limit=limit: limit)
         store = SQLiteStore(tmp_path / f"odd-{limit}.db")
         svc = make_service([store])
-        sizes = [1, 3, 17, 70, 337]  # spans per run, root included
+        sizes = [1, 3, 17, 70, 337, 1100]  # spans per run, root included
         run_ids = []
         for n in sizes:
             with svc.trace_run(f"run-{n}", inputs={"n": n}) as run:

@@ -113,7 +113,7 @@ _RUN_END = (
     outputs = excluded.outputs, error = excluded.error, start_ns = excluded.start_ns""",
     8,
 )
-_ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
+_ROWS_PER_STATEMENT = (1024, 256, 64, 16, 4, 1)
 
 
 def _max_variables(conn: sqlite3.Connection) -> int:
@@ -135,7 +135,7 @@ def _insert_rows(
     rows: Sequence[Sequence[Any]],
     max_variables: int,
 ) -> None:
-    """Write ``rows`` with a few multi-row statements (of 256, 64, 16, 4 and 1 rows, so
+    """Write ``rows`` with a few multi-row statements (of 1024, 256, 64, 16, 4 and 1 rows, so
     that each statement's text is compiled once and then cached).
 
     Not ``executemany``: the sqlite3 module releases the GIL around every row's step, and
