@@ -43,7 +43,8 @@ def busy(n):  # full speed: no pause between spans
 def read():  # a viewer in the same process: SQLite's own mutexes are busy at fork time too
     store = SQLiteStore(db)
     while not stop.is_set():
-        for run in store.runs(limit=5):
+        runs = store.runs(limit=500)  # big reads: hundreds of steps, each may lose the GIL
+        for run in runs[:5]:
             store.spans(run.run_id)
 
 threads = [threading.Thread(target=busy, args=(n,), daemon=True) for n in range(4)]

@@ -208,6 +208,7 @@ _LOCK_TRY = 0.005  # seconds SQLite may wait for a lock in one try (its busy tim
 _LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
 _TURN_GAP = 0.003  # seconds a writer pauses after each commit
 _READ_PATIENCE = 5.0  # seconds a read keeps trying a busy database before it fails
+_ROWS_PER_FETCH = 16  # rows a read fetches per hold of the fork guard
 
 
 def _before_fork() -> None:
@@ -379,24 +380,35 @@ class SQLiteStore(Destination):
 
         Every call into SQLite holds the fork guard, readers' too: a fork() while this
         thread is inside SQLite could leave one of SQLite's process-wide mutexes locked in
-        the child forever. A busy database (WAL recovery, a writer in another process) is
-        retried outside the guard, so fork() never waits long. ``sqlite3.OperationalError``
+        the child forever. Rows are fetched a few at a time, each fetch under the guard, so
+        fork() waits for a few steps at most, however big the result (each step may give
+        the GIL away to a busy thread for milliseconds). A busy database (WAL recovery, a
+        writer in another process) is retried outside the guard. ``sqlite3.OperationalError``
         is raised when the database stays unreadable for ``_READ_PATIENCE`` seconds.
         """
         if not os.path.exists(self.path):
             return [], []
         deadline = time.monotonic() + _READ_PATIENCE
         while True:
-            with _fork_guard:
+            guard = _fork_guard
+            with guard:
                 conn = sqlite3.connect(self.path, timeout=_LOCK_TRY)
-                try:
+            try:
+                with guard:
                     conn.execute("PRAGMA query_only = 1")
                     cur = conn.execute(sql, args)
-                    return [c[0] for c in cur.description], cur.fetchall()
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() >= deadline:
-                        raise
-                finally:
+                rows: list[tuple[Any, ...]] = []
+                while True:
+                    with guard:
+                        some = cur.fetchmany(_ROWS_PER_FETCH)
+                    if not some:
+                        return [c[0] for c in cur.description], rows
+                    rows += some
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            finally:
+                with guard:
                     conn.close()
             time.sleep(_LOCK_TRY)
 
