@@ -150,8 +150,7 @@ TRACEMUX_RUNNER = textwrap.dedent(
 
 def _run(cmd: list[str], cwd: Path) -> tuple[str, float]:
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     return proc.stdout + proc.stderr, time.monotonic() - t0
 
 
@@ -161,8 +160,22 @@ def _pytest(python: Path, work: Path, case: str, plugin: str) -> str:
         args = ["-p", "no:tracemux_threadleak", "-p", "threadleak", "--threadleak"]
     else:
         args = ["-p", "no:threadleak", "--threadleak", "--threadleak-grace", "1.0"]
-    out, _ = _run([str(python), "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:pyleak",
-                   "-q", "-rf", *args, "test_case.py"], work)
+    out, _ = _run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:pyleak",
+            "-q",
+            "-rf",
+            *args,
+            "test_case.py",
+        ],
+        work,
+    )
     if re.search(r"\b1 failed\b", out):
         return out
     if re.search(r"\b1 passed\b", out):
@@ -205,8 +218,12 @@ def _cell(tool: str, message: str, expected: int, site_marker: str) -> str:
 
 def main() -> None:
     python = side_venv("threadleak-compare", REQUIREMENTS)
-    tools = ["pytest-threadleak 0.5.0", "pyleak 0.2.0", "tracemux ThreadLedger",
-             "tracemux pytest plugin"]
+    tools = [
+        "pytest-threadleak 0.5.0",
+        "pyleak 0.2.0",
+        "tracemux ThreadLedger",
+        "tracemux pytest plugin",
+    ]
     rows: list[list[str]] = []
     examples: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="threadleak-compare-") as tmp:

@@ -7,4 +7,5 @@ bash scripts/setup.sh test,bench  # bench: matplotlib for the `tracemux bench --
 # the viewer's browser tests drive Debian's Chromium (Playwright never downloads a browser)
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 exec .venv/bin/python -m pytest "$@"

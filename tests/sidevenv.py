@@ -142,4 +142,3 @@ def side_venv(
             return python
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-

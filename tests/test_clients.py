@@ -367,8 +367,12 @@ def test_backpressure_bounds_clients_waiting_to_be_closed() -> None:
 def test_stuck_close_does_not_stall_get_forever(caplog: pytest.LogCaptureFixture) -> None:
     release = threading.Event()
     pool = SharedClients(
-        FakeClient, lambda c: release.wait(10), max_size=1, max_closing=1,
-        close_backlog_wait=0.1, closer_idle=0.05,
+        FakeClient,
+        lambda c: release.wait(10),
+        max_size=1,
+        max_closing=1,
+        close_backlog_wait=0.1,
+        closer_idle=0.05,
     )
     with caplog.at_level(logging.WARNING, logger="tracemux.clients"):
         t0 = time.monotonic()
@@ -473,9 +477,12 @@ NO_THREADS_AT_EXIT = (3, 12, 0) <= sys.version_info[:3] < (3, 12, 2)
     [
         "ok",
         "raise",
-        pytest.param("stuck", marks=pytest.mark.skipif(
-            NO_THREADS_AT_EXIT, reason="3.12.0/3.12.1 start no thread at exit: inline close"
-        )),
+        pytest.param(
+            "stuck",
+            marks=pytest.mark.skipif(
+                NO_THREADS_AT_EXIT, reason="3.12.0/3.12.1 start no thread at exit: inline close"
+            ),
+        ),
     ],
 )
 def test_all_clients_are_closed_at_exit(tmp_path: Path, mode: str) -> None:
@@ -483,7 +490,10 @@ def test_all_clients_are_closed_at_exit(tmp_path: Path, mode: str) -> None:
     script.write_text(EXIT_SCRIPT)
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=60,
+        [sys.executable, str(script), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     elapsed = time.monotonic() - t0
@@ -684,7 +694,12 @@ def test_langfuse2_pool_bounds_threads_where_a_client_per_run_leaks(tmp_path: Pa
     env["SSL_CERT_FILE"] = str(ca)
     proc = subprocess.run(
         [str(python), str(script), f"http://127.0.0.1:{_closed_port()}"],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -592,9 +592,7 @@ class SharedClients(Generic[C]):
     def _after_fork_in_child(self) -> None:
         # The parent's clients (and their threads) belong to the parent: keep the objects
         # alive so no finaliser runs here, and never close them in the child.
-        self._inherited.append(
-            ([e.client for e in self._entries.values()], list(self._to_close))
-        )
+        self._inherited.append(([e.client for e in self._entries.values()], list(self._to_close)))
         self._reset_state()
 
 

@@ -150,7 +150,7 @@ hostile = st.sampled_from(
         lambda: deque([1, "\ud800"]),
         lambda: frozenset({1, 2}),
         lambda: type("Meta", (), {}),
-        lambda: (lambda: 1),
+        lambda: lambda: 1,
         lambda: object(),
         lambda: Ellipsis,
         lambda: NotImplemented,
@@ -188,10 +188,12 @@ def _nest(value: Any, depth: int, as_dict: bool) -> Any:
 
 values = st.recursive(
     leaves,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(keys, children, max_size=5)
-    | st.tuples(children, children)
-    | st.sets(st.integers() | surrogate_text(5), max_size=4),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(keys, children, max_size=5)
+        | st.tuples(children, children)
+        | st.sets(st.integers() | surrogate_text(5), max_size=4)
+    ),
     max_leaves=20,
 ) | st.builds(_nest, leaves, st.integers(1, 3000), st.booleans())
 
@@ -323,7 +325,10 @@ def check_store(store: SQLiteStore, span_ids: set[str]) -> None:
         ).fetchall()
         seen = set()
         for row in rows:
-            span_id, *text, = row[:5]
+            (
+                span_id,
+                *text,
+            ) = row[:5]
             seen.add(span_id.decode())
             for value in text:
                 if value is not None and not isinstance(value, int):

@@ -20,7 +20,8 @@ def _leakcheck_cmd() -> list[str]:
     other commands of the dispatcher are still missing, the module's own entry point."""
     probe = subprocess.run(
         [sys.executable, "-c", "import tracemux.cli.main as m; m.build_parser()"],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     if probe.returncode == 0:
         return [sys.executable, "-m", "tracemux", "leakcheck"]
@@ -72,8 +73,12 @@ def _line(source: str, marker: str) -> int:
 
 def _run(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_leakcheck_cmd(), *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [*_leakcheck_cmd(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -92,8 +97,9 @@ def test_parse_command_forms() -> None:
 
 def test_leaking_script_exits_3_and_names_site(tmp_path: Path) -> None:
     (tmp_path / "leaky.py").write_text(LEAKY)
-    proc = _run(["--every", "0.1", "--grace", "0.2", "--", "python", "leaky.py", "a", "b"],
-                tmp_path)
+    proc = _run(
+        ["--every", "0.1", "--grace", "0.2", "--", "python", "leaky.py", "a", "b"], tmp_path
+    )
     assert proc.returncode == 3, proc.stderr
     assert "argv=['leaky.py', 'a', 'b']" in proc.stdout
     site = f"leaky.py:{_line(LEAKY, '# SITE')} in make_client"
@@ -136,7 +142,10 @@ def test_ctrl_c_prints_summary(tmp_path: Path) -> None:
     (tmp_path / "server.py").write_text(SERVER)
     proc = subprocess.Popen(
         [*_leakcheck_cmd(), "--every", "0.1", "--", "python", "server.py"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

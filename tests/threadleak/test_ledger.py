@@ -223,9 +223,11 @@ def test_opentelemetry_batch_span_processor_without_shutdown_is_caught() -> None
         assert group.daemon
         assert group.site.startswith("opentelemetry/sdk/")
         assert group.first_party is not None
-        assert group.first_party.endswith(f"test_ledger.py:{_line_of('# OTEL-LEAK')} in "
-                                          "test_opentelemetry_batch_span_processor_without_"
-                                          "shutdown_is_caught")
+        assert group.first_party.endswith(
+            f"test_ledger.py:{_line_of('# OTEL-LEAK')} in "
+            "test_opentelemetry_batch_span_processor_without_"
+            "shutdown_is_caught"
+        )
     finally:
         processor.shutdown()
 
@@ -281,7 +283,11 @@ def test_langfuse2_client_per_run(tmp_path: Path) -> None:
     script.write_text(LANGFUSE2_SCRIPT)
     proc = subprocess.run(
         [str(python), str(script), f"http://127.0.0.1:{_closed_port()}"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -63,12 +63,14 @@ def test_leaking_test_fails_with_site(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--threadleak")
     result.assert_outcomes(passed=4, failed=2)
     site = f"test_suite.py:{_site_line(path)} in start_worker"
-    result.stdout.fnmatch_lines([
-        "*test_leaks*",
-        f"Thread leak: 1 thread leaked, started at {site} (alive after 0.2s grace):",
-        "*1 thread (leaky-worker) started at*; target time.sleep",
-        "*File*test_suite.py*in start_worker",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaks*",
+            f"Thread leak: 1 thread leaked, started at {site} (alive after 0.2s grace):",
+            "*1 thread (leaky-worker) started at*; target time.sleep",
+            "*File*test_suite.py*in start_worker",
+        ]
+    )
     result.stdout.fnmatch_lines(["*own failure*", "*threadleak*", "*leaky-failing*"])
     result.stdout.no_fnmatch_line("*leaky-allowed*")
     result.stdout.no_fnmatch_line("*ignored*")

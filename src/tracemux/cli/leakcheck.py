@@ -95,18 +95,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         usage="%(prog)s [--every S] [--max-growth N] [--grace S] -- python app.py [ARGS...]",
     )
-    parser.add_argument("--every", type=float, default=2.0, metavar="SECONDS",
-                        help="sampling period (default 2.0)")
-    parser.add_argument("--max-growth", type=int, default=0, metavar="N",
-                        help="threads allowed to remain alive at the end (default 0)")
-    parser.add_argument("--grace", type=float, default=1.0, metavar="SECONDS",
-                        help="wait this long for threads to end after the program (default 1.0)")
-    parser.add_argument("--allow", action="append", default=[], metavar="RULE",
-                        help="allow-list rule: name glob, 'target:GLOB', 'site:GLOB', 're:REGEX'")
-    parser.add_argument("--stacks", action="store_true",
-                        help="show creation stacks in the summary")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the program: [python] script.py ARGS or [python] -m module ARGS")
+    parser.add_argument(
+        "--every", type=float, default=2.0, metavar="SECONDS", help="sampling period (default 2.0)"
+    )
+    parser.add_argument(
+        "--max-growth",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads allowed to remain alive at the end (default 0)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait this long for threads to end after the program (default 1.0)",
+    )
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="allow-list rule: name glob, 'target:GLOB', 'site:GLOB', 're:REGEX'",
+    )
+    parser.add_argument("--stacks", action="store_true", help="show creation stacks in the summary")
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="the program: [python] script.py ARGS or [python] -m module ARGS",
+    )
     parser.set_defaults(func=run)
 
 
@@ -153,14 +171,17 @@ class _Sampler:
             total = report.count
             delta = total - sum(self._previous.values())
             elapsed = time.monotonic() - self._started
-            line = Text(f"[leakcheck {elapsed:7.1f}s] {total} live thread(s) ({delta:+d})",
-                        style="bold")
+            line = Text(
+                f"[leakcheck {elapsed:7.1f}s] {total} live thread(s) ({delta:+d})", style="bold"
+            )
             self._console.print(line, highlight=False)
             for (site, fp), diff in sorted(changed.items(), key=lambda kv: -abs(kv[1])):
                 style = "red" if diff > 0 else "green"
                 self._console.print(
-                    Text(f"    {diff:+d} (now {counts[(site, fp)]}) {_site_label(site, fp)}",
-                         style=style),
+                    Text(
+                        f"    {diff:+d} (now {counts[(site, fp)]}) {_site_label(site, fp)}",
+                        style=style,
+                    ),
                     highlight=False,
                 )
         self._previous = counts
@@ -214,8 +235,11 @@ def run(args: argparse.Namespace) -> int:
     with ledger:
         try:
             sys.argv = list(target.argv)
-            path0 = os.path.dirname(os.path.abspath(target.value)) if target.kind == "path" \
+            path0 = (
+                os.path.dirname(os.path.abspath(target.value))
+                if target.kind == "path"
                 else os.getcwd()
+            )
             sys.path.insert(0, path0)
             _run_target(target)
         except SystemExit as exc:
@@ -240,18 +264,25 @@ def run(args: argparse.Namespace) -> int:
     leaked = report.count > args.max_growth
     how = "interrupted (Ctrl+C)" if interrupted else f"exited with status {status}"
     console.print(
-        Text(f"tracemux leakcheck summary: program {how} after {elapsed:.1f}s; "
-             f"peak {sampler.peak} live thread(s) it started, {report.count} still alive "
-             f"(max growth {args.max_growth})", style="bold"),
+        Text(
+            f"tracemux leakcheck summary: program {how} after {elapsed:.1f}s; "
+            f"peak {sampler.peak} live thread(s) it started, {report.count} still alive "
+            f"(max growth {args.max_growth})",
+            style="bold",
+        ),
         highlight=False,
     )
     if report:
-        console.print(Text(report.format(stacks=args.stacks), style="red" if leaked else ""),
-                      highlight=False)
+        console.print(
+            Text(report.format(stacks=args.stacks), style="red" if leaked else ""), highlight=False
+        )
         non_daemon = sum(1 for t in report.threads if not t.daemon)
         if interrupted and non_daemon:
-            console.print(f"{non_daemon} non-daemon thread(s) still running: Python waits for "
-                          "them at exit (press Ctrl+C again to stop)", markup=False)
+            console.print(
+                f"{non_daemon} non-daemon thread(s) still running: Python waits for "
+                "them at exit (press Ctrl+C again to stop)",
+                markup=False,
+            )
     return EXIT_LEAKED if leaked else status
 
 

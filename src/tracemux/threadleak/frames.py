@@ -147,9 +147,7 @@ def make_first_party_rule(
     return prefix_rule(spec)
 
 
-def innermost_first_party(
-    frames: Sequence[StackFrame], rule: FirstPartyRule
-) -> StackFrame | None:
+def innermost_first_party(frames: Sequence[StackFrame], rule: FirstPartyRule) -> StackFrame | None:
     """Return the innermost frame for which ``rule`` holds, or None."""
     for frame in reversed(frames):
         if rule(frame.filename):
@@ -191,10 +189,11 @@ def format_stack(frames: Sequence[StackFrame], *, indent: str = "  ") -> str:
     """Format frames (outermost first) like a traceback, with source lines."""
     lines: list[str] = []
     for frame in frames:
-        lines.append(f'{indent}File "{display_path(frame.filename)}", line {frame.lineno}, '
-                     f"in {frame.function}")
+        lines.append(
+            f'{indent}File "{display_path(frame.filename)}", line {frame.lineno}, '
+            f"in {frame.function}"
+        )
         src = frame.source_line()
         if src:
             lines.append(f"{indent}  {src}")
     return "\n".join(lines)
-

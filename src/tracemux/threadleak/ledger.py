@@ -266,8 +266,7 @@ class ThreadLedger:
             return None
         frames = to_frames(rec.frames)
         flags = tuple(self._first_party(f.filename) for f in frames)
-        first_party = next((f for f, flag in zip(reversed(frames), reversed(flags)) if flag),
-                           None)
+        first_party = next((f for f, flag in zip(reversed(frames), reversed(flags)) if flag), None)
         return LeakedThread(
             thread=thread,
             name=thread.name,

@@ -87,9 +87,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"seconds to wait for threads to end (default {DEFAULT_GRACE})",
         default=str(DEFAULT_GRACE),
     )
-    parser.addini(
-        "threadleak_allow", "allow-list rules, one per line", type="linelist", default=[]
-    )
+    parser.addini("threadleak_allow", "allow-list rules, one per line", type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,8 +113,10 @@ def _settings_for(item: pytest.Item) -> _Settings | None:
         enabled = bool(config.getini("threadleak"))
     grace_opt = config.getoption("threadleak_grace")
     grace = float(grace_opt if grace_opt is not None else config.getini("threadleak_grace"))
-    allow: list[AllowRule] = [*config.getini("threadleak_allow"),
-                              *config.getoption("threadleak_allow")]
+    allow: list[AllowRule] = [
+        *config.getini("threadleak_allow"),
+        *config.getoption("threadleak_allow"),
+    ]
     enabled_set = grace_set = False
     for marker in item.iter_markers("threadleak"):  # closest first
         if marker.args:
