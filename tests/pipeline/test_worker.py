@@ -314,3 +314,19 @@ def test_forked_child_exports_its_own_spans_and_parent_is_unaffected(tmp_path):
     assert counts == {"child-fork": 100, "child-mp": 50, "parent-after": 2}
     bg = store.runs(limit=100_000, search="parent-bg")
     assert bg and all(r.span_count == 2 for r in bg)
+
+
+def test_a_batch_delivered_after_shutdown_gave_up_is_not_counted_twice(make_service, received):
+    """shutdown() gives up on a thread stuck in an export and counts the batch as dropped;
+    when that export then succeeds, the batch must not also count as exported."""
+    svc = make_service([Recorder("late", delay=1.0, use_async=False)])
+    with svc.trace_run("r") as run:
+        for _ in range(99):
+            run.span("s").end()
+    time.sleep(0.3)  # the batch is inside the exporter, which takes a second
+    assert svc.shutdown(timeout=0.3) is False
+    time.sleep(2.5)  # the export has returned (successfully) on the abandoned thread
+    assert len(received["late"]) == 100  # once: an abandoned lane does not export again
+    late = svc.stats()["destinations"]["recorder:late"]  # (process-wide totals hold
+    assert late["dropped"] == {"shutdown": 100}  # earlier tests' counts too)
+    assert late["exported"] + sum(late["dropped"].values()) == 100

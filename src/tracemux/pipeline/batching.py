@@ -10,6 +10,7 @@ records (counted), while the others carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
@@ -17,7 +18,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from tracemux.destinations.base import Destination, Exporter, ExportError
 from tracemux.model import Record
@@ -63,6 +66,7 @@ class Lane:
         self,
         destination: Destination,
         *,
+        books: AbstractContextManager[Any] | None = None,
         release: Callable[[int, int], None],
         on_drop: Callable[[str, int], None],
         on_done: Callable[[Lane], None],
@@ -73,6 +77,11 @@ class Lane:
         self.destination = destination
         self.label = destination.describe()
         self.exporter: Exporter | None = None  # opened on the first export, retried on failure
+        # held while an export's outcome is booked; a shutdown that gives up on the export
+        # thread takes it to count what is left, and sets ``abandoned``: from then on
+        # nothing is booked, so no record is counted both as dropped and as exported
+        self._books = books if books is not None else contextlib.nullcontext()
+        self.abandoned = False
         self.stats = LaneStats()
         self._release = release
         self._on_drop = on_drop
@@ -136,7 +145,7 @@ class Lane:
 
     def poke(self, now: float, *, urgent: bool = False) -> None:
         """Start an export if one is due and none is running."""
-        if self.task is not None or not self._buffer or now < self._not_before:
+        if self.task is not None or not self._buffer or now < self._not_before or self.abandoned:
             return
         if (
             urgent
@@ -157,13 +166,19 @@ class Lane:
                 if inspect.isawaitable(result):
                     await result
             except ExportError as exc:
-                self._failed(batch, exc)
+                with self._books:
+                    if not self.abandoned:
+                        self._failed(batch, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._unexpected_failure(batch, exc)
+                with self._books:
+                    if not self.abandoned:
+                        self._unexpected_failure(batch, exc)
             else:
-                self._delivered(batch)
+                with self._books:
+                    if not self.abandoned:
+                        self._delivered(batch)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in the bookkeeping itself: say so, keep the thread alive

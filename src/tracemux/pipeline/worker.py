@@ -109,8 +109,10 @@ class _Session:
         self.stopped = threading.Event()
         self.abandoned = False
         # whoever counts what is left at the end (this thread in _finish, or a shutdown that
-        # gave up on it in ExportWorker._abandon) does it under this lock, exactly once
-        self.count_lock = threading.Lock()
+        # gave up on it in ExportWorker._abandon) does it under this lock, exactly once; the
+        # thread also routes records and books each export's outcome under it, so a record
+        # is never both counted as dropped by _abandon and then as exported
+        self.count_lock = threading.RLock()
         self.counted = False
         self.exit_callbacks: list[Callable[[], Any]] = []
 
@@ -152,6 +154,8 @@ class _Session:
             except asyncio.TimeoutError:
                 pass
             event.clear()
+            if self.abandoned:  # a shutdown gave up on this thread and counted what is left
+                break
             self._drain()
             if len(self.queue):  # a backlog: another pass right after the lanes had a turn
                 event.set()
@@ -175,6 +179,11 @@ class _Session:
         """Route up to ``limit`` queued items to their lanes (the rest wait for the next
         pass, so that lanes export between passes and a big backlog cannot overflow a
         healthy destination's buffer)."""
+        with self.count_lock:
+            if not self.abandoned:  # else: _abandon counted what is queued
+                self._route_pass(limit)
+
+    def _route_pass(self, limit: int) -> None:
         items = self.queue.take(limit)
         if not items:
             return
@@ -260,6 +269,7 @@ class _Session:
             self._evict_one()
         lane = Lane(
             dest,
+            books=self.count_lock,
             release=self.queue.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
@@ -547,12 +557,12 @@ class ExportWorker:
         """The thread is stuck in an exporter: leave it (it is a daemon) and start clean."""
         session.abandoned = True
         old = self.queue
-        lanes = list(session.lanes.values())
         # Count as every other path does: spans (not run starts), once per destination that
         # did not get them, in the lane's own counters too. The thread may be slow rather
         # than stuck and counting them itself: the lock makes sure only one of us does.
         locked = session.count_lock.acquire(timeout=0.2)
         try:
+            lanes = list(session.lanes.values())
             if session.counted:
                 count = old.dropped.get(DROP_SHUTDOWN, 0) - before
             else:
@@ -564,6 +574,8 @@ class ExportWorker:
                         dropped = lane.stats.dropped
                         dropped[DROP_SHUTDOWN] = dropped.get(DROP_SHUTDOWN, 0) + n
                         count += n
+                for lane in lanes:  # an export finishing now books nothing more
+                    lane.abandoned = True
                 for item in tuple(old._items):  # not routed to a lane yet
                     if getattr(item, "is_span", False):
                         count += len(item.run.destinations)
