@@ -38,6 +38,7 @@ from tracemux.model import (
 )
 from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
 from tracemux.ratelimit import RateLimitedLog
+from tracemux.reaper import open_runs as _open_runs
 from tracemux.redact import Redactor
 
 log = logging.getLogger("tracemux")
@@ -266,6 +267,8 @@ class Span(SpanRecord):
 
     def end(self) -> None:
         """End the span and hand it to the export pipeline. Idempotent."""
+        if self.is_root:
+            _open_runs.discard(self)  # (waits while the reaper is ending this run)
         if self._ended:
             return
         self._ended = True
@@ -549,6 +552,7 @@ class TracingService:
             info.start_ns = run.start_ns
             if any(d.wants_run_starts for d in dests):
                 self._worker.submit(RunStart(info))
+            _open_runs.add(run)
             return run
         except Exception:
             _warn.error("trace_run", "tracemux: could not start a run", exc_info=True)
@@ -584,13 +588,20 @@ class TracingService:
 
         True when everything was delivered. Whatever was not is counted in
         ``stats()["dropped"]["shutdown"]``. Recording afterwards starts a new thread.
+        Runs still open are ended first, as incomplete (:mod:`tracemux.reaper`).
         """
+        _open_runs.end_all()
         return self._worker.shutdown(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Counters: recorded, exported, dropped by reason, per-destination failures and
-        retries, queue size and bytes, and the number of threads tracemux owns."""
-        return self._worker.stats()
+        retries, queue size and bytes, and the number of threads tracemux owns; runs
+        still open, and runs ended as incomplete (never ended by their caller)."""
+        _open_runs.sweep()
+        out = self._worker.stats()
+        out["open_runs"] = len(_open_runs)
+        out["incomplete_runs"] = _open_runs.incomplete
+        return out
 
 
 _default_service: TracingService | None = None

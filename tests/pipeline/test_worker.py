@@ -330,3 +330,16 @@ def test_a_batch_delivered_after_shutdown_gave_up_is_not_counted_twice(make_serv
     late = svc.stats()["destinations"]["recorder:late"]  # (process-wide totals hold
     assert late["dropped"] == {"shutdown": 100}  # earlier tests' counts too)
     assert late["exported"] + sum(late["dropped"].values()) == 100
+
+
+def test_aflush_that_timed_out_on_a_closed_loop_is_silent(make_service, received, caplog):
+    """#12.6: aflush() gives up, its event loop closes, then the export completes: the
+    completion must not log "Event loop is closed", and the spans are still delivered."""
+    svc = make_service([Recorder("slow", delay=0.5)])
+    with svc.trace_run("r"):
+        pass
+    assert asyncio.run(svc.aflush(timeout=0.01)) is False  # the loop is closed after this
+    with caplog.at_level("DEBUG", logger="tracemux"):
+        assert svc.flush(10)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    assert len(received["slow"]) == 1

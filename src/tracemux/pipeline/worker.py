@@ -514,7 +514,10 @@ class ExportWorker:
                 if not fut.done():
                     fut.set_result(None)
 
-            loop.call_soon_threadsafe(set_result)
+            try:
+                loop.call_soon_threadsafe(set_result)
+            except RuntimeError:  # the caller gave up (timeout) and its loop is closed
+                pass
 
         self.queue.put_control(_FlushMarker(done))
         try:
