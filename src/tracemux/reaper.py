@@ -121,7 +121,7 @@ class OpenRuns:
             return 0
         limit = now - self.max_age
         victims = []
-        for key, (started, run) in runs.items():
+        for key, (started, _run) in runs.items():
             if started > limit:
                 break
             victims.append(key)

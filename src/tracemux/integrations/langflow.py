@@ -1,12 +1,33 @@
-"""A tracing service with the shape of Langflow's, recording into tracemux.
+"""Langflow's tracing service, recording into tracemux.
 
-Langflow's ``TracingService`` is driven by its graph: ``start_tracers`` when a flow run
-begins, ``trace_component`` around every component's build, ``add_log`` /
-``set_outputs`` from inside a component, ``get_langchain_callbacks`` for LangChain
-components, ``end_tracers`` when the run is over. This class keeps those names and that
-lifecycle, but instead of creating a tracer (and an SDK client, and its threads) per
-flow run it records into one :class:`tracemux.TracingService`, whose single export
+:class:`TracingService` implements the tracing-service interface of Langflow 1.13 (lfx's
+``BaseTracingService``; every method lfx and langflow-base call on it, see
+``docs/langflow.md``). When lfx is installed it *is* an lfx service (a subclass of
+``lfx.services.tracing.base.BaseTracingService``) and can be registered in place of
+Langflow's own, as an opt-in, in an ``lfx.toml`` (in ``LANGFLOW_CONFIG_DIR`` or the
+working directory)::
+
+    [services]
+    tracing_service = "tracemux.integrations.langflow:TracingService"
+
+tracemux does not require lfx, and installing it registers nothing: Langflow keeps its own
+tracing service unless that file says otherwise.
+
+Langflow's graph drives it: ``start_tracers`` when a flow run begins, ``trace_component``
+around every component's build, ``add_log`` / ``set_outputs`` from inside a component,
+``get_langchain_callbacks`` for LangChain components, ``end_tracers`` when the run is
+over. Instead of a tracer (and an SDK client, and its threads) per flow run and backend,
+every run is recorded into one :class:`tracemux.TracingService`, whose single export
 thread does all network I/O. Nothing here waits on the network or raises into the flow.
+
+Per run, as Langflow's own tracers do, the backends' variables (``LANGFUSE_*``,
+``LANGSMITH_*``, ``PHOENIX_*``, ``OTEL_EXPORTER_OTLP_*``, ...) are read from the
+environment at ``start_tracers``: a key rotated in the environment takes effect on the
+next run, and each run exports with the credentials it started with. The destinations are
+cached on the variables' values, so an unchanged environment costs a few microseconds.
+Langflow's ``deactivate_tracing`` setting (``LANGFLOW_DEACTIVATE_TRACING``) turns every
+call into a no-op. With langflow-base installed, Langflow's native tracer (the data of its
+own trace view) runs beside tracemux (:mod:`tracemux.integrations.langflow_native`).
 
 As in Langflow, the run and the component being traced live in context variables, so
 concurrent flow runs on one event loop (each in its own task) stay separate, and work
@@ -20,6 +41,8 @@ Differences from Langflow, on purpose:
 - a component traced while another component of the same run is current nests under it
   (a flow run as a tool of an agent component, for instance); otherwise components are
   children of the run;
+- a run whose ``end_tracers`` never comes (lfx's ``Graph.async_start`` skips it when a
+  component raises) is ended as incomplete later (:mod:`tracemux.reaper`);
 - inputs are not scrubbed here: every value is masked by tracemux's redactor on the
   export thread (secret-named keys such as ``openai_api_key``, credential-shaped strings).
 """
@@ -36,13 +59,18 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tracemux import config as _config
+from tracemux.destinations import env as _env
+from tracemux.destinations.base import Destination
 from tracemux.ratelimit import RateLimitedLog
+from tracemux.reaper import open_runs
 from tracemux.service import LOG_LEVELS, Run, Span, get_service
 from tracemux.service import TracingService as CoreService
 from tracemux.service import _current as _current_span_var
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
+
+    from tracemux.integrations.langflow_native import NativeRun, NativeTracing
 
 __all__ = ["TracingService"]
 
@@ -56,6 +84,7 @@ class _TraceContext:
     __slots__ = (
         "components",
         "ended",
+        "native",
         "previous",
         "previous_span",
         "project_name",
@@ -68,11 +97,13 @@ class _TraceContext:
         project_name: str | None,
         previous: _TraceContext | None,
         previous_span: Span | None,
+        native: NativeRun | None = None,
     ) -> None:
         self.run = run
         self.project_name = project_name
         self.previous = previous
         self.previous_span = previous_span
+        self.native = native
         self.components: dict[str, _ComponentContext] = {}
         self.ended = False
 
@@ -80,7 +111,7 @@ class _TraceContext:
 class _ComponentContext:
     """One component being traced: what ``trace_component`` put in context."""
 
-    __slots__ = ("metadata", "outputs", "span", "trace", "trace_name")
+    __slots__ = ("metadata", "native_logs", "outputs", "span", "trace", "trace_name")
 
     def __init__(
         self, trace: _TraceContext, trace_name: str, span: Span, metadata: dict[str, Any]
@@ -90,6 +121,8 @@ class _ComponentContext:
         self.span = span
         self.metadata = metadata
         self.outputs: Any = {}
+        #: the logs as Langflow's native tracer wants them (only when it runs beside)
+        self.native_logs: list[Any] | None = None
 
 
 _trace_var: ContextVar[_TraceContext | None] = ContextVar("tracemux_langflow_trace", default=None)
@@ -118,12 +151,99 @@ class _NoopComponentTrace:
         return False
 
 
-class TracingService:
+def _lfx_base() -> type:
+    """lfx's ``BaseTracingService`` when lfx is installed, else ``object``."""
+    try:
+        from lfx.services.tracing.base import BaseTracingService
+    except ImportError:
+        return object
+    return BaseTracingService
+
+
+_Base: Any = _lfx_base()
+
+#: variables besides the backends' that decide a run's destinations (the local store)
+_STORE_VARIABLES = ("TRACEMUX_DB", "TRACEMUX_STORE_MAX_RUNS", "TRACEMUX_STORE_MAX_AGE_DAYS")
+_DEACTIVATE_VARIABLE = "LANGFLOW_DEACTIVATE_TRACING"
+
+
+class _DestinationsFromEnv:
+    """A run's destinations, read from the environment at each run as Langflow's tracers
+    read it, built only when a relevant variable changed (the last result is cached on
+    their values: an unchanged environment costs one tuple of lookups)."""
+
+    __slots__ = ("_key", "_value", "_variables")
+
+    def __init__(self) -> None:
+        self._variables: tuple[str, ...] = (*_env.VARIABLES, *_STORE_VARIABLES)
+        self._key: tuple[str | None, ...] | None = None
+        self._value: tuple[Destination, ...] | None = None
+
+    def get(self, environ: Mapping[str, str] = os.environ) -> tuple[Destination, ...] | None:
+        """The destinations the environment configures now; None if it is misconfigured
+        (logged once per distinct configuration, secrets never shown)."""
+        key = tuple(map(environ.get, self._variables))
+        if key == self._key:
+            return self._value
+        value: tuple[Destination, ...] | None
+        try:
+            value = _config.destinations_from_env(environ)
+        except _config.ConfigError as exc:
+            log.error(
+                "tracemux: the environment's tracing configuration is invalid (%s); "
+                "runs go to the service's own destinations until it is fixed",
+                exc,
+            )
+            value = None
+        self._key, self._value = key, value
+        return value
+
+
+def _settings_deactivate(settings_service: Any) -> bool | None:
+    """Langflow's ``deactivate_tracing`` setting, if a settings service has one."""
+    settings = getattr(settings_service, "settings", None)
+    value = getattr(settings, "deactivate_tracing", None)
+    return None if value is None else bool(value)
+
+
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return False
+    try:
+        return _config.parse_bool(name, raw)
+    except _config.ConfigError as exc:
+        log.error("tracemux: %s; tracing stays on", exc)
+        return False
+
+
+def _default_project(project_name: str | None) -> str:
+    """Langflow's default: the caller's, else ``LANGCHAIN_PROJECT``, else ``Langflow``."""
+    return project_name or os.environ.get("LANGCHAIN_PROJECT") or "Langflow"
+
+
+class _LangfuseTraceRef:
+    """What ``get_tracer("langfuse")`` returns: lfx reads ``langfuse_trace_id`` from it to
+    link stored chat messages to the Langfuse trace of their run."""
+
+    __slots__ = ("langfuse_trace_id",)
+
+    def __init__(self, trace_id: str) -> None:
+        self.langfuse_trace_id = trace_id
+
+
+class TracingService(_Base):  # type: ignore[misc]
     """Langflow's tracing-service interface, recorded by one :class:`tracemux.TracingService`.
 
-    ``service``: where runs are recorded (default: :func:`tracemux.get_service`, looked
-    up on first use). ``deactivated``: turn every call into a no-op; when not given, it
-    follows ``TRACEMUX_DISABLED`` (and a disabled ``service``).
+    ``service``: where runs are recorded. When not given (as when lfx's service manager
+    builds this class), the process-wide :func:`tracemux.get_service` is used and each
+    run's destinations are read from the environment at ``start_tracers``; a given
+    ``service`` keeps its own destinations. ``deactivated``: turn every call into a
+    no-op; when not given, it follows Langflow's ``deactivate_tracing`` setting (from
+    ``settings_service``, else ``LANGFLOW_DEACTIVATE_TRACING``), ``TRACEMUX_DISABLED``
+    and a disabled ``service``. ``native``: run Langflow's native tracer beside tracemux
+    (default: when langflow-base is installed and ``LANGFLOW_NATIVE_TRACING`` allows it).
+    ``teardown_timeout``: how long :meth:`teardown` waits for the export.
 
     Typical use, as Langflow's graph does it::
 
@@ -136,13 +256,60 @@ class TracingService:
 
     name = "tracing_service"
 
-    def __init__(self, service: CoreService | None = None, *, deactivated: bool | None = None):
+    def __init__(
+        self,
+        service: CoreService | None = None,
+        *,
+        deactivated: bool | None = None,
+        settings_service: Any = None,
+        native: bool | None = None,
+        teardown_timeout: float = 5.0,
+    ) -> None:
+        if _Base is not object:
+            super().__init__()
         if deactivated is None:
-            raw = os.environ.get("TRACEMUX_DISABLED", "")
-            deactivated = _config.parse_bool("TRACEMUX_DISABLED", raw) if raw.strip() else False
+            from_settings = _settings_deactivate(settings_service)
+            deactivated = (
+                _env_flag(_DEACTIVATE_VARIABLE) if from_settings is None else from_settings
+            ) or _env_flag("TRACEMUX_DISABLED")
         self._service = service
+        self._env_destinations = _DestinationsFromEnv() if service is None else None
         self.deactivated: bool = bool(deactivated) or (service is not None and service.disabled)
+        self.teardown_timeout = float(teardown_timeout)
         self._noop = _NoopComponentTrace(self)
+        self._native: NativeTracing | None = None
+        if not self.deactivated and native is not False:
+            from tracemux.integrations.langflow_native import native_tracing
+
+            self._native = native_tracing(required=native is True)
+        self._ready = True
+
+    # -- the lfx service lifecycle ----------------------------------------------------------
+
+    def set_ready(self) -> None:
+        """Mark the service ready (lfx's ``Service`` interface; it is ready once built)."""
+        self._ready = True
+
+    @property
+    def ready(self) -> bool:
+        """Whether the service is ready (lfx's ``Service`` interface)."""
+        return self._ready
+
+    async def teardown(self) -> None:
+        """At Langflow's shutdown: end runs still open (as incomplete) and wait, at most
+        ``teardown_timeout`` seconds, for everything recorded to be exported. Never
+        raises, never waits longer; the export thread itself stops at interpreter exit."""
+        if self.deactivated:
+            return
+        try:
+            open_runs.end_all()
+            if not await self.service.aflush(self.teardown_timeout):
+                log.warning(
+                    "tracemux: teardown: export not finished after %.1f s (see stats())",
+                    self.teardown_timeout,
+                )
+        except Exception as exc:
+            log.warning("tracemux: teardown failed: %s: %s", type(exc).__name__, exc)
 
     @property
     def service(self) -> CoreService:
@@ -168,11 +335,15 @@ class TracingService:
         session_id: str | None,
         project_name: str | None = None,
         flow_id: UUID | str | None = None,
+        tracing_user_id: str | None = None,
     ) -> None:
         """Begin a flow run in the current context: a tracemux run named ``run_name``.
 
-        The run becomes the current span, so components and any tracemux spans opened
-        in this task (or tasks and threads started from it) belong to it.
+        ``project_name`` defaults as Langflow's (``LANGCHAIN_PROJECT``, else
+        ``Langflow``); ``tracing_user_id`` (a caller-supplied label) is recorded in the
+        run's metadata, the run's user stays ``user_id``. The run becomes the current
+        span, so components and any tracemux spans opened in this task (or tasks and
+        threads started from it) belong to it.
         """
         if self.deactivated:
             return
@@ -180,20 +351,31 @@ class TracingService:
             svc = self.service
             if svc.disabled:
                 return
+            project = _default_project(project_name)
+            metadata: dict[str, str] = {}
+            if flow_id is not None:
+                metadata["flow_id"] = str(flow_id)
+            if tracing_user_id is not None:
+                metadata["tracing_user_id"] = str(tracing_user_id)
+            cache = self._env_destinations
             run = svc.trace_run(
                 run_name,
                 run_id=None if run_id is None else str(run_id),
                 user_id=user_id,
                 session_id=session_id,
-                project=project_name,
-                metadata=None if flow_id is None else {"flow_id": str(flow_id)},
+                project=project,
+                metadata=metadata or None,
+                destinations=None if cache is None else cache.get(),
             )
             if not isinstance(run, Run):
                 return
             previous = _trace_var.get()
             if previous is not None and previous.ended:
                 previous = None
-            trace = _TraceContext(run, project_name, previous, _current_span_var.get())
+            native = None
+            if self._native is not None:
+                native = self._native.start(run_id, run_name, user_id, session_id, project, flow_id)
+            trace = _TraceContext(run, project, previous, _current_span_var.get(), native)
             _trace_var.set(trace)
             _current_span_var.set(run)
         except Exception as exc:
@@ -204,7 +386,8 @@ class TracingService:
     async def end_tracers(self, outputs: Any, error: BaseException | str | None = None) -> None:
         """End the flow run of this context with ``outputs`` (and ``error`` if it failed).
 
-        Only hands the run to the export thread: no network I/O on the event loop.
+        Only hands the run to the export thread: no network I/O on the event loop
+        (Langflow's native tracer, when it runs beside, writes its rows in a task).
         Components still open are ended too, marked as cut short.
         """
         if self.deactivated:
@@ -232,6 +415,72 @@ class TracingService:
             if _current_span_var.get() is run:
                 _current_span_var.set(trace.previous_span)
             trace.previous = trace.previous_span = None
+        if trace.native is not None:
+            await trace.native.end(outputs, error)
+
+    def get_tracer(self, tracer_name: str) -> Any:
+        """The tracer named ``tracer_name`` of the run in context, or None (lfx calls it
+        for ``"langfuse"`` whenever a message is stored). tracemux has no per-backend
+        tracer objects: ``"langfuse"`` gives an object whose ``langfuse_trace_id`` is the
+        run's trace id when the run goes to Langfuse, ``"native"`` Langflow's native
+        tracer when it runs beside; anything else None."""
+        if self.deactivated:
+            return None
+        trace = _trace_var.get()
+        if trace is None or trace.ended:
+            return None
+        if tracer_name == "langfuse":
+            if any(d.describe().startswith("langfuse") for d in trace.run.run.destinations):
+                return _LangfuseTraceRef(trace.run.trace_id_hex)
+            return None
+        if tracer_name == "native" and trace.native is not None:
+            return trace.native.tracer
+        return None
+
+    def record_event_span(
+        self,
+        *,
+        span_id: str,
+        name: str,
+        outputs: Mapping[str, Any] | None,
+        span_type: str = "chain",
+    ) -> None:
+        """Record a finished span for an event of the run in context (langflow-base's
+        build API records, for instance, a flow run cancelled by the user), under the
+        component ``span_id`` names if it is open, else under the run."""
+        if self.deactivated:
+            return
+        trace = _trace_var.get()
+        if trace is None or trace.ended:
+            _warn.warning(
+                "record_event_span", "tracemux: record_event_span called with no run in context"
+            )
+            return
+        try:
+            comp = trace.components.get(span_id)
+            token = _current_span_var.set(comp.span if comp is not None else trace.run)
+            try:
+                span = trace.run.span(name, str(span_type).lower(), metadata={"span_id": span_id})
+            finally:
+                _reset(_current_span_var, token)
+            if outputs is not None:
+                span.set_outputs(outputs)
+            span.end()
+        except Exception as exc:
+            _warn.warning(
+                "record_event_span",
+                "tracemux: record_event_span failed: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+
+    def log(self, message: str, **kwargs: Any) -> None:
+        """lfx's ``TracingServiceProtocol.log``: a log line on the current span."""
+        if self.deactivated:
+            return
+        span = _current_span_var.get()
+        if span is not None and not span.ended:
+            span.add_log(message, "info", **kwargs)
 
     # -- components -------------------------------------------------------------------------
 
@@ -276,11 +525,18 @@ class TracingService:
         span = trace.run.span(trace_name, str(kind).lower(), inputs=inputs, metadata=meta or None)
         comp = _ComponentContext(trace, trace_name, span, meta)
         trace.components[trace_name] = comp
+        native = trace.native
+        native_started = None
+        if native is not None:
+            comp.native_logs = []
+            native_started = native.start_component(component, trace_name, inputs, metadata)
         comp_token = _component_var.set(comp)
         span_token = _current_span_var.set(span)
+        error: BaseException | None = None
         try:
             yield self
         except BaseException as exc:
+            error = exc
             span.set_error(exc)
             raise
         finally:
@@ -289,6 +545,8 @@ class TracingService:
             if trace.components.get(trace_name) is comp:
                 del trace.components[trace_name]
             span.end()
+            if native is not None and native_started is not None:
+                native.end_component(native_started, trace_name, error, comp.native_logs or ())
 
     def _component(self, trace_name: str, what: str) -> _ComponentContext | None:
         comp = _component_var.get()
@@ -327,6 +585,8 @@ class TracingService:
             fields["name"] = name
         if type_ is not None:
             fields["type"] = type_
+        if comp.native_logs is not None:
+            comp.native_logs.append(log)
         level = type_ if isinstance(type_, str) and type_ in LOG_LEVELS else "info"
         if isinstance(message, str):
             comp.span.add_log(message, level, **fields)
@@ -350,6 +610,8 @@ class TracingService:
             comp.outputs.update(outputs)
         elif outputs is not None:
             comp.outputs = outputs
+        if comp.trace.native is not None:
+            comp.trace.native.set_outputs(trace_name, outputs)
         if output_metadata:
             comp.metadata.update(output_metadata)
             comp.span.set_outputs(comp.outputs, metadata=comp.metadata)
@@ -378,7 +640,12 @@ class TracingService:
                 "langchain", "tracemux: langchain-core is not installed: no LangChain callbacks"
             )
             return []
-        return [CallbackHandler(self.service, parent=parent)]
+        callbacks: list[BaseCallbackHandler] = [CallbackHandler(self.service, parent=parent)]
+        if trace.native is not None:
+            native = trace.native.get_langchain_callback()
+            if native is not None:
+                callbacks.append(native)
+        return callbacks
 
 
 def _reset(var: ContextVar[Any], token: Token[Any]) -> None:
