@@ -45,8 +45,8 @@ class ChainComponent(Component):
     callbacks, as LLM components do."""
 
     display_name = "Chain"
-    inputs = [MessageTextInput(name="input_value", display_name="Input")]
-    outputs = [Output(display_name="Text", name="text", method="run_chain")]
+    inputs = [MessageTextInput(name="input_value", display_name="Input")]  # noqa: RUF012
+    outputs = [Output(display_name="Text", name="text", method="run_chain")]  # noqa: RUF012
 
     def run_chain(self) -> Message:
         from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -68,8 +68,8 @@ class BoomComponent(Component):
     """A component whose build raises."""
 
     display_name = "Boom"
-    inputs = [MessageTextInput(name="input_value", display_name="Input")]
-    outputs = [Output(display_name="Text", name="text", method="explode")]
+    inputs = [MessageTextInput(name="input_value", display_name="Input")]  # noqa: RUF012
+    outputs = [Output(display_name="Text", name="text", method="explode")]  # noqa: RUF012
 
     def explode(self) -> Message:
         raise RuntimeError("boom from the component")
@@ -225,21 +225,19 @@ async def init_langflow_database() -> None:
 
 async def read_native_rows() -> dict[str, Any]:
     """The trace and span rows Langflow's trace view reads, by trace name."""
+    from langflow.services.database.models.traces.model import SpanTable, TraceTable
     from lfx.services.deps import session_scope
     from sqlmodel import select
-
-    from langflow.services.database.models.traces.model import SpanTable, TraceTable
 
     out: dict[str, Any] = {}
     async with session_scope() as session:
         traces = (await session.exec(select(TraceTable))).all()
         for trace in traces:
-            spans = (await session.exec(select(SpanTable).where(SpanTable.trace_id == trace.id))).all()
+            query = select(SpanTable).where(SpanTable.trace_id == trace.id)
+            spans = (await session.exec(query)).all()
             out[str(trace.name).split(" - ")[0]] = {
                 "status": str(getattr(trace.status, "value", trace.status)),
-                "spans": sorted(
-                    (s.name, str(getattr(s.status, "value", s.status))) for s in spans
-                ),
+                "spans": sorted((s.name, str(getattr(s.status, "value", s.status))) for s in spans),
             }
     return out
 
