@@ -435,3 +435,139 @@ async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
     assert figures["max"] < 0.1, f"the event loop stalled for {figures['max'] * 1e3:.0f} ms"
     assert figures["end_max"] < 0.05
     assert figures["p99"] < 0.05
+
+
+# -- the lfx 1.13 interface: per-run environment, settings, the rest of the methods ----------
+
+
+async def test_each_run_goes_where_the_environment_said_when_it_started(
+    core: CoreService, tmp_path, monkeypatch
+) -> None:
+    """Variables are read at every start_tracers: a change takes effect on the next run,
+    and a run keeps the destinations it started with."""
+    tracing = TracingService(core, destinations_from_env=True)
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    monkeypatch.setenv("TRACEMUX_DB", str(first))
+    await tracing.start_tracers(uuid.uuid4(), "run-a", None, None)
+    monkeypatch.setenv("TRACEMUX_DB", str(second))  # changed while run-a is open
+    await tracing.end_tracers({})
+    await tracing.start_tracers(uuid.uuid4(), "run-b", None, None)
+    await tracing.end_tracers({})
+    assert await core.aflush(10)
+    assert [r.name for r in SQLiteStore(first).runs()] == ["run-a"]
+    assert [r.name for r in SQLiteStore(second).runs()] == ["run-b"]
+
+
+async def test_a_bad_environment_is_logged_and_the_run_still_recorded(
+    core: CoreService, store: SQLiteStore, monkeypatch, caplog
+) -> None:
+    tracing = TracingService(core, destinations_from_env=True)
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-only-half")
+    monkeypatch.delenv("LANGFUSE_SECRET_KEY", raising=False)
+    with caplog.at_level("ERROR", logger="tracemux"):
+        await tracing.start_tracers(uuid.uuid4(), "run", None, None)
+        await tracing.end_tracers({})
+    assert await core.aflush(10)
+    assert [r.name for r in store.runs()] == ["run"]  # the service's own destinations
+    assert "LANGFUSE_SECRET_KEY" in caplog.text and "pk-lf-only-half" not in caplog.text
+
+
+async def test_project_defaults_and_tracing_user_id(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore, monkeypatch
+) -> None:
+    monkeypatch.delenv("LANGCHAIN_PROJECT", raising=False)
+    await tracing_service.start_tracers(
+        uuid.uuid4(), "plain", "user", "session", flow_id="f-1", tracing_user_id="end-user-7"
+    )
+    assert tracing_service.project_name == "Langflow"
+    await tracing_service.end_tracers({})
+    monkeypatch.setenv("LANGCHAIN_PROJECT", "from-env")
+    await tracing_service.start_tracers(uuid.uuid4(), "env", None, None)
+    assert tracing_service.project_name == "from-env"
+    await tracing_service.end_tracers({})
+    await tracing_service.start_tracers(uuid.uuid4(), "given", None, None, project_name="mine")
+    await tracing_service.end_tracers({})
+    assert await core.aflush(10)
+    runs = {r.name: r for r in store.runs()}
+    assert runs["plain"].project == "Langflow" and runs["plain"].user_id == "user"
+    assert runs["plain"].metadata == {"flow_id": "f-1", "tracing_user_id": "end-user-7"}
+    assert runs["env"].project == "from-env" and runs["given"].project == "mine"
+
+
+@pytest.mark.parametrize(
+    ("settings_value", "env_value", "expected"),
+    [(True, None, True), (False, "true", False), (None, "true", True), (None, None, False)],
+)
+def test_deactivate_tracing_follows_langflow_settings(
+    core: CoreService, monkeypatch, settings_value, env_value, expected
+) -> None:
+    """Langflow's ``deactivate_tracing`` setting wins; without a settings service, its
+    variable ``LANGFLOW_DEACTIVATE_TRACING``."""
+    if env_value is None:
+        monkeypatch.delenv("LANGFLOW_DEACTIVATE_TRACING", raising=False)
+    else:
+        monkeypatch.setenv("LANGFLOW_DEACTIVATE_TRACING", env_value)
+    settings = (
+        None
+        if settings_value is None
+        else SimpleNamespace(settings=SimpleNamespace(deactivate_tracing=settings_value))
+    )
+    assert TracingService(core, settings_service=settings).deactivated is expected
+
+
+async def test_get_tracer_record_event_span_ready_and_teardown(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore, mock_component
+) -> None:
+    assert tracing_service.ready and tracing_service.name == "tracing_service"
+    tracing_service.set_ready()
+    assert tracing_service.get_tracer("langfuse") is None  # no run in context
+    await tracing_service.start_tracers(uuid.uuid4(), "run", None, None)
+    assert tracing_service.get_tracer("langfuse") is None  # the run does not go to Langfuse
+    assert tracing_service.get_tracer("langsmith") is None
+    async with tracing_service.trace_component(mock_component, "comp", {}):
+        tracing_service.record_event_span(
+            span_id="comp", name="cancelled", outputs={"reason": "user"}, span_type="tool"
+        )
+    tracing_service.record_event_span(span_id="other", name="event", outputs=None)
+    # no end_tracers: teardown (Langflow shutting down) ends the run as incomplete
+    await tracing_service.teardown()
+    (run,) = store.runs()
+    assert run.status == "error" and run.error["type"] == "IncompleteRun"
+    names = {n: (kind, parent) for kind, parent, n in tree(store, run.run_id)}
+    assert set(names) == {"run", "comp", "cancelled", "event"}
+    spans = {s.name: s for s in store.spans(run.run_id)}
+    assert spans["cancelled"].parent_id == spans["comp"].span_id
+    assert spans["cancelled"].kind == "tool" and spans["cancelled"].outputs == {"reason": "user"}
+    assert spans["event"].parent_id == spans["run"].span_id
+
+
+async def test_langfuse_tracer_reference_carries_the_trace_id_langfuse_receives(
+    core: CoreService, monkeypatch
+) -> None:
+    """lfx stores ``get_tracer("langfuse").langfuse_trace_id`` with each chat message: it
+    must be the id of the trace Langfuse gets."""
+    from tests.destinations.conftest import CaptureServer
+
+    server = CaptureServer().start()
+    try:
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-ref")
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-ref")
+        monkeypatch.setenv("LANGFUSE_BASE_URL", server.url)
+        monkeypatch.delenv("TRACEMUX_DB", raising=False)
+        tracing = TracingService(core, destinations_from_env=True)
+        await tracing.start_tracers(uuid.uuid4(), "to-langfuse", None, None)
+        ref = tracing.get_tracer("langfuse")
+        await tracing.end_tracers({})
+        assert ref is not None
+        assert await core.aflush(10)
+        assert {s.trace_id for s in server.spans()} == {ref.langfuse_trace_id}
+    finally:
+        server.stop()
+
+
+def test_is_an_lfx_service_only_when_lfx_is_installed() -> None:
+    """tracemux does not require lfx (not installed in this environment)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("lfx") is None
+    assert TracingService.__mro__[1] is object

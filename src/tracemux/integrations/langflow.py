@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -167,27 +167,49 @@ _STORE_VARIABLES = ("TRACEMUX_DB", "TRACEMUX_STORE_MAX_RUNS", "TRACEMUX_STORE_MA
 _DEACTIVATE_VARIABLE = "LANGFLOW_DEACTIVATE_TRACING"
 
 
+def _environ_lookup(names: tuple[str, ...]) -> Callable[[], tuple[Any, ...]]:
+    """A function returning the current values of ``names`` in ``os.environ``, fast.
+
+    ``os.environ.get`` of an unset variable raises and catches a KeyError inside (about
+    1 µs each, more on a busy machine), so it reads CPython's own dictionary behind
+    ``os.environ`` when there is one (it is what ``os.environ[...] = ...`` updates), and
+    falls back to ``os.environ.get``. The values only serve to detect a change.
+    """
+    data = getattr(os.environ, "_data", None)
+    encode = getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and callable(encode):
+        try:
+            keys = tuple(encode(name) for name in names)
+        except Exception:  # an unexpected environ implementation
+            keys = None
+        if keys is not None:
+            get = data.get
+            return lambda: tuple(map(get, keys))
+    environ_get = os.environ.get
+    return lambda: tuple(map(environ_get, names))
+
+
 class _DestinationsFromEnv:
     """A run's destinations, read from the environment at each run as Langflow's tracers
     read it, built only when a relevant variable changed (the last result is cached on
-    their values: an unchanged environment costs one tuple of lookups)."""
+    their values: an unchanged environment costs about a microsecond)."""
 
-    __slots__ = ("_key", "_value", "_variables")
+    __slots__ = ("_key", "_lookup", "_value")
 
     def __init__(self) -> None:
-        self._variables: tuple[str, ...] = (*_env.VARIABLES, *_STORE_VARIABLES)
-        self._key: tuple[str | None, ...] | None = None
+        self._lookup = _environ_lookup((*_env.VARIABLES, *_STORE_VARIABLES))
+        self._key: tuple[Any, ...] | None = None
         self._value: tuple[Destination, ...] | None = None
 
-    def get(self, environ: Mapping[str, str] = os.environ) -> tuple[Destination, ...] | None:
+    def get(self) -> tuple[Destination, ...] | None:
         """The destinations the environment configures now; None if it is misconfigured
         (logged once per distinct configuration, secrets never shown)."""
-        key = tuple(map(environ.get, self._variables))
+        key = self._lookup()
         if key == self._key:
             return self._value
         value: tuple[Destination, ...] | None
         try:
-            value = _config.destinations_from_env(environ)
+            value = _config.destinations_from_env(os.environ)
         except _config.ConfigError as exc:
             log.error(
                 "tracemux: the environment's tracing configuration is invalid (%s); "
@@ -238,12 +260,15 @@ class TracingService(_Base):  # type: ignore[misc]
     ``service``: where runs are recorded. When not given (as when lfx's service manager
     builds this class), the process-wide :func:`tracemux.get_service` is used and each
     run's destinations are read from the environment at ``start_tracers``; a given
-    ``service`` keeps its own destinations. ``deactivated``: turn every call into a
-    no-op; when not given, it follows Langflow's ``deactivate_tracing`` setting (from
-    ``settings_service``, else ``LANGFLOW_DEACTIVATE_TRACING``), ``TRACEMUX_DISABLED``
-    and a disabled ``service``. ``native``: run Langflow's native tracer beside tracemux
-    (default: when langflow-base is installed and ``LANGFLOW_NATIVE_TRACING`` allows it).
+    ``service`` keeps its own destinations unless ``destinations_from_env``.
+    ``deactivated``: turn every call into a no-op; when not given, it follows Langflow's
+    ``deactivate_tracing`` setting (from ``settings_service``, else
+    ``LANGFLOW_DEACTIVATE_TRACING``), ``TRACEMUX_DISABLED`` and a disabled ``service``.
+    ``native``: run Langflow's native tracer beside tracemux (default: when langflow-base
+    is installed and ``LANGFLOW_NATIVE_TRACING`` allows it).
     ``teardown_timeout``: how long :meth:`teardown` waits for the export.
+    ``destinations_from_env``: read each run's destinations from the environment
+    (default: when ``service`` is not given).
 
     Typical use, as Langflow's graph does it::
 
@@ -264,6 +289,7 @@ class TracingService(_Base):  # type: ignore[misc]
         settings_service: Any = None,
         native: bool | None = None,
         teardown_timeout: float = 5.0,
+        destinations_from_env: bool | None = None,
     ) -> None:
         if _Base is not object:
             super().__init__()
@@ -273,7 +299,9 @@ class TracingService(_Base):  # type: ignore[misc]
                 _env_flag(_DEACTIVATE_VARIABLE) if from_settings is None else from_settings
             ) or _env_flag("TRACEMUX_DISABLED")
         self._service = service
-        self._env_destinations = _DestinationsFromEnv() if service is None else None
+        if destinations_from_env is None:
+            destinations_from_env = service is None
+        self._env_destinations = _DestinationsFromEnv() if destinations_from_env else None
         self.deactivated: bool = bool(deactivated) or (service is not None and service.disabled)
         self.teardown_timeout = float(teardown_timeout)
         self._noop = _NoopComponentTrace(self)
