@@ -88,6 +88,7 @@ def side_venv(
     *,
     editable: Sequence[Path | str] = (REPO_ROOT,),
     base_python: str | None = None,
+    upgrade_pip: bool = False,
 ) -> Path:
     """Create (once) the side environment ``name`` and return its Python interpreter.
 
@@ -98,6 +99,9 @@ def side_venv(
             repository, without extras). Pass ``()`` for none.
         base_python: interpreter used to create the environment (default: the base
             interpreter of the running Python).
+        upgrade_pip: upgrade pip in the new environment before installing (the pip that
+            ``venv`` bundles can backtrack for an hour over big dependency trees such as
+            langflow-base's; a recent one resolves them in minutes).
 
     Returns:
         Path to ``bin/python`` of the environment.
@@ -131,6 +135,8 @@ def side_venv(
             log.write_text("")
             if not python.exists():
                 _run([base, "-m", "venv", "--clear", str(env_dir)], log)
+            if upgrade_pip:
+                _run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log)
             stamp.unlink(missing_ok=True)
             pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
             args = list(requirements)

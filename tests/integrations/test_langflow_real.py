@@ -3,7 +3,8 @@
 Each test runs real flows in a subprocess, in a side environment built by
 ``tests/sidevenv.py`` (``lfx==1.13.*``: ~570 MB, ~1 min; ``langflow-base==1.13.*``: ~1.8 GB,
 ~2.5 min, the first time only), with tracemux registered the documented way: an
-``lfx.toml`` in ``LANGFLOW_CONFIG_DIR``. The flows themselves are in ``langflow_side.py``.
+``lfx.toml`` in ``LANGFLOW_CONFIG_DIR``. The flows themselves are in
+:mod:`tracemux.bench.langflow_side` (shared with ``tracemux bench``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ except ImportError:  # pragma: no cover - when run from the repository root
 
 pytestmark = pytest.mark.slow
 
-SIDE_SCRIPT = Path(__file__).with_name("langflow_side.py")
 LFX_REQUIREMENTS = ["lfx==1.13.*"]
 LANGFLOW_REQUIREMENTS = ["langflow-base==1.13.*"]
-LFX_TOML = '[services]\ntracing_service = "tracemux.integrations.langflow:TracingService"\n'
 
 #: variables of the test machine that must not leak into the flows' environment
 _BACKEND_PREFIXES = ("LANGFUSE_", "LANGSMITH_", "LANGCHAIN_", "PHOENIX_", "ARIZE_", "OTEL_")
@@ -46,7 +45,7 @@ def lfx_python() -> Path:
 
 @pytest.fixture(scope="module")
 def langflow_python() -> Path:
-    return side_venv("langflow113", LANGFLOW_REQUIREMENTS)
+    return side_venv("langflow113", LANGFLOW_REQUIREMENTS, upgrade_pip=True)
 
 
 @pytest.fixture
@@ -64,10 +63,9 @@ def run_side(
     register: bool = True,
     timeout: float = 300,
 ) -> dict[str, Any]:
-    """Run ``langflow_side.py`` with ``args``; its JSON result."""
+    """Run :mod:`tracemux.bench.langflow_side` with ``args``; its JSON result. With
+    ``register``, an ``lfx.toml`` in ``LANGFLOW_CONFIG_DIR`` names tracemux's service."""
     workdir.mkdir(parents=True, exist_ok=True)
-    if register:
-        (workdir / "lfx.toml").write_text(LFX_TOML)
     base = {
         k: v
         for k, v in os.environ.items()
@@ -83,7 +81,14 @@ def run_side(
         **(env or {}),
     }
     proc = subprocess.run(
-        [str(python), str(SIDE_SCRIPT), *args],
+        [
+            str(python),
+            "-m",
+            "tracemux.bench.langflow_side",
+            *args,
+            "--register",
+            "tracemux" if register else "none",
+        ],
         cwd=workdir,
         env=full_env,
         capture_output=True,

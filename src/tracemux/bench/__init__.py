@@ -20,6 +20,8 @@ throughput     sustained spans/s to Discard, SQLite and OTLP (loopback), 1 and 4
 memory         RSS over many spans with the destination down: levels off at the byte bound
 looplag        event-loop lag, 1,000 concurrent async runs, a destination that takes 2 s
 newdest        first span to a new Langfuse destination against creating a langfuse client
+langflow       real Langflow flows (langflow-base side venv), stock vs tracemux: threads,
+               ms per run, loop lag with a slow backend
 =============  ==========================================================================
 
 The SDKs come from the ``bench`` extra; a scenario whose SDK is missing reports it as "not
@@ -30,9 +32,15 @@ installed". langfuse 2 cannot share an environment with langfuse 5: it runs in t
 from __future__ import annotations
 
 #: scenario modules, in the order they appear in the report
-SCENARIOS: tuple[str, ...] = ("hotpath", "threads", "throughput", "memory", "looplag", "newdest")
+SCENARIOS: tuple[str, ...] = (
+    *("hotpath", "threads", "throughput", "memory", "looplag", "newdest"),
+    "langflow",
+)
 #: the order they run in: ``threads`` last, since its 1,000 langfuse 2 clients (3,000
 #: polling threads) load the machine for a while and would weigh on what follows
-RUN_ORDER: tuple[str, ...] = ("hotpath", "throughput", "memory", "looplag", "newdest", "threads")
+RUN_ORDER: tuple[str, ...] = (
+    *("hotpath", "throughput", "memory", "looplag", "newdest", "threads"),
+    "langflow",
+)
 
 __all__ = ["RUN_ORDER", "SCENARIOS"]

@@ -3,10 +3,10 @@
     python -m tracemux.bench.receiver [--delay SECONDS]
 
 Prints ``PORT <n>`` once listening. Each request body is read (Content-Length or chunked)
-and discarded; the answer is ``200`` with an empty body, after ``--delay`` seconds if given
-(a slow destination). Keep-alive connections are served until the client closes them. The
-receiver exits when its stdin reaches end of file, printing one JSON line of what it
-counted (``requests``, ``bytes``).
+and discarded; the answer is ``200`` with an empty body (a GET: a JSON list of one project),
+after ``--delay`` seconds if given (a slow destination). Keep-alive connections are
+served until the client closes them. The receiver exits when its stdin reaches end of
+file, printing one JSON line of what it counted (``requests``, ``bytes``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ import sys
 import threading
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+#: the answer to a GET: one project, enough for an SDK's credential check (langfuse's
+#: ``auth_check()`` lists the projects of its keys)
+_PROJECTS = b'{"data": [{"id": "bench", "name": "bench", "metadata": {}}]}'
+GET_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(_PROJECTS)).encode()
+    + b"\r\n\r\n"
+    + _PROJECTS
+)
 
 
 class _Counts:
@@ -60,7 +69,7 @@ async def _serve(delay: float, counts: _Counts, stop: asyncio.Event) -> None:
                 counts.bytes += length
                 if delay:
                     await asyncio.sleep(delay)
-                writer.write(RESPONSE)
+                writer.write(GET_RESPONSE if head.startswith(b"GET ") else RESPONSE)
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass

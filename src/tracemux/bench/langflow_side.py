@@ -1,9 +1,14 @@
 """Real Langflow flows, run in a side environment (lfx 1.13, or langflow-base 1.13).
 
-Run by tests/integrations/test_langflow_real.py (and by ``tracemux bench``'s Langflow
-scenario) with the side environment's Python, in a working directory holding an
-``lfx.toml`` that registers tracemux as lfx's tracing service (``--stock`` leaves Langflow's
-own service in place). Prints one JSON object on stdout.
+    <side venv python> -m tracemux.bench.langflow_side SCENARIO [options] [--result PATH]
+
+Used by ``tests/integrations/test_langflow_real.py`` and by ``tracemux bench``'s
+``langflow`` scenario, with the side environment's Python (tracemux is installed there,
+editable). ``--register`` writes the ``lfx.toml`` of ``LANGFLOW_CONFIG_DIR`` the documented
+way: ``tracemux`` (tracemux's service), ``stock`` (langflow-base's own ``TracingService``,
+registered the same way, as the Langflow server does), ``none`` (no file: lfx alone has no
+tracing service). The result is one JSON object: written to ``--result PATH``, else
+printed on a line starting with ``RESULT``.
 
 Scenarios (first argument):
 
@@ -30,6 +35,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from lfx.components.input_output import ChatInput, ChatOutput
@@ -262,15 +268,39 @@ SCENARIOS = {
 }
 
 
+REGISTRATIONS = {
+    "tracemux": "tracemux.integrations.langflow:TracingService",
+    "stock": "langflow.services.tracing.service:TracingService",
+}
+
+
+def register(which: str) -> None:
+    """Write ``LANGFLOW_CONFIG_DIR/lfx.toml`` naming the tracing service (or none)."""
+    path = Path(os.environ["LANGFLOW_CONFIG_DIR"]) / "lfx.toml"
+    if which == "none":
+        path.unlink(missing_ok=True)
+        return
+    path.write_text(f'[services]\ntracing_service = "{REGISTRATIONS[which]}"\n')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--rotate", action="store_true")
+    parser.add_argument("--register", choices=["tracemux", "stock", "none"], default="tracemux")
+    parser.add_argument("--result", metavar="PATH")
     args = parser.parse_args(argv)
+    register(args.register)
     result = asyncio.run(SCENARIOS[args.scenario](args))
-    sys.stdout.write("\nRESULT " + json.dumps(result, default=str) + "\n")
+    text = json.dumps(result, default=str)
+    if args.result:
+        Path(args.result).write_text(text)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # skip the SDKs' exit hooks (stock Langflow's clients flush at exit)
+    sys.stdout.write("\nRESULT " + text + "\n")
     return 0
 
 
