@@ -61,6 +61,7 @@ from uuid import UUID
 from tracemux import config as _config
 from tracemux.destinations import env as _env
 from tracemux.destinations.base import Destination
+from tracemux.destinations.langfuse import Langfuse
 from tracemux.ratelimit import RateLimitedLog
 from tracemux.reaper import open_runs
 from tracemux.service import LOG_LEVELS, Run, Span, get_service
@@ -458,7 +459,7 @@ class TracingService(_Base):  # type: ignore[misc]
         if trace is None or trace.ended:
             return None
         if tracer_name == "langfuse":
-            if any(d.describe().startswith("langfuse") for d in trace.run.run.destinations):
+            if any(isinstance(d, Langfuse) for d in trace.run.run.destinations):
                 return _LangfuseTraceRef(trace.run.trace_id_hex)
             return None
         if tracer_name == "native" and trace.native is not None:
