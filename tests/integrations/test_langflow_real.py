@@ -29,7 +29,8 @@ try:
 except ImportError:  # pragma: no cover - when run from the repository root
     from tests.sidevenv import side_venv
 
-pytestmark = pytest.mark.slow
+# slow; the first run on a clean machine builds the side venvs inside a fixture (minutes)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LFX_REQUIREMENTS = ["lfx==1.13.*"]
 LANGFLOW_REQUIREMENTS = ["langflow-base==1.13.*"]
