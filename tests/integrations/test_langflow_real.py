@@ -61,11 +61,12 @@ def run_side(
     workdir: Path,
     *args: str,
     env: dict[str, str] | None = None,
-    register: bool = True,
+    register: str = "tracemux",
     timeout: float = 300,
 ) -> dict[str, Any]:
-    """Run :mod:`tracemux.bench.langflow_side` with ``args``; its JSON result. With
-    ``register``, an ``lfx.toml`` in ``LANGFLOW_CONFIG_DIR`` names tracemux's service."""
+    """Run :mod:`tracemux.bench.langflow_side` with ``args``; its JSON result. ``register``:
+    the tracing service the ``lfx.toml`` in ``LANGFLOW_CONFIG_DIR`` names (``tracemux``,
+    ``stock`` for Langflow's own, ``none`` for no file)."""
     workdir.mkdir(parents=True, exist_ok=True)
     base = {
         k: v
@@ -88,7 +89,7 @@ def run_side(
             "tracemux.bench.langflow_side",
             *args,
             "--register",
-            "tracemux" if register else "none",
+            register,
         ],
         cwd=workdir,
         env=full_env,
@@ -194,7 +195,7 @@ def test_installing_tracemux_does_not_take_over_langflow(lfx_python: Path, tmp_p
     ).stdout
     assert "tracemux" not in eps
 
-    plain = run_side(lfx_python, tmp_path / "plain", "rotation", "--runs", "2", register=False)
+    plain = run_side(lfx_python, tmp_path / "plain", "rotation", "--runs", "2", register="none")
     assert plain["service"] == "builtins.NoneType"
     assert not (tmp_path / "plain" / "traces.db").exists()
 
@@ -276,20 +277,24 @@ def test_event_loop_lag_with_a_backend_answering_in_half_a_second(
 # -- Langflow's own trace view (langflow-base) --------------------------------------------
 
 
-def test_langflow_native_trace_rows_are_still_written(
+def test_langflow_native_trace_rows_are_written_as_without_tracemux(
     langflow_python: Path, tmp_path: Path
 ) -> None:
+    """Langflow's trace view (its ``trace`` and ``span`` tables, written by its native
+    tracer) shows the same rows with tracemux registered as with Langflow's own service."""
+    stock = run_side(langflow_python, tmp_path / "stock", "native", register="stock")
+    assert stock["service"] == "langflow.services.tracing.service.TracingService"
     result = run_side(langflow_python, tmp_path / "native", "native")
     assert result["service"] == "tracemux.integrations.langflow.TracingService"
     native = result["native"]
+    assert native == stock["native"]
     assert set(native) == {"chat-arun", "chain-arun", "boom-arun"}, native
     assert native["chat-arun"]["status"] == "ok"
-    names = [name for name, _ in native["chat-arun"]["spans"]]
-    assert "Chat Input" in names and "Chat Output" in names
+    assert [s[0] for s in native["chat-arun"]["spans"]] == ["Chat Input", "Chat Output"]
     assert native["boom-arun"]["status"] == "error"
-    assert ("Boom", "error") in [tuple(s) for s in native["boom-arun"]["spans"]]
-    chain_spans = [name for name, _ in native["chain-arun"]["spans"]]
-    assert "FakeListChatModel" in " ".join(chain_spans)  # LangChain runs, native callback
-    # and tracemux recorded the same runs
+    assert ["Boom", "error", None, True] in native["boom-arun"]["spans"]
+    chain = {s[0]: s for s in native["chain-arun"]["spans"]}
+    assert chain["FakeListChatModel"][2] == "Chain"  # LangChain runs, by the native callback
+    # and tracemux recorded the same runs in its own store
     store = SQLiteStore(tmp_path / "native" / "traces.db")
-    assert {"chat-arun", "chain-arun", "boom-arun"} <= set(runs_by_name(store))
+    assert set(runs_by_name(store)) == {"chat-arun", "chain-arun", "boom-arun"}

@@ -221,6 +221,9 @@ async def init_langflow_database() -> None:
     from langflow.services.deps import get_db_service
     from langflow.services.utils import initialize_services
 
+    # a throw-away database: Langflow refuses to start without a superuser password
+    os.environ.setdefault("LANGFLOW_SUPERUSER", "bench-admin")
+    os.environ.setdefault("LANGFLOW_SUPERUSER_PASSWORD", uuid.uuid4().hex)
     await initialize_services()
     db = get_db_service()
     if hasattr(db, "create_db_and_tables"):
@@ -241,9 +244,18 @@ async def read_native_rows() -> dict[str, Any]:
         for trace in traces:
             query = select(SpanTable).where(SpanTable.trace_id == trace.id)
             spans = (await session.exec(query)).all()
+            names = {s.id: s.name for s in spans}
             out[str(trace.name).split(" - ")[0]] = {
                 "status": str(getattr(trace.status, "value", trace.status)),
-                "spans": sorted((s.name, str(getattr(s.status, "value", s.status))) for s in spans),
+                "spans": sorted(
+                    (
+                        s.name,
+                        str(getattr(s.status, "value", s.status)),
+                        names.get(s.parent_span_id),
+                        bool(s.error),
+                    )
+                    for s in spans
+                ),
             }
     return out
 

@@ -350,7 +350,10 @@ class TracingService(_Base):  # type: ignore[misc]
 
     @property
     def project_name(self) -> str | None:
-        """The project of the flow run in this context, if any."""
+        """The project of the flow run in this context, if any (when deactivated, Langflow's
+        default: ``LANGCHAIN_PROJECT``, else ``Langflow``)."""
+        if self.deactivated:
+            return _default_project(None)
         trace = _trace_var.get()
         return None if trace is None else trace.project_name
 
@@ -475,7 +478,7 @@ class TracingService(_Base):  # type: ignore[misc]
         span_type: str = "chain",
     ) -> None:
         """Record a finished span for an event of the run in context (langflow-base's
-        build API records, for instance, a flow run cancelled by the user), under the
+        build API records the resolved human-in-the-loop gate this way), under the
         component ``span_id`` names if it is open, else under the run."""
         if self.deactivated:
             return
@@ -495,6 +498,8 @@ class TracingService(_Base):  # type: ignore[misc]
             if outputs is not None:
                 span.set_outputs(outputs)
             span.end()
+            if trace.native is not None:
+                trace.native.event_span(span_id, name, outputs, span_type)
         except Exception as exc:
             _warn.warning(
                 "record_event_span",

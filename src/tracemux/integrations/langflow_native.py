@@ -120,6 +120,15 @@ class NativeRun:
                 except ValueError:  # ended in another context than it started in
                     pass
 
+    def event_span(self, span_id: str, name: str, outputs: Any, span_type: str) -> None:
+        """A standalone instantaneous span, as Langflow's ``record_event_span`` writes it."""
+        try:
+            if self.tracer.ready:
+                self.tracer.add_trace(span_id, name, span_type, {}, {}, None)
+                self.tracer.end_trace(trace_id=span_id, trace_name=name, outputs=outputs)
+        except Exception as exc:
+            _warn.warning("event_span", "tracemux: native event span failed: %s", exc)
+
     def get_langchain_callback(self) -> Any:
         try:
             return self.tracer.get_langchain_callback() if self.tracer.ready else None
