@@ -292,7 +292,7 @@ def test_langflow_native_trace_rows_are_written_as_without_tracemux(
     assert native["chat-arun"]["status"] == "ok"
     assert [s[0] for s in native["chat-arun"]["spans"]] == ["Chat Input", "Chat Output"]
     assert native["boom-arun"]["status"] == "error"
-    assert ["Boom", "error", None, True] in native["boom-arun"]["spans"]
+    assert ["Boom", "error", "", True] in native["boom-arun"]["spans"]
     chain = {s[0]: s for s in native["chain-arun"]["spans"]}
     assert chain["FakeListChatModel"][2] == "Chain"  # LangChain runs, by the native callback
     # and tracemux recorded the same runs in its own store

@@ -251,7 +251,7 @@ async def read_native_rows() -> dict[str, Any]:
                     (
                         s.name,
                         str(getattr(s.status, "value", s.status)),
-                        names.get(s.parent_span_id),
+                        names.get(s.parent_span_id, ""),
                         bool(s.error),
                     )
                     for s in spans
