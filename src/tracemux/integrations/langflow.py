@@ -195,19 +195,21 @@ class _DestinationsFromEnv:
     read it, built only when a relevant variable changed (the last result is cached on
     their values: an unchanged environment costs about a microsecond)."""
 
-    __slots__ = ("_key", "_lookup", "_value")
+    __slots__ = ("_cached", "_lookup")
 
     def __init__(self) -> None:
         self._lookup = _environ_lookup((*_env.VARIABLES, *_STORE_VARIABLES))
-        self._key: tuple[Any, ...] | None = None
-        self._value: tuple[Destination, ...] | None = None
+        # (values of the variables, destinations they gave): one tuple, replaced whole, so
+        # that a run started on another thread never pairs new values with old destinations
+        self._cached: tuple[tuple[Any, ...], tuple[Destination, ...] | None] | None = None
 
     def get(self) -> tuple[Destination, ...] | None:
         """The destinations the environment configures now; None if it is misconfigured
         (logged once per distinct configuration, secrets never shown)."""
         key = self._lookup()
-        if key == self._key:
-            return self._value
+        cached = self._cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
         value: tuple[Destination, ...] | None
         try:
             value = _config.destinations_from_env(os.environ)
@@ -218,7 +220,7 @@ class _DestinationsFromEnv:
                 exc,
             )
             value = None
-        self._key, self._value = key, value
+        self._cached = (key, value)
         return value
 
 
