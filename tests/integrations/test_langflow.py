@@ -571,3 +571,20 @@ def test_is_an_lfx_service_only_when_lfx_is_installed() -> None:
 
     assert importlib.util.find_spec("lfx") is None
     assert TracingService.__mro__[1] is object
+
+
+async def test_teardown_waits_at_most_its_deadline(make_service, received, caplog) -> None:
+    """Langflow's shutdown must not hang on a slow backend: teardown gives up after its
+    deadline (saying so) and leaves the export to finish on the export thread."""
+    from tests.conftest import Recorder
+
+    core = make_service([Recorder("slow-backend", delay=1.5)])
+    tracing = TracingService(core, teardown_timeout=0.2, native=False)
+    await tracing.start_tracers(uuid.uuid4(), "run", None, None)
+    await tracing.end_tracers({})
+    with caplog.at_level("WARNING", logger="tracemux"):
+        await tracing.teardown()
+    assert "export not finished" in caplog.text
+    assert received["slow-backend"] == []  # still being exported: teardown did not wait
+    assert await core.aflush(10)
+    assert [s.name for s in received["slow-backend"]] == ["run"]
