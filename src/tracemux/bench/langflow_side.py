@@ -211,6 +211,9 @@ async def scenario_looplag(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p99_ms": p99 * 1000,
         "lag_max_ms": (lags[-1] if lags else 0.0) * 1000,
         "lag_median_ms": statistics.median(lags) * 1000 if lags else 0.0,
+        # a stalled loop records one late tick per stall: percentiles over ticks hide it
+        "stalled_s": sum(lag for lag in lags if lag > 0.05),
+        "elapsed_s": elapsed,
         "ticks": len(lags),
         **(await teardown()),
     }
