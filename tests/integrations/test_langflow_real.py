@@ -132,6 +132,7 @@ def test_real_flows_store_the_component_tree_langchain_runs_and_errors(
 ) -> None:
     result = run_side(lfx_python, tmp_path / "flows", "flows", "--concurrent", "20")
     assert result["service"] == "tracemux.integrations.langflow.TracingService"
+    assert result["is_lfx_service"]  # a real lfx BaseTracingService, built by lfx
     errors = result["errors"]
     assert {k for k, v in errors.items() if v} == {"boom-arun", "boom-start"}
     assert "boom from the component" in errors["boom-arun"]

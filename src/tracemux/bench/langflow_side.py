@@ -129,7 +129,12 @@ async def teardown() -> dict[str, Any]:
     """What the service manager does at shutdown; tracemux's stats after it."""
     await settle()
     svc = get_tracing_service()
-    out: dict[str, Any] = {"service": f"{type(svc).__module__}.{type(svc).__qualname__}"}
+    from lfx.services.tracing.base import BaseTracingService
+
+    out: dict[str, Any] = {
+        "service": f"{type(svc).__module__}.{type(svc).__qualname__}",
+        "is_lfx_service": isinstance(svc, BaseTracingService),
+    }
     if svc is not None:
         await svc.teardown()
         core = getattr(svc, "service", None)
