@@ -18,7 +18,8 @@ usage                               ``langwatch.metrics`` = ``{"prompt_tokens",
                                     "completion_tokens"}`` and
                                     ``gen_ai.usage.prompt_tokens`` / ``completion_tokens``
 session id, user id, tags, run      root span's ``metadata`` (JSON): ``thread_id``,
-metadata                            ``user_id``, ``labels`` and the run's metadata keys
+metadata                            ``user_id``, ``labels`` and the run's metadata keys;
+                                    ``langwatch.origin`` = ``application`` (as the SDK)
 error                               status ERROR and an ``exception`` event
 ==================================  =========================================================
 
@@ -59,6 +60,7 @@ REQUEST_MODEL = "gen_ai.request.model"
 PROMPT_TOKENS = "gen_ai.usage.prompt_tokens"
 COMPLETION_TOKENS = "gen_ai.usage.completion_tokens"
 TRACE_METADATA = "metadata"
+ORIGIN = "langwatch.origin"
 
 #: tracemux span kind -> langwatch.span.type
 SPAN_TYPES: dict[str, str] = {
@@ -145,6 +147,7 @@ class LangWatchMapper(SpanMapper):
                 attrs.append((METRICS, dumps(metrics)))
         if span.is_root:
             attrs.append((TRACE_METADATA, trace_metadata(span.run)))
+            attrs.append((ORIGIN, "application"))
         return attrs
 
 
