@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tracemux.destinations.base import Destination
+from tracemux.destinations.base import Destination, ExportError
 from tracemux.destinations.http import (
     DEFAULT_TIMEOUT,
     check_timeout,
@@ -269,51 +269,77 @@ class OpenlayerExporter:
             )
 
     async def export(self, batch: Sequence[Record]) -> None:
-        """Hold spans; stream the row of each run whose root span is in ``batch``."""
-        roots: list[SpanRecord] = []
+        """Hold spans; stream the rows of the runs whose root span is in ``batch``.
+
+        The rows of one batch go in one request per pipeline, so the batch succeeds or
+        fails as a whole. When it fails for good (not retryable), the held spans of its
+        runs are let go: the pipeline counts the batch as dropped.
+        """
+        roots: dict[str, SpanRecord] = {}
         for rec in batch:
             if not rec.is_span:
                 continue
             span: SpanRecord = rec  # type: ignore[assignment]
             if span.is_root:
-                roots.append(span)
+                if span.run.run_id not in self.sent:
+                    roots[span.run.run_id] = span
             else:
                 self.hold(span)
-        for root in roots:
-            await self.stream(root)
-
-    async def stream(self, root: SpanRecord) -> None:
-        run = root.run
-        if run.run_id in self.sent:
+        if not roots:
             return
-        pipeline = self.dest.pipeline_for(run)
-        held = self.pending.get(run.run_id, {})
-        if pipeline is None:
-            _warn.info(
-                ("no_pipeline", self.label),
-                "tracemux: %s: no inference pipeline for flow %r; its runs are not sent",
-                self.label,
-                flow_name(run.name),
-            )
-        else:
-            row, input_names = build_row(root, list(held.values()))
-            payload = {"config": {**BASE_CONFIG, "inputVariableNames": input_names}, "rows": [row]}
-            if "user_id" in row:
-                payload["config"]["userIdColumnName"] = "user_id"
-            if "session_id" in row:
-                payload["config"]["sessionIdColumnName"] = "session_id"
-            await post(
-                self.label,
-                self.dest.base_url + STREAM_PATH.format(id=pipeline),
-                dumps(payload).encode("utf-8"),
-                self.headers,
-                timeout=self.dest.timeout,
-                secrets=self.secrets,
-                what=f"the row of a run ({len(held) + 1} spans)",
-            )
-        self.npending -= len(self.pending.pop(run.run_id, {}))
-        self.sent[run.run_id] = None
-        if len(self.sent) > 4096:
+        by_pipeline: dict[str, list[SpanRecord]] = {}
+        for root in roots.values():
+            pipeline = self.dest.pipeline_for(root.run)
+            if pipeline is None:
+                _warn.info(
+                    ("no_pipeline", self.label),
+                    "tracemux: %s: no inference pipeline for flow %r; its runs are not sent",
+                    self.label,
+                    flow_name(root.run.name),
+                )
+            else:
+                by_pipeline.setdefault(pipeline, []).append(root)
+        try:
+            for pipeline, pipeline_roots in by_pipeline.items():
+                await self.stream(pipeline, pipeline_roots)
+        except ExportError as exc:
+            if not exc.retryable:
+                self.forget(roots)
+            raise
+        self.forget(roots)
+
+    async def stream(self, pipeline: str, roots: list[SpanRecord]) -> None:
+        """POST the rows of ``roots`` (finished runs) to ``pipeline``'s data stream."""
+        rows: list[dict[str, Any]] = []
+        input_names: dict[str, None] = {}
+        nspans = 0
+        for root in roots:
+            held = list(self.pending.get(root.run.run_id, {}).values())
+            row, names = build_row(root, held)
+            rows.append(row)
+            input_names.update(dict.fromkeys(names))
+            nspans += len(held) + 1
+        config: dict[str, Any] = {**BASE_CONFIG, "inputVariableNames": list(input_names)}
+        if any("user_id" in row for row in rows):
+            config["userIdColumnName"] = "user_id"
+        if any("session_id" in row for row in rows):
+            config["sessionIdColumnName"] = "session_id"
+        await post(
+            self.label,
+            self.dest.base_url + STREAM_PATH.format(id=pipeline),
+            dumps({"config": config, "rows": rows}).encode("utf-8"),
+            self.headers,
+            timeout=self.dest.timeout,
+            secrets=self.secrets,
+            what=f"{len(rows)} runs ({nspans} spans)",
+        )
+
+    def forget(self, roots: Mapping[str, SpanRecord]) -> None:
+        """Let go of the held spans of runs that were sent (or given up)."""
+        for run_id in roots:
+            self.npending -= len(self.pending.pop(run_id, {}))
+            self.sent[run_id] = None
+        while len(self.sent) > 4096:
             self.sent.popitem(last=False)
 
     def close(self) -> None:
