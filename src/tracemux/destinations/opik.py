@@ -31,7 +31,8 @@ Ids: Opik wants UUID v7. A trace id is the run's trace id with its first 48 bits
 by the run's start time in milliseconds (and the version/variant bits set); a span id is
 built the same way from the run's start time and the span's 64-bit id, so a child's
 ``parent_span_id`` is computed from its parent's id alone. Re-sending a batch (a retry)
-writes the same ids again: Opik keeps the last write of an id.
+writes the same ids with the same ``last_updated_at`` (the span's end): Opik keeps one
+version of an id. ``source`` is ``sdk``, as the SDK writes it.
 
 Authentication: ``Authorization: <api key>`` (no ``Bearer``) and ``Comet-Workspace``, as the
 SDK sends them. Nothing else is contacted: the SDK's usage analytics and error reporting
@@ -199,6 +200,8 @@ class OpikExporter:
                 "tags": list(run.tags) or None,
                 "thread_id": run.session_id,
                 "error_info": error_info(span),
+                "last_updated_at": iso(max(span.end_ns, span.start_ns)),
+                "source": "sdk",
             }
         )
 
@@ -225,6 +228,8 @@ class OpikExporter:
                 "provider": provider_for(span.model),
                 "usage": usage(span),
                 "error_info": error_info(span),
+                "last_updated_at": iso(max(span.end_ns, span.start_ns)),
+                "source": "sdk",
             }
         )
 
