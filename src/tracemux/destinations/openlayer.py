@@ -22,6 +22,8 @@ every span                          a step: ``name``, ``id``, ``type`` (llm ->
                                     (seconds), ``latency`` (ms), nested ``steps``
 LLM span                            ``model``, ``provider``, ``promptTokens``,
                                     ``completionTokens``, ``tokens``
+tool / retriever span               ``functionName`` (its name) and ``arguments`` (its
+                                    inputs) / ``documents`` (its output's documents list)
 error                               ``metadata.error`` on the step (and on the run's row)
 ==================================  =========================================================
 
@@ -128,7 +130,13 @@ def step_dict(span: SpanRecord, children: list[dict[str, Any]]) -> dict[str, Any
         "startTime": span.start_ns / 1e9,
         "endTime": end / 1e9,
     }
-    if step_type in ("chat_completion", "embedding"):
+    if step_type == "tool":
+        step.update(functionName=span.name, arguments=step["inputs"])
+    elif step_type == "retriever":
+        out = step["output"]
+        docs = out.get("documents") if isinstance(out, dict) else out
+        step["documents"] = docs if isinstance(docs, list) else None
+    elif step_type in ("chat_completion", "embedding"):
         usage = span.usage or {}
         prompt = usage.get("input_tokens")
         completion = usage.get("output_tokens")
@@ -163,6 +171,7 @@ def build_tree(root: SpanRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
 
     tree = build(root, 0)
     tree["name"] = flow_name(root.run.name)  # Langflow names the root step after the flow
+    tree["metadata"]["flow_name"] = tree["name"]
     known = {s.span_id for s in spans} | {root.span_id}
     orphans = [s for p, kids in children.items() if p not in known for s in kids]
     tree["steps"].extend(build(s, 1) for s in orphans)  # parent lost: under the root
@@ -193,12 +202,13 @@ def build_row(root: SpanRecord, spans: Sequence[SpanRecord]) -> tuple[dict[str, 
     row: dict[str, Any] = {
         "inferenceTimestamp": root.start_ns / 1e9,
         "inferenceId": run.run_id,
-        "output": _root_output(tree["output"]),
+        "output": _root_output(tree["output"]),  # the root step's too, as Langflow's
         "latency": tree["latency"],
         "cost": 0,
         "tokens": 0,
         "steps": [tree],
     }
+    tree["output"] = row["output"]
     meta = json_value(run.metadata)
     if isinstance(meta, dict):
         row.update({k: v for k, v in meta.items() if k not in row})
