@@ -29,6 +29,7 @@ from tracemux.destinations.http import (
 )
 from tracemux.destinations.otlp import Attrs, RemoteDestination, traces_url
 from tracemux.destinations.phoenix import OpenInferenceMapper
+from tracemux.destinations.probe import Probe, otlp_probe
 from tracemux.model import RunInfo
 
 DEFAULT_ENDPOINT = "https://otlp.arize.com"
@@ -105,6 +106,10 @@ class Arize(RemoteDestination):
 
     def mapper(self) -> ArizeMapper:
         return ArizeMapper(self.project)
+
+    def probe(self) -> Probe:
+        """For ``tracemux doctor``: an empty OTLP request with the credentials."""
+        return otlp_probe(self, "ARIZE_API_KEY and ARIZE_SPACE_ID", "ARIZE_COLLECTOR_ENDPOINT")
 
     def describe(self) -> str:
         return (

@@ -47,6 +47,7 @@ from tracemux.destinations.otlp import (
     dumps,
     json_value,
 )
+from tracemux.destinations.probe import Probe, otlp_probe
 from tracemux.model import RunInfo, SpanRecord
 
 DEFAULT_ENDPOINT = "https://app.langwatch.ai"
@@ -180,6 +181,10 @@ class LangWatch(RemoteDestination):
 
     def mapper(self) -> LangWatchMapper:
         return LangWatchMapper()
+
+    def probe(self) -> Probe:
+        """For ``tracemux doctor``: an empty OTLP request with the credentials."""
+        return otlp_probe(self, "LANGWATCH_API_KEY", "LANGWATCH_ENDPOINT")
 
     def describe(self) -> str:
         return f"langwatch:{self.endpoint} ({mask_secret(self.api_key)})"

@@ -57,6 +57,7 @@ from tracemux.destinations.http import (
     require_key,
 )
 from tracemux.destinations.otlp import dumps, error_message, json_value
+from tracemux.destinations.probe import Probe
 from tracemux.model import Record, RunInfo, SpanRecord
 from tracemux.ratelimit import RateLimitedLog
 
@@ -422,6 +423,20 @@ class Openlayer(Destination):
 
     def open(self) -> OpenlayerExporter:
         return OpenlayerExporter(self)
+
+    def probe(self) -> Probe:
+        """For ``tracemux doctor``: read one configured inference pipeline."""
+        pipeline = self.pipeline_id or next(
+            iter(pid for _, pid in (*self.pipelines, *self.flow_pipelines))  # type: ignore[misc]
+        )
+        return Probe(
+            "GET",
+            f"{self.base_url}/inference-pipelines/{pipeline}",
+            self.request_headers(),
+            auth_vars="OPENLAYER_API_KEY",
+            url_var="OPENLAYER_BASE_URL and the pipeline id",
+            ok=f"credentials accepted (pipeline {pipeline} found)",
+        )
 
     def describe(self) -> str:
         n = len(self.pipelines) + len(self.flow_pipelines)

@@ -57,6 +57,7 @@ from tracemux.destinations.http import (
     require_key,
 )
 from tracemux.destinations.otlp import dumps, json_value
+from tracemux.destinations.probe import Probe
 from tracemux.model import Record, RunInfo, SpanRecord
 
 DEFAULT_URL = "https://www.comet.com/opik/api"
@@ -317,6 +318,18 @@ class Opik(Destination):
 
     def open(self) -> OpikExporter:
         return OpikExporter(self)
+
+    def probe(self) -> Probe:
+        """For ``tracemux doctor``: the SDK's ``auth_check`` (``POST /v1/private/auth``)."""
+        return Probe(
+            "POST",
+            self.url + "/v1/private/auth",
+            {**self.request_headers(), "Content-Type": "application/json"},
+            b"{}",
+            auth_vars="OPIK_API_KEY and OPIK_WORKSPACE",
+            url_var="OPIK_URL_OVERRIDE",
+            ok=f"credentials accepted (workspace {self.workspace})",
+        )
 
     def describe(self) -> str:
         key = f" ({mask_secret(self.api_key)})" if self.api_key else ""

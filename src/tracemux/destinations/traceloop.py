@@ -53,6 +53,7 @@ from tracemux.destinations.otlp import (
     json_value,
     traces_url,
 )
+from tracemux.destinations.probe import Probe, otlp_probe
 from tracemux.model import RunInfo, SpanRecord
 
 DEFAULT_BASE_URL = "https://api.traceloop.com"
@@ -224,6 +225,10 @@ class Traceloop(RemoteDestination):
 
     def mapper(self) -> TraceloopMapper:
         return TraceloopMapper(self.app_name)
+
+    def probe(self) -> Probe:
+        """For ``tracemux doctor``: an empty OTLP request with the credentials."""
+        return otlp_probe(self, "TRACELOOP_API_KEY / TRACELOOP_HEADERS", "TRACELOOP_BASE_URL")
 
     def describe(self) -> str:
         auth = ", ".join(f"{k}={mask_secret(v)}" for k, v in self.headers)  # type: ignore[misc]
