@@ -76,9 +76,17 @@ SPAN_TYPES: dict[str, str] = {
 
 
 def typed_value(value: bytes | None) -> str | None:
-    """An input or output as the SDK's typed value (``convert_typed_values``), as JSON."""
+    """An input or output as the SDK's typed value (``convert_typed_values``), as JSON.
+
+    An object is wrapped without being parsed (captured values are valid JSON); a string
+    becomes ``text``, a list of ``{"role": ...}`` objects ``chat_messages``, the rest
+    ``json``.
+    """
     if value is None:
         return None
+    first = value[:1]
+    if first == b"{" and not value.startswith(b'{"type":'):
+        return '{"type":"json","value":' + value.decode("utf-8", "replace") + "}"
     parsed = json_value(value)
     if isinstance(parsed, str):
         typed: dict[str, Any] = {"type": "text", "value": parsed}

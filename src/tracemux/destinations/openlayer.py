@@ -47,6 +47,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
+
 from tracemux.destinations.base import Destination, ExportError
 from tracemux.destinations.http import (
     DEFAULT_TIMEOUT,
@@ -108,6 +110,11 @@ def _io(value: bytes | None) -> Any:
     return None if value is None else json_value(value)
 
 
+def _raw(value: bytes | None) -> Any:
+    """A captured value (valid JSON) embedded in the request as it is."""
+    return None if value is None else orjson.Fragment(value)
+
+
 def step_dict(span: SpanRecord, children: list[dict[str, Any]]) -> dict[str, Any]:
     """One span as an Openlayer step (``Step.to_dict``), with its nested steps."""
     meta = json_value(span.metadata)
@@ -122,8 +129,8 @@ def step_dict(span: SpanRecord, children: list[dict[str, Any]]) -> dict[str, Any
         "name": span.name,
         "id": str(uuid.UUID(bytes=span.run.trace_id[:8] + span.span_id.to_bytes(8, "big"))),
         "type": step_type,
-        "inputs": _io(span.inputs),
-        "output": _io(span.outputs),
+        "inputs": _raw(span.inputs),
+        "output": _raw(span.outputs),
         "groundTruth": None,
         "metadata": metadata,
         "steps": children,
@@ -134,7 +141,7 @@ def step_dict(span: SpanRecord, children: list[dict[str, Any]]) -> dict[str, Any
     if step_type == "tool":
         step.update(functionName=span.name, arguments=step["inputs"])
     elif step_type == "retriever":
-        out = step["output"]
+        out = _io(span.outputs)
         docs = out.get("documents") if isinstance(out, dict) else out
         step["documents"] = docs if isinstance(docs, list) else None
     elif step_type in ("chat_completion", "embedding"):
@@ -203,7 +210,7 @@ def build_row(root: SpanRecord, spans: Sequence[SpanRecord]) -> tuple[dict[str, 
     row: dict[str, Any] = {
         "inferenceTimestamp": root.start_ns / 1e9,
         "inferenceId": run.run_id,
-        "output": _root_output(tree["output"]),  # the root step's too, as Langflow's
+        "output": _root_output(_io(root.outputs)),  # the root step's too, as Langflow's
         "latency": tree["latency"],
         "cost": 0,
         "tokens": 0,
@@ -310,12 +317,14 @@ class OpenlayerExporter:
                 )
             else:
                 by_pipeline.setdefault(pipeline, []).append(root)
+        done: list[str] = [r for r in roots if self.dest.pipeline_for(roots[r].run) is None]
         try:
             for pipeline, pipeline_roots in by_pipeline.items():
                 await self.stream(pipeline, pipeline_roots)
+                # streamed: a retry of this batch must not send these rows again
+                done += [root.run.run_id for root in pipeline_roots]
         except ExportError as exc:
-            if not exc.retryable:
-                self.forget(roots)
+            self.forget(roots if not exc.retryable else done)
             raise
         self.forget(roots)
 
@@ -345,7 +354,7 @@ class OpenlayerExporter:
             what=f"{len(rows)} runs ({nspans} spans)",
         )
 
-    def forget(self, roots: Mapping[str, SpanRecord]) -> None:
+    def forget(self, roots: Mapping[str, SpanRecord] | list[str]) -> None:
         """Let go of the held spans of runs that were sent (or given up)."""
         for run_id in roots:
             self.npending -= len(self.pending.pop(run_id, {}))

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+import orjson
+
 from tracemux.destinations.base import Destination
 from tracemux.destinations.http import (
     DEFAULT_TIMEOUT,
@@ -127,11 +129,12 @@ def iso(ns: int) -> str:
 
 
 def io_object(value: bytes | None, key: str) -> Any:
-    """Inputs/outputs as a JSON object (other values wrapped under ``key``)."""
+    """Inputs/outputs as a JSON object (other values wrapped under ``key``), embedded in
+    the request as they were captured (valid JSON), without parsing them again."""
     if value is None:
         return None
-    parsed = json_value(value)
-    return parsed if isinstance(parsed, dict) else {key: parsed}
+    fragment = orjson.Fragment(value)
+    return fragment if value[:1] == b"{" else {key: fragment}
 
 
 def error_info(span: SpanRecord) -> dict[str, Any] | None:

@@ -84,10 +84,10 @@ def entity_input(value: bytes | None) -> str | None:
     """An input as the decorators record it: ``{"args": [...], "kwargs": {...}}``."""
     if value is None:
         return None
-    parsed = json_value(value)
-    if isinstance(parsed, dict):
-        return dumps({"args": [], "kwargs": parsed})
-    return dumps({"args": [parsed], "kwargs": {}})
+    text = value.decode("utf-8", "replace")  # captured values are valid JSON
+    if value[:1] == b"{":
+        return '{"args":[],"kwargs":' + text + "}"
+    return '{"args":[' + text + '],"kwargs":{}}'
 
 
 def entity_output(value: bytes | None) -> str | None:
