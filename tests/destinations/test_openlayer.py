@@ -233,3 +233,35 @@ def test_from_env_follows_langflow() -> None:
         openlayer_from_env({"OPENLAYER_API_KEY": API_KEY, "OPENLAYER_LANGFLOW_MAPPING": "{"})
     with pytest.raises(ConfigError, match="pipeline id"):
         Openlayer(api_key=API_KEY, pipeline_id="../../admin")
+
+
+def test_a_retry_does_not_resend_a_pipeline_already_streamed(
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+) -> None:
+    from tests.destinations.conftest import Reply
+
+    pipeline(flush_interval=5.0)  # both runs leave in one batch
+    calls: list[str] = []
+
+    def respond(req: Any) -> Reply:
+        calls.append(req.path)
+        if "/pipe-b/" in req.path and calls.count(req.path) == 1:
+            return Reply(503, {}, b"")
+        return CaptureServer.default_reply(req)
+
+    capture.respond = respond
+    dest = Openlayer(
+        api_key=API_KEY, pipelines={"A": "pipe-a", "B": "pipe-b"}, base_url=capture.url + "/v1"
+    )
+    svc = make_service([dest])
+    for name in ("A - 1", "B - 2"):
+        with svc.trace_run(name):
+            pass
+    assert svc.flush(20)
+    assert sorted(calls) == sorted(
+        [
+            "/v1/inference-pipelines/pipe-a/data-stream",
+            "/v1/inference-pipelines/pipe-b/data-stream",
+            "/v1/inference-pipelines/pipe-b/data-stream",
+        ]
+    )
