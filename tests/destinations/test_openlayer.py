@@ -34,7 +34,26 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 API_KEY = "ol-0011223344556677889900aabbccddeeff"
 PIPELINE = "6b1e4c1a-0000-4f00-9000-000000000001"
-REQUIREMENTS = ["openlayer==0.36.0"]
+#: the SDK and what its tracing path imports, pinned (its full dependencies add pandas and
+#: pyarrow, ~300 MB, that this test never loads)
+REQUIREMENTS = [
+    "--no-deps",
+    "annotated-types==0.8.0",
+    "anyio==4.16.0",
+    "certifi==2026.10.19.post1",
+    "distro==1.9.0",
+    "h11==0.16.0",
+    "httpcore==1.0.9",
+    "httpx==0.28.1",
+    "idna==3.20",
+    "openlayer==0.36.0",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "PyYAML==6.0.4",
+    "sniffio==1.3.1",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+]
 ROOT_OUTPUT = json.dumps({"answer": "hello"}, separators=(",", ":"))
 #: row and step fields that are ids or clock readings
 CLOCK = {"id", "inferenceId", "inferenceTimestamp", "latency", "startTime", "endTime"}

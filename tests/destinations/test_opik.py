@@ -33,7 +33,34 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 API_KEY = "opik-0011223344556677889900aabbccdd"
 WORKSPACE = "team-ws"
 PROJECT = "Langflow"
-REQUIREMENTS = ["opik==2.2.122"]
+#: the SDK and what its tracing path imports, pinned (its full dependencies add litellm,
+#: openai and botocore, ~400 MB, that this test never loads)
+REQUIREMENTS = [
+    "--no-deps",
+    "annotated-types==0.8.0",
+    "anyio==4.16.0",
+    "certifi==2026.10.19.post1",
+    "h11==0.16.0",
+    "httpcore==1.0.9",
+    "httpx==0.28.1",
+    "idna==3.20",
+    "Jinja2==3.1.6",
+    "MarkupSafe==3.0.4",
+    "opik==2.2.122",
+    "pydantic==2.14.4",
+    "pydantic-settings==2.16.3",
+    "pydantic_core==2.50.5",
+    "python-dotenv==1.2.4",
+    "rich==15.0.0",
+    "sentry-sdk==2.75.0",
+    "sniffio==1.3.1",
+    "tenacity==9.2.1",
+    "tqdm==4.70.1",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+    "urllib3==2.8.0",
+    "uuid6==2025.0.1",
+]
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 #: fields that describe the SDK's process or clock, not the run
 SKIP = {"id", "trace_id", "parent_span_id", "start_time", "end_time", "last_updated_at"}
