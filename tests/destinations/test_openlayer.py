@@ -284,3 +284,30 @@ def test_a_retry_does_not_resend_a_pipeline_already_streamed(
             "/v1/inference-pipelines/pipe-b/data-stream",
         ]
     )
+
+
+def test_a_refused_row_reports_the_spans_held_from_earlier_batches(
+    capture: CaptureServer,
+    make_service: Callable[..., TracingService],
+    pipeline: Callable,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.destinations.conftest import Reply
+
+    pipeline(flush_interval=0.05)
+    capture.respond = lambda req: Reply(403, {}, b"")
+    svc = make_service(
+        [Openlayer(api_key=API_KEY, pipeline_id=PIPELINE, base_url=capture.url + "/v1")]
+    )
+    before = dict(svc.stats()["dropped"])
+    run = svc.trace_run("flow")
+    for i in range(3):
+        with run.span(f"step-{i}"):
+            pass
+    assert svc.flush(10)  # the steps are held: counted exported
+    with caplog.at_level("WARNING", logger="tracemux"):
+        run.end()
+        assert svc.flush(10)
+    now = svc.stats()["dropped"]
+    assert now.get("http_403", 0) - before.get("http_403", 0) == 1  # the root's batch
+    assert any("3 of their spans came in earlier batches" in r.getMessage() for r in caplog.records)

@@ -34,7 +34,10 @@ as ``_``), then ``OPENLAYER_LANGFLOW_MAPPING`` (JSON ``{flow name: id}``), then
 
 Spans of a run whose root never arrives are held up to a bound (``max_pending_spans``);
 beyond it the oldest run's are dropped with a warning, and any still held at close are
-reported in a warning too.
+reported in a warning too. Accounting: the pipeline counts a span exported when this
+exporter takes it (holding it); if its run's row is then refused for good, the batch with
+the root is counted dropped and the held spans of earlier batches are reported in a
+warning.
 """
 
 from __future__ import annotations
@@ -324,7 +327,11 @@ class OpenlayerExporter:
                 # streamed: a retry of this batch must not send these rows again
                 done += [root.run.run_id for root in pipeline_roots]
         except ExportError as exc:
-            self.forget(roots if not exc.retryable else done)
+            if exc.retryable:
+                self.forget(done)
+            else:
+                self.report_lost(roots, batch)
+                self.forget(roots)
             raise
         self.forget(roots)
 
@@ -353,6 +360,26 @@ class OpenlayerExporter:
             secrets=self.secrets,
             what=f"{len(rows)} runs ({nspans} spans)",
         )
+
+    def report_lost(self, roots: Mapping[str, SpanRecord], batch: Sequence[Record]) -> None:
+        """Say how many spans of earlier batches (counted exported when they were held)
+        go with rows that were given up; the pipeline counts only this batch's."""
+        in_batch = {id(rec) for rec in batch}
+        earlier = sum(
+            1
+            for run_id in roots
+            for span in self.pending.get(run_id, {}).values()
+            if id(span) not in in_batch
+        )
+        if earlier:
+            _warn.warning(
+                ("lost_held", self.label),
+                "tracemux: %s: the rows of %d runs were given up; %d of their spans came in "
+                "earlier batches (counted as exported when held) and are lost with them",
+                self.label,
+                len(roots),
+                earlier,
+            )
 
     def forget(self, roots: Mapping[str, SpanRecord] | list[str]) -> None:
         """Let go of the held spans of runs that were sent (or given up)."""
