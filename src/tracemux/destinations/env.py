@@ -28,9 +28,11 @@ or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (base URL),
 
 The LangWatch, Opik, Traceloop, Arize and Openlayer rows are enabled exactly when Langflow
 1.13's own tracer for that backend would be (``langflow/services/tracing/*.py``), from the
-same variables. Where Langflow quietly disables a half-configured tracer (an Arize key
-without a space id, an Openlayer key without a pipeline, a malformed
-``TRACELOOP_BASE_URL``), tracemux says so with a ``ConfigError`` instead.
+same variables; a variable set to a blank value counts as unset (Langflow would start a
+LangWatch tracer with an empty key, which the server then refuses). Where Langflow quietly
+disables a half-configured tracer (an Arize key without a space id, an Openlayer key
+without a pipeline, a malformed ``TRACELOOP_BASE_URL``), tracemux says so with a
+``ConfigError`` instead.
 
 Every configured backend is used (fan-out). A partial configuration (a public key without
 its secret key, an API key for an endpoint that is not set, a malformed URL) is a
