@@ -42,9 +42,9 @@ SDK sends them. Nothing else is contacted: the SDK's usage analytics and error r
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import orjson
@@ -124,8 +124,8 @@ def span_uuid(run: RunInfo, span_id: int) -> str:
 
 def iso(ns: int) -> str:
     """An instant as Opik's ISO 8601 text (UTC, microseconds)."""
-    when = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
 
 
 def io_object(value: bytes | None, key: str) -> Any:
@@ -191,20 +191,21 @@ class OpikExporter:
             metadata["metadata"] = meta
         if run.user_id is not None:
             metadata["user_id"] = run.user_id
+        end = iso(max(span.end_ns, span.start_ns))
         return _compact(
             {
                 "id": trace_uuid(run),
                 "project_name": self.project(run),
                 "name": run.name,
                 "start_time": iso(span.start_ns),
-                "end_time": iso(max(span.end_ns, span.start_ns)),
+                "end_time": end,
                 "input": io_object(span.inputs, "input"),
                 "output": io_object(span.outputs, "output"),
                 "metadata": metadata or None,
                 "tags": list(run.tags) or None,
                 "thread_id": run.session_id,
                 "error_info": error_info(span),
-                "last_updated_at": iso(max(span.end_ns, span.start_ns)),
+                "last_updated_at": end,
                 "source": "sdk",
             }
         )
@@ -213,6 +214,7 @@ class OpikExporter:
         run = span.run
         parent = span.parent_id
         meta = json_value(span.metadata)
+        end = iso(max(span.end_ns, span.start_ns))
         return _compact(
             {
                 "id": span_uuid(run, span.span_id),
@@ -224,7 +226,7 @@ class OpikExporter:
                 "name": span.name,
                 "type": SPAN_TYPES.get(span.kind, "general"),
                 "start_time": iso(span.start_ns),
-                "end_time": iso(max(span.end_ns, span.start_ns)),
+                "end_time": end,
                 "input": io_object(span.inputs, "input"),
                 "output": io_object(span.outputs, "output"),
                 "metadata": meta if isinstance(meta, dict) else None,
@@ -232,7 +234,7 @@ class OpikExporter:
                 "provider": provider_for(span.model),
                 "usage": usage(span),
                 "error_info": error_info(span),
-                "last_updated_at": iso(max(span.end_ns, span.start_ns)),
+                "last_updated_at": end,
                 "source": "sdk",
             }
         )
