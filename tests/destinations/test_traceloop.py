@@ -264,3 +264,19 @@ def test_from_env_follows_langflow() -> None:
     assert API_KEY not in str(exc.value)
     with pytest.raises(ConfigError, match="TRACELOOP_API_KEY is not"):
         traceloop_from_env({"TRACELOOP_BASE_URL": "https://api.traceloop.com"})
+
+
+def test_run_ids_win_over_metadata_keys_of_the_same_name(
+    capture: CaptureServer, make_service: Callable[..., TracingService]
+) -> None:
+    svc = make_service([Traceloop(api_key=API_KEY, base_url=capture.url)])
+    with svc.trace_run("flow", user_id="u-real", metadata={"user_id": "u-meta", "n": 3}):
+        pass
+    assert svc.flush(10)
+    (req,) = capture.trace_requests()
+    (span,) = req.otlp.resource_spans[0].scope_spans[0].spans
+    keys = [kv.key for kv in span.attributes]
+    assert len(keys) == len(set(keys))  # one value per key
+    attrs = capture.spans()[0].attributes
+    assert attrs["traceloop.association.properties.user_id"] == "u-real"
+    assert attrs["traceloop.association.properties.n"] == "3"

@@ -229,7 +229,7 @@ class OpikExporter:
                 "end_time": end,
                 "input": io_object(span.inputs, "input"),
                 "output": io_object(span.outputs, "output"),
-                "metadata": meta if isinstance(meta, dict) else None,
+                "metadata": meta if isinstance(meta, dict) or meta is None else {"metadata": meta},
                 "model": span.model,
                 "provider": provider_for(span.model),
                 "usage": usage(span),

@@ -126,7 +126,6 @@ class TraceloopMapper(SpanMapper):
     """Span -> Traceloop attributes (see the module docstring)."""
 
     ok_status = STATUS_UNSET
-    overlapping = True  # a tool span's own names may meet the run's association keys
 
     def __init__(self, app_name: str = "tracemux") -> None:
         self.app_name = app_name
@@ -138,16 +137,16 @@ class TraceloopMapper(SpanMapper):
         return [("service.name", project or self.app_name)]
 
     def run_attributes(self, run: RunInfo) -> Attrs:
-        attrs: Attrs = [(WORKFLOW_NAME, run.name)]
+        props: dict[str, Any] = {}
         meta = json_value(run.metadata)
         if isinstance(meta, dict):
-            for k, v in meta.items():
-                if v is not None:
-                    attrs.append((f"{ASSOCIATION}.{k}", v if isinstance(v, str) else dumps(v)))
+            props.update((k, v if isinstance(v, str) else dumps(v)) for k, v in meta.items())
         if run.user_id is not None:
-            attrs.append((f"{ASSOCIATION}.user_id", run.user_id))
+            props["user_id"] = run.user_id
         if run.session_id is not None:
-            attrs.append((f"{ASSOCIATION}.session_id", run.session_id))
+            props["session_id"] = run.session_id
+        attrs: Attrs = [(WORKFLOW_NAME, run.name)]
+        attrs += [(f"{ASSOCIATION}.{k}", v) for k, v in props.items() if v is not None]
         return attrs
 
     def span_attributes(self, span: SpanRecord) -> Attrs:
