@@ -311,3 +311,32 @@ def test_a_refused_row_reports_the_spans_held_from_earlier_batches(
     now = svc.stats()["dropped"]
     assert now.get("http_403", 0) - before.get("http_403", 0) == 1  # the root's batch
     assert any("3 of their spans came in earlier batches" in r.getMessage() for r in caplog.records)
+
+
+def test_a_row_over_the_size_limit_is_counted_too_large(
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+) -> None:
+    from tests.destinations.conftest import Reply
+
+    pipeline(flush_interval=5.0)
+    capture.respond = lambda req: (
+        Reply(413, {}, b"") if b"huge" in req.body else CaptureServer.default_reply(req)
+    )
+    svc = make_service(
+        [Openlayer(api_key=API_KEY, pipeline_id=PIPELINE, base_url=capture.url + "/v1")]
+    )
+    before = dict(svc.stats()["dropped"])
+    with svc.trace_run("small") as run, run.span("s"):
+        pass
+    with svc.trace_run("big") as run, run.span("b", inputs="huge"):
+        pass
+    assert svc.flush(20)
+    sent = [
+        row["flow_name"]
+        for r in stream_requests(capture)
+        if r.answered == 200
+        for row in r.json()["rows"]
+    ]
+    assert sent == ["small"]
+    now = svc.stats()["dropped"]
+    assert now.get("too_large", 0) - before.get("too_large", 0) == 1  # the big run's root

@@ -269,6 +269,14 @@ class OpenlayerExporter:
     def hold(self, span: SpanRecord) -> None:
         run_id = span.run.run_id
         if run_id in self.sent:
+            _warn.warning(
+                ("late", self.label),
+                "tracemux: %s: span %r of run %s ended after its run's row was sent; an "
+                "Openlayer row cannot be amended, so it is not sent",
+                self.label,
+                span.name,
+                run_id,
+            )
             return
         held = self.pending.get(run_id)
         if held is None:
@@ -327,11 +335,12 @@ class OpenlayerExporter:
                 # streamed: a retry of this batch must not send these rows again
                 done += [root.run.run_id for root in pipeline_roots]
         except ExportError as exc:
-            if exc.retryable:
-                self.forget(done)
-            else:
+            given_up = not exc.retryable and (not exc.too_large or len(batch) == 1)
+            if given_up:  # (a too large batch is split and sent again, down to one root)
                 self.report_lost(roots, batch)
                 self.forget(roots)
+            else:
+                self.forget(done)
             raise
         self.forget(roots)
 
