@@ -50,7 +50,8 @@ langwatch.setup(api_key=key, endpoint_url=url)
 meta = {"env": "staging", "thread_id": "sess-1", "user_id": "user-1", "labels": ["prod", "v2"]}
 with langwatch.trace(name="support-flow", metadata=meta) as t:
     t.root_span.update(type="workflow", input={"question": "hi?"})
-    with langwatch.span(name="Agent", type="chain", input={"input_value": "hi?"}) as comp:
+    # a flow's component, typed as Langflow's LangWatch tracer types it
+    with langwatch.span(name="Agent", type="component", input={"input_value": "hi?"}) as comp:
         with langwatch.span(name="retrieve", type="rag", input={"query": "hi"}) as r:
             r.update(output={"documents": ["a", "b"]})
         with langwatch.span(

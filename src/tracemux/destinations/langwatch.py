@@ -8,7 +8,9 @@ tracemux                            LangWatch attribute
 ==================================  =========================================================
 span kind                           ``langwatch.span.type`` (llm, chain, tool, agent,
                                     guardrail; retriever -> rag, evaluator -> evaluation,
-                                    the run's root -> workflow, others -> span)
+                                    the run's root -> workflow, a chain directly under
+                                    it -> component as Langflow types its components,
+                                    others -> span)
 inputs / outputs                    ``langwatch.input`` / ``langwatch.output``: the SDK's
                                     typed value as JSON (``{"type": "text", "value": s}``,
                                     ``chat_messages`` for a list of ``{"role": ...}``,
@@ -133,7 +135,12 @@ class LangWatchMapper(SpanMapper):
         return []
 
     def span_attributes(self, span: SpanRecord) -> Attrs:
-        kind = "workflow" if span.is_root else SPAN_TYPES.get(span.kind, "span")
+        if span.is_root:
+            kind = "workflow"
+        elif span.kind == "chain" and span.parent_id == span.run.root_span_id:
+            kind = "component"  # a flow's component, as Langflow's tracer types it
+        else:
+            kind = SPAN_TYPES.get(span.kind, "span")
         attrs: Attrs = [
             (SPAN_TYPE, kind),
             (INPUT, typed_value(span.inputs)),
