@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import statistics
 import time
@@ -588,3 +589,28 @@ async def test_teardown_waits_at_most_its_deadline(make_service, received, caplo
     assert received["slow-backend"] == []  # still being exported: teardown did not wait
     assert await core.aflush(10)
     assert [s.name for s in received["slow-backend"]] == ["run"]
+
+
+def test_the_environment_cache_sees_every_variable_that_decides_destinations(
+    monkeypatch,
+) -> None:
+    """A change to any backend variable, including Openlayer's per-flow pipelines, gives
+    new destinations; no change gives the same ones (cached)."""
+    from tracemux.destinations.env import VARIABLES
+    from tracemux.integrations.langflow import _DestinationsFromEnv
+
+    for name in list(os.environ):
+        if name in VARIABLES or name.startswith(("OPENLAYER_", "TRACEMUX_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRACEMUX_DB", "/tmp/tracemux-test-never-opened.db")
+    cache = _DestinationsFromEnv()
+    first = cache.get()
+    assert cache.get() is first
+    monkeypatch.setenv("OPENLAYER_API_KEY", "ol-key")
+    monkeypatch.setenv("OPENLAYER_PIPELINE_MY_FLOW", "pipe-1")
+    with_openlayer = cache.get()
+    assert with_openlayer is not None and len(with_openlayer) == 2
+    monkeypatch.setenv("OPENLAYER_PIPELINE_MY_FLOW", "pipe-2")
+    changed = cache.get()
+    assert dict(changed[1].flow_pipelines) == {"MY_FLOW": "pipe-2"}
+    assert cache.get() is changed

@@ -168,8 +168,9 @@ _STORE_VARIABLES = ("TRACEMUX_DB", "TRACEMUX_STORE_MAX_RUNS", "TRACEMUX_STORE_MA
 _DEACTIVATE_VARIABLE = "LANGFLOW_DEACTIVATE_TRACING"
 
 
-def _environ_lookup(names: tuple[str, ...]) -> Callable[[], tuple[Any, ...]]:
-    """A function returning the current values of ``names`` in ``os.environ``, fast.
+def _environ_lookup(names: tuple[str, ...], prefix: str) -> Callable[[], tuple[Any, ...]]:
+    """A function returning the current values of ``names`` in ``os.environ`` (and, when
+    the first of ``names`` is set, of every variable starting with ``prefix``), fast.
 
     ``os.environ.get`` of an unset variable raises and catches a KeyError inside (about
     1 µs each, more on a busy machine), so it reads CPython's own dictionary behind
@@ -181,13 +182,28 @@ def _environ_lookup(names: tuple[str, ...]) -> Callable[[], tuple[Any, ...]]:
     if isinstance(data, dict) and callable(encode):
         try:
             keys = tuple(encode(name) for name in names)
+            raw_prefix = encode(prefix)
         except Exception:  # an unexpected environ implementation
             keys = None
         if keys is not None:
             get = data.get
-            return lambda: tuple(map(get, keys))
-    environ_get = os.environ.get
-    return lambda: tuple(map(environ_get, names))
+
+            def fast() -> tuple[Any, ...]:
+                values = tuple(map(get, keys))
+                if values[0] is None:
+                    return values
+                return (*values, *(kv for kv in data.items() if kv[0].startswith(raw_prefix)))
+
+            return fast
+    environ = os.environ
+
+    def portable() -> tuple[Any, ...]:
+        values = tuple(map(environ.get, names))
+        if values[0] is None:
+            return values
+        return (*values, *(kv for kv in environ.items() if kv[0].startswith(prefix)))
+
+    return portable
 
 
 class _DestinationsFromEnv:
@@ -198,7 +214,12 @@ class _DestinationsFromEnv:
     __slots__ = ("_cached", "_lookup")
 
     def __init__(self) -> None:
-        self._lookup = _environ_lookup((*_env.VARIABLES, *_STORE_VARIABLES))
+        # Openlayer's per-flow pipelines are variables named OPENLAYER_PIPELINE_<FLOW>:
+        # looked for only when OPENLAYER_API_KEY is set
+        self._lookup = _environ_lookup(
+            ("OPENLAYER_API_KEY", *_env.VARIABLES, *_STORE_VARIABLES),
+            _env.OPENLAYER_FLOW_PREFIX,
+        )
         # (values of the variables, destinations they gave): one tuple, replaced whole, so
         # that a run started on another thread never pairs new values with old destinations
         self._cached: tuple[tuple[Any, ...], tuple[Destination, ...] | None] | None = None
