@@ -127,3 +127,34 @@ def test_only_the_oldest_run_is_looked_at():
     for _ in range(100):
         reg.add(Fake())
     assert reg.sweep() == 0 and len(reg) == 100
+
+
+def test_runs_open_at_interpreter_exit_are_exported_as_incomplete(tmp_path):
+    """A script that never ends its run (nor calls shutdown) still leaves it in the store."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from tracemux.destinations import SQLiteStore
+
+    db = tmp_path / "exit.db"
+    code = textwrap.dedent(
+        f"""
+        from tracemux import TracingService
+        from tracemux.destinations import SQLiteStore
+        svc = TracingService([SQLiteStore({str(db)!r})])
+        with svc.trace_run("done", run_id="done"):
+            pass
+        left = svc.trace_run("left-open", run_id="left-open")
+        left.span("step").end()
+        """
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env={"PYTHONPATH": src})
+    store = SQLiteStore(db)
+    assert store.run("done").status == "ok"
+    run = store.run("left-open")
+    assert run is not None and run.status == "error"
+    assert run.error["type"] == "IncompleteRun" and "exit" in run.error["message"]
+    assert [s.name for s in store.spans("left-open")] == ["left-open", "step"]

@@ -8,8 +8,9 @@ open handle would keep its run's data in memory.
 :data:`open_runs` keeps every run between ``trace_run`` and its ``end()``, oldest first.
 A run still open :attr:`OpenRuns.max_age` seconds after it started is ended with an error
 of type ``IncompleteRun`` (status ``error``, message starting with ``incomplete:``) and so
-exported like any other; so is every run still open at shutdown. Ended that way, a run is
-counted in :attr:`OpenRuns.incomplete` (``stats()["incomplete_runs"]``).
+exported like any other; so is every run still open at shutdown (``TracingService.shutdown``,
+Langflow's teardown, and the export thread's own shutdown at interpreter exit). Ended that
+way, a run is counted in :attr:`OpenRuns.incomplete` (``stats()["incomplete_runs"]``).
 
 The check costs O(1) per run (only the oldest open run is looked at) and happens when a
 run starts, when ``stats()`` is read and at shutdown: no thread of its own. In a process

@@ -681,6 +681,9 @@ def _register_mp_finalizer(worker: ExportWorker) -> None:
 def _at_exit(ref: weakref.ReferenceType[ExportWorker]) -> None:
     worker = ref()
     if worker is not None and worker._session is not None:
+        from tracemux.reaper import open_runs
+
+        open_runs.end_all("still open at exit")  # exported with the rest, as incomplete
         worker.shutdown(worker.settings.exit_timeout)
 
 
