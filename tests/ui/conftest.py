@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,23 @@ import pytest
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.ui import UIServer
+
+# Debian's /usr/bin/chromium is a shell script whose checks print noise such as
+# "[: 25276059648: unexpected operator" under dash: the binary it starts is launched directly.
+CHROMIUM = next(
+    (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)),
+    "/usr/bin/chromium",
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 #: the name of the span (and, in the run's name, the markup) that must show as text
 XSS_SPAN = "<script>alert(1)</script>"

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import XSS_OUTPUT, XSS_RUN, XSS_SPAN, Recorded, fill_store
+from tests.ui.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    XSS_OUTPUT,
+    XSS_RUN,
+    XSS_SPAN,
+    Recorded,
+    fill_store,
+)
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
@@ -29,19 +37,7 @@ expect = playwright_api.expect
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DEMO_RUNS = 30
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui-run.png"
 
 
 @dataclass
@@ -212,10 +208,17 @@ def test_filters(tab: Tab, e2e: E2E) -> None:
     page.locator("#f-clear").click()
     expect(rows).to_have_count(e2e.store.count_runs())
 
+    # "Has errors": every run with a failed span, whether the run failed or went on
     page.locator("#f-status").select_option("error")
-    expect(rows).to_have_count(e2e.store.count_runs(status="error"))
+    with_errors = [r for r in e2e.store.runs(1000) if r.error_count]
+    assert len(with_errors) > 4  # the 3 agent runs, the failed run, failing demo runs
+    expect(rows).to_have_count(len(with_errors))
     for i in range(rows.count()):
-        assert rows.nth(i).get_attribute("data-status") == "error"
+        assert rows.nth(i).get_attribute("data-status") in ("error", "partial")
+        expect(rows.nth(i).locator(".err-count")).to_be_visible()
+    page.locator("#f-status").select_option("failed")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", e2e.rec.failed_run)
     page.locator("#f-status").select_option("")
 
     # a user's chip filters by that user
@@ -400,21 +403,6 @@ def test_a_runs_url_opens_that_run_and_span(tab: Tab, e2e: E2E) -> None:
     expect(page.locator("#d-title")).to_have_text("WebSearch")
     page.goto(f"{e2e.url}runs/no-such-run")
     expect(page.locator("#run-head h1")).to_have_text("Run not found")
-
-
-def test_screenshot_for_the_readme(tab: Tab, e2e: E2E) -> None:
-    page = tab.page
-    run_id = e2e.rec.agent_runs[0]
-    failing = next(s.span_id for s in e2e.store.spans(run_id) if s.status == "error")
-    _open_run(tab, e2e, run_id, failing)
-    expect(page.locator("#d-error")).to_be_visible()
-    page.evaluate("document.fonts.ready")
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    bottom = page.evaluate("document.querySelector('.run-body').getBoundingClientRect().bottom")
-    page.screenshot(
-        path=str(SCREENSHOT), clip={"x": 0, "y": 0, "width": 1440, "height": bottom + 20}
-    )
-    assert SCREENSHOT.stat().st_size > 10_000
 
 
 # -- live updates (last: it records more runs) ------------------------------------------

@@ -47,7 +47,7 @@ def test_runs_newest_first_with_counts(service: TracingService, ui_server: UISer
     assert "traceback" not in failed["error"]
     agent = data["runs"][-1]
     assert agent["name"] == "support-agent"
-    assert agent["status"] == "ok"
+    assert agent["status"] == "partial"  # its WebSearch tool failed, the run went on
     assert agent["span_count"] == 9
     assert agent["error_count"] == 1
     assert agent["input_tokens"] == 412 + 9 and agent["output_tokens"] == 188
@@ -88,8 +88,8 @@ def test_runs_filters(service: TracingService, ui_server: UIServer) -> None:
     assert ids("user=alice") == {rec.agent_runs[0], rec.agent_runs[2]}
     assert ids("user=bob&session=s-1") == {rec.agent_runs[1], rec.agent_runs[3]}
     assert ids("session=s-x") == {rec.xss_run}
-    assert ids("status=ok") == {*rec.agent_runs, rec.xss_run}
-    assert ids("status=error") == {rec.failed_run}
+    assert ids("status=ok") == {rec.xss_run}  # the agent runs have a failed tool call
+    assert ids("status=error") == {*rec.agent_runs, rec.failed_run}
     assert ids("status=running") == set()
     assert ids("status=ok&user=mallory&search=probe") == {rec.xss_run}
     assert ids("user=&search=") == set(rec.newest_first)  # blank means no filter
@@ -117,13 +117,44 @@ def test_running_runs_show_and_finish(service: TracingService, ui_server: UIServ
         ("limit=0", "limit must be at least 1"),
         ("offset=-1", "offset must be at least 0"),
         ("status=bogus", "status must be one of"),
+        ("search=" + "a" * 60_000, "search is longer than 1000 characters"),
+        ("user=" + "u" * 2000, "user is longer than 1000 characters"),
+        ("offset=" + str(10**30), "offset must be an integer between 0 and"),
+        ("offset=1000000001", "offset must be at most 1000000000"),
+        ("limit=" + "9" * 5000, "limit must be an integer between 1 and"),
     ],
+    ids=lambda v: v[:24] if isinstance(v, str) else v,
 )
 def test_bad_query_is_400(ui_server: UIServer, query: str, message: str) -> None:
     status, headers, body = get(ui_server.url + "api/runs?" + query)
     assert status == 400
     assert headers["Content-Type"] == "application/json"
     assert message in json.loads(body)["error"]
+
+
+def test_offset_past_the_end_keeps_the_true_total(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    fill_store(service, agent_runs=1)
+    data = get_json(ui_server.url + "api/runs?offset=1000000")
+    assert data["runs"] == [] and data["total"] == 3
+
+
+def test_status_filters_find_every_run_where_something_failed(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=2)  # agent runs: a tool fails, the run goes on
+
+    def ids(status: str) -> set[str]:
+        return {r["run_id"] for r in get_json(f"{ui_server.url}api/runs?status={status}")["runs"]}
+
+    assert ids("error") == {*rec.agent_runs, rec.failed_run}
+    assert ids("partial") == set(rec.agent_runs)
+    assert ids("failed") == {rec.failed_run}
+    assert ids("ok") == {rec.xss_run}
+    statuses = {r["run_id"]: r["status"] for r in get_json(ui_server.url + "api/runs")["runs"]}
+    assert statuses[rec.agent_runs[0]] == "partial"
+    assert statuses[rec.failed_run] == "error"
 
 
 # -- one run ----------------------------------------------------------------------------

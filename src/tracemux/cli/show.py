@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
 from tracemux.cli.common import add_db_argument, console, fmt_ms, fmt_value, store_for
-from tracemux.destinations.sqlite import StoredSpan
+from tracemux.cli.runs import local_time, status_text
+from tracemux.destinations.sqlite import SQLiteStore, StoredSpan
+
+_MAX_MATCHES = 10
 
 KIND_STYLE = {
     "llm": "magenta",
@@ -58,14 +62,30 @@ def _label(span: StoredSpan, width: int) -> str:
     return "\n".join(parts)
 
 
+def _not_found(out: Console, store: SQLiteStore, prefix: str) -> None:
+    """Say that no run has this id; for an ambiguous prefix, list the runs it matches."""
+    matches = store.match_runs(prefix, _MAX_MATCHES + 1)
+    if not matches:
+        out.print(f"[red]No run {escape(prefix)!r} in {store.path}[/].", soft_wrap=True)
+        return
+    more = len(matches) > _MAX_MATCHES
+    out.print(
+        f"[red]{escape(prefix)!r} is the start of {'more than ' if more else ''}"
+        f"{min(len(matches), _MAX_MATCHES)} run ids[/]; give more of the id:"
+    )
+    for r in matches[:_MAX_MATCHES]:
+        out.print(
+            f"  {r.run_id}  {escape(r.name or '')}  {status_text(r)}  {local_time(r.start_ns)}",
+            soft_wrap=True,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     store = store_for(args)
     out = console()
     found = store.run(args.run_id)
     if found is None:
-        out.print(
-            f"[red]No run {escape(args.run_id)!r} in {store.path}[/] (or the prefix is ambiguous)."
-        )
+        _not_found(out, store, args.run_id)
         return 1
     spans = store.spans(found.run_id)
     children: dict[str | None, list[StoredSpan]] = {}
@@ -74,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         parent = s.parent_id if s.parent_id in ids else None
         children.setdefault(parent, []).append(s)
     header = (
-        f"run [bold]{found.run_id}[/]  {escape(found.name or '')}  status {found.status}  "
+        f"run [bold]{found.run_id}[/]  {escape(found.name or '')}  {status_text(found)}  "
         f"{fmt_ms(found.duration_ms)}  {found.span_count} spans"
     )
     if found.user_id or found.session_id:

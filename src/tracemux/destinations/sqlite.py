@@ -30,7 +30,19 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: A run's status: ``running`` until its root span ends; then ``error`` when the run
+#: itself failed (its root span), ``partial`` when it went on to the end although one or
+#: more of its spans failed, else ``ok``. The error filter (``status="error"``) finds
+#: every run where something failed: ``error``, ``partial``, and running runs that
+#: already have a failed span.
+RUN_STATUSES = ("running", "ok", "partial", "error")
+#: The status filters :meth:`SQLiteStore.runs` takes: the statuses, and ``failed`` (only
+#: the runs that failed as a whole).
+RUN_STATUS_FILTERS = (*RUN_STATUSES, "failed")
+#: The longest search text the store takes (longer raises ``ValueError``).
+MAX_SEARCH_CHARS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -54,6 +66,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_ns DESC);
+CREATE INDEX IF NOT EXISTS runs_with_errors ON runs (start_ns DESC) WHERE error_count > 0;
 CREATE TABLE IF NOT EXISTS spans (
     run_id    TEXT NOT NULL,
     span_id   TEXT NOT NULL,
@@ -99,6 +112,8 @@ _RUN_COUNTS = (
     """ON CONFLICT (run_id) DO UPDATE SET
     span_count = runs.span_count + excluded.span_count,
     error_count = runs.error_count + excluded.error_count,
+    status = CASE WHEN runs.status = 'ok' AND excluded.error_count > 0 THEN 'partial'
+                  ELSE runs.status END,
     input_tokens = runs.input_tokens + excluded.input_tokens,
     output_tokens = runs.output_tokens + excluded.output_tokens,
     start_ns = MIN(runs.start_ns, excluded.start_ns)""",
@@ -109,7 +124,10 @@ _RUN_COUNTS = (
 _RUN_END = (
     "INSERT INTO runs (run_id, trace_id, start_ns, end_ns, status, inputs, outputs, error)",
     """ON CONFLICT (run_id) DO UPDATE SET
-    end_ns = excluded.end_ns, status = excluded.status, inputs = excluded.inputs,
+    end_ns = excluded.end_ns,
+    status = CASE WHEN excluded.status = 'ok' AND runs.error_count > 0 THEN 'partial'
+                  ELSE excluded.status END,
+    inputs = excluded.inputs,
     outputs = excluded.outputs, error = excluded.error, start_ns = excluded.start_ns""",
     8,
 )
@@ -422,7 +440,12 @@ class SQLiteStore(Destination):
         user_id: str | None = None,
         session_id: str | None = None,
     ) -> list[StoredRun]:
-        """The newest runs first, optionally filtered (``search`` matches name or run id)."""
+        """The newest runs first, optionally filtered (``search`` matches name or run id).
+
+        ``status``: one of :data:`RUN_STATUS_FILTERS`; ``"error"`` selects every run with
+        a failed span (see :data:`RUN_STATUSES`), ``"failed"`` only the runs that failed
+        as a whole. An unknown status raises ``ValueError``.
+        """
         where, args = _run_filters(search, status, user_id, session_id)
         sql = f"SELECT * FROM runs {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?"
         try:
@@ -450,21 +473,25 @@ class SQLiteStore(Destination):
         return int(rows[0][0]) if rows else 0
 
     def run(self, run_id: str) -> StoredRun | None:
-        """One run by id (a unique prefix of the id is enough), or None."""
+        """One run by id (a unique prefix of the id is enough), or None (see
+        :meth:`match_runs` for what an ambiguous prefix matches)."""
+        found = self.match_runs(run_id, 2)
+        if not found or (found[0].run_id != run_id and len(found) > 1):
+            return None
+        return found[0]
+
+    def match_runs(self, prefix: str, limit: int = 10) -> list[StoredRun]:
+        """The runs whose id is ``prefix`` or starts with it (at most ``limit``, the exact
+        match first, then newest first): what an ambiguous prefix could mean."""
         try:
             cols, rows = self._query(
-                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
-                "ORDER BY run_id = ? DESC LIMIT 2",
-                (run_id, _like_prefix(run_id), run_id),
+                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
+                "ORDER BY run_id = ? DESC, start_ns DESC LIMIT ?",
+                (prefix, _like_prefix(prefix), prefix, int(limit)),
             )
         except sqlite3.OperationalError:
-            return None
-        if not rows:
-            return None
-        first = dict(zip(cols, rows[0]))
-        if first["run_id"] != run_id and len(rows) > 1:
-            return None  # ambiguous prefix
-        return _stored_run(first)
+            return []
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
 
     def spans(self, run_id: str) -> list[StoredSpan]:
         """The run's spans, in start order, with parent ids, values, logs and usage."""
@@ -477,6 +504,17 @@ class SQLiteStore(Destination):
         return [_stored_span(dict(zip(cols, row))) for row in rows]
 
 
+# What each status filter selects. ``ok`` and ``partial`` also hold for a store that was
+# written by an older tracemux and not yet upgraded (it wrote ``ok`` for a partial run).
+_STATUS_FILTERS = {
+    "running": "status = 'running'",
+    "ok": "status = 'ok' AND error_count = 0",
+    "partial": "status IN ('ok', 'partial') AND error_count > 0",
+    "error": "error_count > 0",
+    "failed": "status = 'error'",
+}
+
+
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -486,13 +524,16 @@ def _run_filters(
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if search and len(search) > MAX_SEARCH_CHARS:
+        raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
     if search:
         clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
         pattern = "%" + _like_prefix(search)
         args += [pattern, pattern]
     if status:
-        clauses.append("status = ?")
-        args.append(status)
+        if status not in _STATUS_FILTERS:
+            raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
+        clauses.append(_STATUS_FILTERS[status])
     if user_id:
         clauses.append("user_id = ?")
         args.append(user_id)
@@ -515,6 +556,8 @@ def _stored_run(row: dict[str, Any]) -> StoredRun:
     for key in ("tags", "metadata", "inputs", "outputs", "error"):
         row[key] = _load(row[key])
     row["tags"] = row["tags"] or []
+    if row["status"] == "ok" and row["error_count"]:
+        row["status"] = "partial"  # a store not yet upgraded to schema 2
     return StoredRun(**row)
 
 
@@ -547,6 +590,35 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+# Upgrades of a store made by an older tracemux, in place: (version it leads to, statements).
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        2,
+        (
+            "UPDATE runs SET status = 'partial' WHERE status = 'ok' AND error_count > 0",
+            "CREATE INDEX IF NOT EXISTS runs_with_errors ON runs (start_ns DESC)"
+            " WHERE error_count > 0",
+        ),
+    ),
+)
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside a write
+    transaction): a new store gets the whole schema, an older one each migration since."""
+    if version == 0:
+        statements: list[str] = [x for x in _SCHEMA.split(";") if x.strip()]
+    else:
+        statements = [sql for to, step in _MIGRATIONS if to > version for sql in step]
+    for statement in statements:
+        conn.execute(statement)
+    if version:
+        log.info(
+            "tracemux: upgraded the store's schema from version %d to %d", version, SCHEMA_VERSION
+        )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -574,10 +646,7 @@ class _SQLiteExporter:
                 with _fork_guard:
                     conn.execute("PRAGMA journal_mode = WAL")
                 with _write_transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    _migrate(conn, version)
         except BaseException:
             with _fork_guard:
                 conn.close()

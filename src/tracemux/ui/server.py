@@ -51,7 +51,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from tracemux.destinations.sqlite import SQLiteStore, StoredRun
+from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
 
 log = logging.getLogger("tracemux.ui")
 
@@ -60,7 +60,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-RUN_STATUSES = frozenset({"running", "ok", "error"})
+MAX_OFFSET = 10**9
+MAX_TEXT_PARAM = 1000  # characters of a user or session filter
 
 #: Sent with every response, errors included.
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
@@ -291,16 +292,24 @@ def _param(query: dict[str, list[str]], name: str) -> str | None:
     return value or None
 
 
-def _int_param(query: dict[str, list[str]], name: str, default: int, lo: int, hi: int) -> int:
+def _int_param(
+    query: dict[str, list[str]], name: str, default: int, lo: int, hi: int, clamp: bool = True
+) -> int:
+    """An integer parameter in [lo, hi]: above ``hi`` it is clamped, or refused when
+    ``clamp`` is false."""
     raw = _param(query, name)
     if raw is None:
         return default
+    if len(raw) > 20:
+        raise _BadRequest(f"{name} must be an integer between {lo} and {hi}")
     try:
         value = int(raw)
     except ValueError:
         raise _BadRequest(f"{name} must be an integer")
     if value < lo:
         raise _BadRequest(f"{name} must be at least {lo}")
+    if value > hi and not clamp:
+        raise _BadRequest(f"{name} must be at most {hi}")
     return min(value, hi)
 
 
@@ -319,21 +328,30 @@ def _list_item(run: StoredRun) -> dict[str, Any]:
 
 def _list_runs(store: SQLiteStore, query: dict[str, list[str]]) -> dict[str, Any]:
     status = _param(query, "status")
-    if status is not None and status not in RUN_STATUSES:
-        raise _BadRequest(f"status must be one of {', '.join(sorted(RUN_STATUSES))}")
+    if status is not None and status not in RUN_STATUS_FILTERS:
+        raise _BadRequest(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
     filters = {
         "search": _param(query, "search"),
         "status": status,
         "user_id": _param(query, "user"),
         "session_id": _param(query, "session"),
     }
+    for name in ("user", "session"):
+        value = _param(query, name)
+        if value is not None and len(value) > MAX_TEXT_PARAM:
+            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
     limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(query, "offset", 0, 0, 2**62)
-    runs = store.runs(limit, offset, **filters)
-    total = store.count_runs(**filters)
+    offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
+    try:
+        runs = store.runs(limit, offset, **filters)
+        total = store.count_runs(**filters)
+    except ValueError as exc:  # a filter the store cannot use (e.g. a search too long)
+        raise _BadRequest(str(exc))
+    if runs:  # runs recorded between the two reads
+        total = max(total, offset + len(runs))
     return {
         "runs": [_list_item(r) for r in runs],
-        "total": max(total, offset + len(runs)),
+        "total": total,
         "limit": limit,
         "offset": offset,
     }

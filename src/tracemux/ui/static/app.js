@@ -14,7 +14,7 @@
     "chain", "llm", "tool", "retriever", "embedding", "agent",
     "prompt", "parser", "guardrail", "evaluator", "custom",
   ]);
-  const STATUSES = new Set(["ok", "error", "running"]);
+  const STATUSES = new Set(["ok", "partial", "error", "running"]);
 
   const app = document.getElementById("app");
   const liveEl = document.getElementById("live");
@@ -217,7 +217,8 @@
       "aria-label": "Search name or run id", autocomplete: "off",
     });
     const status = h("select", { id: "f-status", "aria-label": "Status" },
-      [["", "Any status"], ["running", "Running"], ["ok", "OK"], ["error", "Error"]]
+      [["", "Any status"], ["running", "Running"], ["ok", "OK"],
+        ["error", "Has errors"], ["partial", "Partial (a span failed)"], ["failed", "Failed"]]
         .map(([v, t]) => h("option", { value: v }, t)));
     const user = h("input", {
       type: "text", id: "f-user", placeholder: "User", "aria-label": "User", autocomplete: "off",
