@@ -15,19 +15,21 @@ from tests.ui.conftest import Recorded, fill_store
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 
-HEADERS = ("run id", "name", "status", "started", "duration", "spans", "tokens")
+HEADERS = ("run id", "name", "status", "started", "duration", "spans", "tokens", "cost")
 
 
-def tracemux(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
+def tracemux(
+    *args: str, columns: int = 80, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("tracemux")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "tracemux"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEMUX_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACEMUX_")}
     return subprocess.run(
         [*cmd, *args],
         capture_output=True,  # piped, as in `tracemux runs | less`
         text=True,
         timeout=60,
-        env={**env, "COLUMNS": str(columns)},
+        env={**clean, "COLUMNS": str(columns), **(env or {})},
     )
 
 

@@ -8,6 +8,7 @@ download is never used.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ from tests.ui.conftest import (
     fill_store,
 )
 from tracemux import TracingService
+from tracemux.cost import Cost, PriceTable, fmt_usd
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
 from tracemux.ui import UIServer
@@ -189,7 +191,16 @@ def test_list_shows_the_demo_runs(tab: Tab, e2e: E2E) -> None:
     agent = page.locator(f'tr.run-row[data-run-id="{e2e.rec.agent_runs[0]}"]')
     expect(agent.locator("td").nth(4)).to_have_text("9 ✕1")  # spans, one failed
     expect(agent.locator("td").nth(5)).to_have_text("609")  # tokens in + out
-    expect(agent.locator("td").nth(6)).to_have_text("alice")
+    expect(agent.locator("td.c-models")).to_have_text("gpt-4o-mini, text-embedding-3-small")
+    # gpt-4o-mini's price from genai-prices; the embedding model has none there: "+"
+    chat = PriceTable().cost("gpt-4o-mini", 412, 188)
+    assert chat is not None and chat > 0
+    expect(agent.locator("td.c-cost")).to_have_text(fmt_usd(Cost(chat, 1)))
+    expect(agent.locator("td.c-cost")).to_have_text(re.compile(r"^\$0\.000\d+\+$"))
+    expect(agent.locator("td").nth(8)).to_have_text("alice")
+    # date and time, in the browser's time zone (the test's context sets none: UTC)
+    start = datetime.datetime.fromtimestamp(e2e.store.run(e2e.rec.agent_runs[0]).start_ns / 1e9)
+    expect(agent.locator("td.c-time")).to_have_text(start.strftime("%Y-%m-%d %H:%M:%S"))
     expect(page.locator("#store")).to_have_text(e2e.store.path)
 
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tracemux.cli.common import add_db_argument, console, fmt_ms, store_for
+from tracemux.cost import PriceFileError, PriceTable, fmt_usd
 from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, StoredRun
 
 STATUS_STYLE = {"ok": "green", "partial": "yellow", "error": "red", "running": "cyan"}
@@ -23,6 +24,7 @@ _COLUMNS: tuple[tuple[str, dict[str, object]], ...] = (
     ("duration", {"justify": "right", "no_wrap": True}),
     ("spans", {"justify": "right", "no_wrap": True}),
     ("tokens", {"justify": "right", "no_wrap": True}),
+    ("cost", {"justify": "right", "no_wrap": True}),
     ("user/session", {"overflow": "fold", "ratio": 2}),
 )
 #: below this many columns the user/session column is left out (and a line says so)
@@ -85,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
         return 0
+    try:
+        prices = PriceTable.from_env()
+    except PriceFileError as exc:
+        console(stderr=True).print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        return 2
+    usage = store.usage_by_run([r.run_id for r in runs])
     matching = store.count_runs(**filters)
     title = f"{matching} runs" + (" match" if any(filters.values()) else "")
     table = Table(
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         box=None,
         header_style="bold underline",
         pad_edge=False,
-        padding=(0, 2, 0, 0),
+        padding=(0, 1, 0, 0),
     )
     wide = out.width >= WIDE
     columns = _COLUMNS if wide else _COLUMNS[:-1]
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             fmt_ms(r.duration_ms),
             str(r.span_count),
             str(r.input_tokens + r.output_tokens or ""),
+            fmt_usd(prices.total(usage.get(r.run_id, ()))),
             escape(" / ".join(x or "-" for x in (r.user_id, r.session_id)))
             if r.user_id or r.session_id
             else "",

@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from tracemux.cli.common import add_db_argument, store_for
+from tracemux.cost import PriceFileError
 from tracemux.ui.server import DEFAULT_HOST, DEFAULT_PORT, UIServer, is_loopback
 
 log = logging.getLogger("tracemux.ui")
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     store = store_for(args)
     try:
         server = UIServer(store, host=args.host, port=args.port)
+    except PriceFileError as exc:
+        err.print(f"tracemux ui: {exc}", style="red", markup=False, highlight=False)
+        return 2
     except OSError as exc:
         err.print(
             f"tracemux ui: cannot listen on {args.host}:{args.port}: {exc}",

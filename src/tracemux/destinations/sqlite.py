@@ -43,6 +43,7 @@ RUN_STATUSES = ("running", "ok", "partial", "error")
 RUN_STATUS_FILTERS = (*RUN_STATUSES, "failed")
 #: The longest search text the store takes (longer raises ``ValueError``).
 MAX_SEARCH_CHARS = 1000
+_MAX_IDS_PER_QUERY = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -492,6 +493,29 @@ class SQLiteStore(Destination):
         except sqlite3.OperationalError:
             return []
         return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def usage_by_run(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """For each of ``run_ids``: (model, input tokens, output tokens) summed over the
+        run's spans that name a model (what its cost is worked out from)."""
+        ids = list(dict.fromkeys(run_ids))[:_MAX_IDS_PER_QUERY]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        try:
+            _, rows = self._query(
+                "SELECT run_id, model,"
+                " SUM(COALESCE(json_extract(usage, '$.input_tokens'), 0)),"
+                " SUM(COALESCE(json_extract(usage, '$.output_tokens'), 0))"
+                f" FROM spans WHERE run_id IN ({marks}) AND model IS NOT NULL"
+                " GROUP BY run_id, model ORDER BY run_id, model",
+                ids,
+            )
+        except sqlite3.OperationalError:
+            return {}
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for run_id, model, input_tokens, output_tokens in rows:
+            out.setdefault(run_id, []).append((model, int(input_tokens), int(output_tokens)))
+        return out
 
     def spans(self, run_id: str) -> list[StoredSpan]:
         """The run's spans, in start order, with parent ids, values, logs and usage."""

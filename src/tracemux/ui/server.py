@@ -51,6 +51,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from tracemux.cost import PriceTable
 from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
 
 log = logging.getLogger("tracemux.ui")
@@ -264,9 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- API ------------------------------------------------------------------------------
 
     def _api(self, path: str, query: dict[str, list[str]]) -> None:
-        store = self.server.viewer.store
+        viewer = self.server.viewer
+        store = viewer.store
         if path.rstrip("/") == "/api/runs":
-            self._send_json(_list_runs(store, query))
+            self._send_json(_list_runs(store, query, viewer.prices))
             return
         if path.rstrip("/") == "/api/info":
             self._send_json(self.server.viewer.info())
@@ -279,9 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         if run is None:
             self._send_json({"error": "run not found"}, status=404)
         elif m.group(2):
-            self._send_json(_spans_payload(store, run))
+            self._send_json(_spans_payload(store, run, viewer.prices))
         else:
-            self._send_json(run.to_dict())
+            self._send_json(_run_payload(store, run, viewer.prices))
 
 
 def _param(query: dict[str, list[str]], name: str) -> str | None:
@@ -313,6 +315,19 @@ def _int_param(
     return min(value, hi)
 
 
+def _with_cost(
+    item: dict[str, Any], usage: list[tuple[str, int, int]], prices: PriceTable
+) -> dict[str, Any]:
+    """The run's dict with ``models`` (names, by tokens) and ``cost`` ({usd, unpriced})."""
+    item["models"] = [m for m, _, _ in sorted(usage, key=lambda u: -(u[1] + u[2]))]
+    item["cost"] = prices.total(usage).to_dict()
+    return item
+
+
+def _run_payload(store: SQLiteStore, run: StoredRun, prices: PriceTable) -> dict[str, Any]:
+    return _with_cost(run.to_dict(), store.usage_by_run([run.run_id]).get(run.run_id, []), prices)
+
+
 def _list_item(run: StoredRun) -> dict[str, Any]:
     item = run.to_dict()
     for key in _LIST_OMIT:
@@ -326,7 +341,9 @@ def _list_item(run: StoredRun) -> dict[str, Any]:
     return item
 
 
-def _list_runs(store: SQLiteStore, query: dict[str, list[str]]) -> dict[str, Any]:
+def _list_runs(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
     status = _param(query, "status")
     if status is not None and status not in RUN_STATUS_FILTERS:
         raise _BadRequest(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
@@ -349,21 +366,26 @@ def _list_runs(store: SQLiteStore, query: dict[str, list[str]]) -> dict[str, Any
         raise _BadRequest(str(exc))
     if runs:  # runs recorded between the two reads
         total = max(total, offset + len(runs))
+    usage = store.usage_by_run([r.run_id for r in runs])
     return {
-        "runs": [_list_item(r) for r in runs],
+        "runs": [_with_cost(_list_item(r), usage.get(r.run_id, []), prices) for r in runs],
         "total": total,
         "limit": limit,
         "offset": offset,
     }
 
 
-def _spans_payload(store: SQLiteStore, run: StoredRun) -> dict[str, Any]:
+def _spans_payload(store: SQLiteStore, run: StoredRun, prices: PriceTable) -> dict[str, Any]:
     spans = store.spans(run.run_id)
     start = min([run.start_ns, *(s.start_ns for s in spans)])
     out = []
     for span in spans:
         d = span.to_dict()
         d["offset_ms"] = (span.start_ns - start) / 1e6
+        usage = span.usage or {}
+        d["cost_usd"] = prices.cost(
+            span.model, usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        )
         out.append(d)
     return {"run_id": run.run_id, "start_ns": start, "spans": out}
 
@@ -379,9 +401,15 @@ class UIServer:
     """
 
     def __init__(
-        self, store: SQLiteStore, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+        self,
+        store: SQLiteStore,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        prices: PriceTable | None = None,
     ) -> None:
         self.store = store
+        #: what costs are worked out with (default: ``TRACEMUX_PRICES``, then genai-prices)
+        self.prices = prices if prices is not None else PriceTable.from_env()
         self.static = _load_static()
         self.allowed_hosts: frozenset[str] | None = (
             _LOOPBACK_NAMES | {host.strip("[]").lower()} if is_loopback(host) else None

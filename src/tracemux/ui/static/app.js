@@ -109,11 +109,24 @@
       clock(d) + "." + pad(d.getMilliseconds(), 3);
   }
 
-  function shortTime(ns) {
+  // US dollars: a cost {usd, unpriced} or a number; "—" when unknown (never a guess), a
+  // trailing "+" when some models of the run had no price.
+  function fmtUsd(cost) {
+    const usd = cost !== null && typeof cost === "object" ? cost.usd : cost;
+    if (usd === null || usd === undefined) return "—";
+    let text;
+    if (usd === 0) text = "$0";
+    else if (usd < 0.01) text = "$" + usd.toFixed(6).replace(/0+$/, "");
+    else if (usd < 1) text = "$" + usd.toFixed(4);
+    else text = "$" + usd.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return cost !== null && typeof cost === "object" && cost.unpriced ? text + "+" : text;
+  }
+
+  const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+
+  function dateTime(ns) {
     const d = nsDate(ns);
-    const now = new Date();
-    if (d.toDateString() === now.toDateString()) return clock(d);
-    return pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + clock(d);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + clock(d);
   }
 
   function fmtTokens(input, output) {
@@ -236,8 +249,11 @@
     const tbody = h("tbody");
     const table = h("table", { class: "runs", id: "runs", hidden: true },
       h("thead", null, h("tr", null,
-        ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "User", "Session"]
-          .map((c) => h("th", { scope: "col", class: "col-" + c.toLowerCase() }, c)))),
+        ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "Models", "Cost", "User", "Session"]
+          .map((c) => h("th", {
+            scope: "col", class: "col-" + c.toLowerCase(),
+            title: c === "Start" ? "date and time in " + TIME_ZONE : null,
+          }, c)))),
       tbody);
     const empty = h("div", { class: "empty", id: "empty", hidden: true });
     const prev = h("button", { type: "button", class: "btn", id: "prev" }, "← Newer");
@@ -323,7 +339,7 @@
         h("a", { href: href, "data-nav": true, class: "run-link" }, r.name || "(unnamed)"),
         h("span", { class: "run-id", title: r.run_id }, r.run_id.slice(0, 8))),
       h("td", null, statusPill(r.status, errTitle)),
-      h("td", { class: "c-time", title: fullTime(r.start_ns) }, shortTime(r.start_ns)),
+      h("td", { class: "c-time", title: fullTime(r.start_ns) + " " + TIME_ZONE }, dateTime(r.start_ns)),
       h("td", { class: "num" },
         r.status === "running" ? h("span", { class: "muted" }, "running…") : fmtDur(r.duration_ms)),
       h("td", { class: "num" }, fmtInt(r.span_count),
@@ -333,6 +349,11 @@
         class: "num",
         title: "input " + fmtInt(r.input_tokens) + " · output " + fmtInt(r.output_tokens),
       }, fmtTokens(r.input_tokens, r.output_tokens)),
+      h("td", { class: "c-models" }, (r.models || []).join(", ") || h("span", { class: "muted" }, "—")),
+      h("td", {
+        class: "num c-cost",
+        title: r.cost && r.cost.unpriced ? r.cost.unpriced + " model(s) without a known price" : null,
+      }, fmtUsd(r.cost)),
       h("td", { class: "c-user" }, filterChip("user", r.user_id)),
       h("td", { class: "c-session" }, filterChip("session", r.session_id)));
     }
@@ -518,6 +539,7 @@
         meta("spans", fmtInt(run.span_count),
           run.error_count ? h("span", { class: "err-count" }, " (" + run.error_count + " failed)") : null),
         meta("tokens", fmtInt(run.input_tokens) + " in · " + fmtInt(run.output_tokens) + " out"),
+        meta("cost", h("span", { id: "run-cost" }, fmtUsd(run.cost))),
       ];
       if (run.user_id) {
         items.push(meta("user", h("a", { href: listHref({ user: run.user_id }), "data-nav": true }, run.user_id)));
@@ -651,7 +673,7 @@
         ["start", "+" + fmtDur(s.offset_ms) + " · " + fullTime(s.start_ns)],
         ["duration", fmtDur(s.duration_ms)],
       ];
-      if (s.model) facts.push(["model", s.model]);
+      if (s.model) facts.push(["model", s.model], ["cost", fmtUsd(s.cost_usd)]);
       if (s.usage) {
         facts.push(["tokens", fmtInt(s.usage.input_tokens) + " in · " +
           fmtInt(s.usage.output_tokens) + " out · " + fmtInt(s.usage.total_tokens) + " total"]);
