@@ -255,6 +255,49 @@ def test_filters(tab: Tab, e2e: E2E) -> None:
     expect(rows).to_have_count(e2e.store.count_runs(status="error"))
 
 
+def test_sortable_columns_and_keyset_pages(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    total = e2e.store.count_runs()
+    page.goto(e2e.url + "?limit=10")
+    rows = page.locator("tr.run-row")
+    expect(rows).to_have_count(10)
+    expect(page.locator("#page-info")).to_have_text(f"1–10 of {total}")
+    expect(page.locator("#prev")).to_be_disabled()
+
+    def shown() -> list[str]:
+        return [rows.nth(i).get_attribute("data-run-id") or "" for i in range(rows.count())]
+
+    # walk every page forward: all runs once, newest first
+    seen = shown()
+    while page.locator("#next").is_enabled():
+        first = rows.first.get_attribute("data-run-id") or ""
+        page.locator("#next").click()
+        expect(rows.first).not_to_have_attribute("data-run-id", first)
+        seen += shown()
+    assert seen == [r.run_id for r in e2e.store.runs(total)]
+    expect(page.locator("#page-info")).to_have_text(f"31–{total} of {total}")
+    page.locator("#prev").click()
+    expect(page.locator("#page-info")).to_have_text(f"21–30 of {total}")
+    assert shown() == seen[20:30]
+    expect(page).to_have_url(re.compile(r"before=\d+\.\d+"))
+
+    # sort by duration, longest first, then shortest first
+    page.goto(e2e.url)
+    header = page.locator("th.col-duration button")
+    header.click()
+    expect(page.locator("th.col-duration")).to_have_attribute("aria-sort", "descending")
+    expect(page).to_have_url(re.compile(r"\?sort=duration$"))
+    by_duration = sorted(e2e.store.runs(total), key=lambda r: -(r.duration_ms or -1))
+    expect(rows.first).to_have_attribute("data-run-id", by_duration[0].run_id)
+    assert shown() == [r.run_id for r in by_duration]
+    header.click()
+    expect(page.locator("th.col-duration")).to_have_attribute("aria-sort", "ascending")
+    expect(rows.first).to_have_attribute("data-run-id", by_duration[-1].run_id)
+    # tokens: the agent runs (609 each) lead
+    page.locator("th.col-tokens button").click()
+    expect(rows.first.locator("a.run-link")).to_have_text("support-agent")
+
+
 # -- a run ------------------------------------------------------------------------------
 
 

@@ -37,7 +37,8 @@ def test_runs_newest_first_with_counts(service: TracingService, ui_server: UISer
     rec = fill_store(service, agent_runs=3)
     data = get_json(ui_server.url + "api/runs")
     assert data["total"] == 5
-    assert data["limit"] == 50 and data["offset"] == 0
+    assert data["limit"] == 50 and (data["sort"], data["order"]) == ("start", "desc")
+    assert data["next"] is None and data["prev"] is None  # one page
     assert [r["run_id"] for r in data["runs"]] == rec.newest_first
     starts = [r["start_ns"] for r in data["runs"]]
     assert starts == sorted(starts, reverse=True)
@@ -70,6 +71,44 @@ def test_runs_pagination(service: TracingService, ui_server: UIServer) -> None:
     assert page1["total"] == page2["total"] == page3["total"] == 6
     # limits past the maximum are clamped, not refused
     assert get_json(ui_server.url + "api/runs?limit=100000")["limit"] == 500
+
+
+def test_keyset_pages_in_every_sort_order(service: TracingService, ui_server: UIServer) -> None:
+    fill_store(service, agent_runs=6)  # 8 runs
+
+    def walk(query: str, direction: str = "next") -> list[dict]:
+        seen, url = [], f"{ui_server.url}api/runs?limit=3&{query}"
+        data = get_json(url)
+        while True:
+            seen += data["runs"]
+            cursor = data[direction]
+            if cursor is None:
+                return seen
+            data = get_json(f"{url}&{'after' if direction == 'next' else 'before'}={cursor}")
+
+    newest = [r["run_id"] for r in get_json(ui_server.url + "api/runs")["runs"]]
+    assert [r["run_id"] for r in walk("")] == newest
+    for sort, key in (
+        ("duration", lambda r: r["duration_ms"]),
+        ("tokens", lambda r: r["input_tokens"] + r["output_tokens"]),
+        ("spans", lambda r: r["span_count"]),
+    ):
+        for order in ("asc", "desc"):
+            runs = walk(f"sort={sort}&order={order}")
+            assert sorted(r["run_id"] for r in runs) == sorted(newest), (sort, order)
+            keys = [key(r) for r in runs]
+            assert keys == sorted(keys, reverse=order == "desc"), (sort, order)
+    # backwards from the last page gives the same runs, page by page
+    last = get_json(ui_server.url + "api/runs?limit=3")
+    while last["next"]:
+        last = get_json(f"{ui_server.url}api/runs?limit=3&after={last['next']}")
+    back, data = [], last
+    while True:
+        back = data["runs"] + back
+        if data["prev"] is None:
+            break
+        data = get_json(f"{ui_server.url}api/runs?limit=3&before={data['prev']}")
+    assert [r["run_id"] for r in back] == newest
 
 
 def test_runs_filters(service: TracingService, ui_server: UIServer) -> None:
@@ -122,6 +161,11 @@ def test_running_runs_show_and_finish(service: TracingService, ui_server: UIServ
         ("offset=" + str(10**30), "offset must be an integer between 0 and"),
         ("offset=1000000001", "offset must be at most 1000000000"),
         ("limit=" + "9" * 5000, "limit must be an integer between 1 and"),
+        ("sort=name", "sort must be one of start, duration, tokens, spans"),
+        ("order=sideways", "order must be asc or desc"),
+        ("after=1.2.3", "cursor is malformed"),
+        ("after=" + "9" * 25 + ".1", "cursor is malformed"),
+        ("after=1.1&before=1.1", "give after or before, not both"),
     ],
     ids=lambda v: v[:24] if isinstance(v, str) else v,
 )
@@ -221,7 +265,10 @@ def test_missing_store_is_empty_and_not_created(tmp_path: Path) -> None:
             "runs": [],
             "total": 0,
             "limit": 50,
-            "offset": 0,
+            "sort": "start",
+            "order": "desc",
+            "next": None,
+            "prev": None,
         }
         assert get(server.url + "api/runs/abc")[0] == 404
         info = get_json(server.url + "api/info")

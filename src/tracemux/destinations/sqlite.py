@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -30,7 +31,7 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: A run's status: ``running`` until its root span ends; then ``error`` when the run
 #: itself failed (its root span), ``partial`` when it went on to the end although one or
@@ -44,6 +45,13 @@ RUN_STATUS_FILTERS = (*RUN_STATUSES, "failed")
 #: The longest search text the store takes (longer raises ``ValueError``).
 MAX_SEARCH_CHARS = 1000
 _MAX_IDS_PER_QUERY = 500
+#: How :meth:`SQLiteStore.runs_page` can sort: name -> the indexed expression.
+RUN_SORTS = {
+    "start": "start_ns",
+    "duration": "COALESCE(end_ns - start_ns, -1)",  # running runs count as shortest
+    "tokens": "(input_tokens + output_tokens)",
+    "spans": "span_count",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,7 +75,6 @@ CREATE TABLE IF NOT EXISTS runs (
     error         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_ns DESC);
-CREATE INDEX IF NOT EXISTS runs_with_errors ON runs (start_ns DESC) WHERE error_count > 0;
 CREATE TABLE IF NOT EXISTS spans (
     run_id    TEXT NOT NULL,
     span_id   TEXT NOT NULL,
@@ -351,6 +358,16 @@ class StoredSpan:
 
 
 @dataclass(frozen=True)
+class RunsPage:
+    """A page of :meth:`SQLiteStore.runs_page`: the runs, and the cursors of the pages
+    after and before it (None at either end)."""
+
+    runs: list[StoredRun]
+    next: str | None
+    prev: str | None
+
+
+@dataclass(frozen=True)
 class SQLiteStore(Destination):
     """The local store: a SQLite file. Equal stores (same path and limits) share one lane.
 
@@ -457,6 +474,63 @@ class SQLiteStore(Destination):
             raise
         return [_stored_run(dict(zip(cols, row))) for row in rows]
 
+    def runs_page(
+        self,
+        limit: int = 50,
+        *,
+        sort: str = "start",
+        descending: bool = True,
+        after: str | None = None,
+        before: str | None = None,
+        search: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> RunsPage:
+        """One page of runs in ``sort`` order (one of :data:`RUN_SORTS`), by keyset: pass
+        a page's ``next`` as ``after`` for the following page, its ``prev`` as ``before``
+        for the one above. Each page is an index range scan, however deep (no OFFSET).
+        Filters as in :meth:`runs`; a malformed cursor or sort raises ``ValueError``."""
+        if sort not in RUN_SORTS:
+            raise ValueError(f"sort must be one of {', '.join(RUN_SORTS)}")
+        if after is not None and before is not None:
+            raise ValueError("give after or before, not both")
+        key = RUN_SORTS[sort]
+        where, args = _run_filters(search, status, user_id, session_id)
+        backwards = before is not None
+        ascending = descending == backwards  # the direction this query walks
+        cursor = after if after is not None else before
+        if cursor is not None:
+            value, rowid = _parse_cursor(cursor)
+            op = ">" if ascending else "<"
+            # not a row value "(key, rowid) < (?, ?)": SQLite searches an expression index
+            # only by a plain range on the expression
+            keyset = f"{key} {op}= ? AND ({key} {op} ? OR rowid {op} ?)"
+            where += (" AND " if where else "WHERE ") + keyset
+            args = [*args, value, value, rowid]
+        order = "ASC" if ascending else "DESC"
+        sql = (
+            f"SELECT {key} AS sort_key_, rowid AS rowid_, * FROM runs {where}"
+            f" ORDER BY {key} {order}, rowid {order} LIMIT ?"
+        )
+        try:
+            cols, rows = self._query(sql, [*args, int(limit) + 1])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return RunsPage([], None, None)
+            raise
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        cursors = [f"{row[0]}.{row[1]}" for row in rows]
+        runs = [_stored_run(dict(zip(cols[2:], row[2:]))) for row in rows]
+        if not runs:
+            return RunsPage([], None, None)
+        has_next = more if not backwards else True
+        has_prev = (cursor is not None) if not backwards else more
+        return RunsPage(runs, cursors[-1] if has_next else None, cursors[0] if has_prev else None)
+
     def count_runs(
         self,
         *,
@@ -537,6 +611,19 @@ _STATUS_FILTERS = {
     "error": "error_count > 0",
     "failed": "status = 'error'",
 }
+
+
+_CURSOR = re.compile(r"^(-?\d{1,20})\.(\d{1,20})$")
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    m = _CURSOR.match(cursor)
+    if m is None:
+        raise ValueError("cursor is malformed: pass a page's next or prev as it was given")
+    value, rowid = int(m.group(1)), int(m.group(2))
+    if not (-(2**63) <= value < 2**63 and rowid < 2**63):
+        raise ValueError("cursor is out of range")
+    return value, rowid
 
 
 def _like_prefix(prefix: str) -> str:
@@ -624,19 +711,26 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " WHERE error_count > 0",
         ),
     ),
+    (
+        3,
+        (  # what the list sorts by (keyset pages), and a session's runs
+            "CREATE INDEX IF NOT EXISTS runs_by_duration ON runs (COALESCE(end_ns - start_ns, -1))",
+            "CREATE INDEX IF NOT EXISTS runs_by_tokens ON runs ((input_tokens + output_tokens))",
+            "CREATE INDEX IF NOT EXISTS runs_by_span_count ON runs (span_count)",
+            "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, start_ns)",
+        ),
+    ),
 )
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside a write
-    transaction): a new store gets the whole schema, an older one each migration since."""
-    if version == 0:
-        statements: list[str] = [x for x in _SCHEMA.split(";") if x.strip()]
-    else:
-        statements = [sql for to, step in _MIGRATIONS if to > version for sql in step]
+    transaction): a new store gets the first schema, then every migration since."""
+    statements = [x for x in _SCHEMA.split(";") if x.strip()] if version == 0 else []
+    statements += [sql for to, step in _MIGRATIONS if to > version for sql in step]
     for statement in statements:
         conn.execute(statement)
-    if version:
+    if version:  # not a new store
         log.info(
             "tracemux: upgraded the store's schema from version %d to %d", version, SCHEMA_VERSION
         )

@@ -13,9 +13,13 @@ Routes (GET only; anything else is answered 405):
 * ``/``, ``/runs/<run_id>``: the page (``static/index.html``); the page routes itself.
 * ``/static/app.js``, ``/static/app.css``: its script and style sheet. Nothing else is
   served from disk, and the page loads nothing from the internet.
-* ``/api/runs?search=&status=&user=&session=&limit=&offset=``: runs, newest first, as
-  ``{"runs": [...], "total": N, "limit": L, "offset": O}``. List items leave out the
-  run's inputs, outputs, metadata and traceback (fetch the run for those).
+* ``/api/runs?search=&status=&user=&session=&limit=&sort=&order=&after=&before=``: a
+  page of runs (newest first by default), as ``{"runs": [...], "total": N, "limit": L,
+  "sort": S, "order": O, "next": cursor, "prev": cursor}``: keyset pages (pass ``next``
+  as ``after``, ``prev`` as ``before``), as fast at the millionth run as at the first.
+  ``offset=`` instead gives the older offset pages (``"offset"`` in the answer). List
+  items leave out the run's inputs, outputs, metadata and traceback (fetch the run for
+  those) and add ``models`` and ``cost``.
 * ``/api/runs/<run_id>``: one run (a unique prefix of its id is enough), or 404.
 * ``/api/runs/<run_id>/spans``: ``{"run_id": ..., "start_ns": ..., "spans": [...]}`` in
   start order; each span also carries ``offset_ms``, its start relative to the run's.
@@ -358,20 +362,37 @@ def _list_runs(
         if value is not None and len(value) > MAX_TEXT_PARAM:
             raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
     limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
     try:
-        runs = store.runs(limit, offset, **filters)
+        if _param(query, "offset") is not None:
+            offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
+            page = store.runs(limit, offset, **filters)
+            extra: dict[str, Any] = {"offset": offset}
+        else:
+            sort = _param(query, "sort") or "start"
+            order = _param(query, "order") or "desc"
+            if order not in ("asc", "desc"):
+                raise _BadRequest("order must be asc or desc")
+            keyset = store.runs_page(
+                limit,
+                sort=sort,
+                descending=order == "desc",
+                after=_param(query, "after"),
+                before=_param(query, "before"),
+                **filters,
+            )
+            page = keyset.runs
+            extra = {"sort": sort, "order": order, "next": keyset.next, "prev": keyset.prev}
         total = store.count_runs(**filters)
-    except ValueError as exc:  # a filter the store cannot use (e.g. a search too long)
+    except ValueError as exc:  # a filter, sort or cursor the store cannot use
         raise _BadRequest(str(exc))
-    if runs:  # runs recorded between the two reads
-        total = max(total, offset + len(runs))
-    usage = store.usage_by_run([r.run_id for r in runs])
+    if page:  # runs recorded between the two reads
+        total = max(total, extra.get("offset", 0) + len(page))
+    usage = store.usage_by_run([r.run_id for r in page])
     return {
-        "runs": [_with_cost(_list_item(r), usage.get(r.run_id, []), prices) for r in runs],
+        "runs": [_with_cost(_list_item(r), usage.get(r.run_id, []), prices) for r in page],
         "total": total,
         "limit": limit,
-        "offset": offset,
+        **extra,
     }
 
 

@@ -15,6 +15,7 @@
     "prompt", "parser", "guardrail", "evaluator", "custom",
   ]);
   const STATUSES = new Set(["ok", "partial", "error", "running"]);
+  const SORTABLE = new Set(["start", "duration", "spans", "tokens"]);
 
   const app = document.getElementById("app");
   const liveEl = document.getElementById("live");
@@ -220,7 +221,13 @@
       user: params.get("user") || "",
       session: params.get("session") || "",
     };
+    // keyset pages: the cursor of the page (after or before), and its number (for display)
+    const sort = { by: params.get("sort") || "start", order: params.get("order") || "desc" };
+    let cursor = params.get("after") ? { after: params.get("after") }
+      : params.get("before") ? { before: params.get("before") } : {};
     let page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+    let pageCursors = { next: null, prev: null };
+    const pageSize = Math.min(500, Math.max(1, parseInt(params.get("limit") || "", 10) || PAGE_SIZE));
     let lastText = null;
     let seq = 0;
     let debounce = null;
@@ -247,17 +254,47 @@
     const clear = h("button", { type: "button", class: "btn", id: "f-clear" }, "Clear");
     const count = h("span", { class: "count", id: "run-count" });
     const tbody = h("tbody");
+    const COLUMNS = ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "Models", "Cost",
+      "User", "Session"];
+    const headRow = h("tr");
     const table = h("table", { class: "runs", id: "runs", hidden: true },
-      h("thead", null, h("tr", null,
-        ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "Models", "Cost", "User", "Session"]
-          .map((c) => h("th", {
-            scope: "col", class: "col-" + c.toLowerCase(),
-            title: c === "Start" ? "date and time in " + TIME_ZONE : null,
-          }, c)))),
+      h("thead", null, headRow),
       tbody);
     const empty = h("div", { class: "empty", id: "empty", hidden: true });
-    const prev = h("button", { type: "button", class: "btn", id: "prev" }, "← Newer");
-    const next = h("button", { type: "button", class: "btn", id: "next" }, "Older →");
+    const prev = h("button", { type: "button", class: "btn", id: "prev" }, "← Previous");
+    const next = h("button", { type: "button", class: "btn", id: "next" }, "Next →");
+
+    function renderHeader() {
+      headRow.replaceChildren(...COLUMNS.map(headerCell));
+    }
+    renderHeader();
+
+    // A column header; the sortable ones (start, duration, spans, tokens) are buttons.
+    function headerCell(c) {
+      const key = c.toLowerCase();
+      const props = {
+        scope: "col", class: "col-" + key,
+        title: c === "Start" ? "date and time in " + TIME_ZONE : null,
+      };
+      if (!SORTABLE.has(key)) return h("th", props, c);
+      const active = sort.by === key;
+      props["aria-sort"] = active ? (sort.order === "asc" ? "ascending" : "descending") : "none";
+      return h("th", props, h("button", {
+        type: "button", class: "sort-btn" + (active ? " active" : ""), dataset: { sort: key },
+        on: {
+          click: () => {
+            sort.order = active && sort.order === "desc" ? "asc" : "desc";
+            sort.by = key;
+            cursor = {};
+            page = 1;
+            syncURL();
+            renderHeader();
+            lastText = null;
+            load();
+          },
+        },
+      }, c, active ? (sort.order === "asc" ? " ▲" : " ▼") : ""));
+    }
     const pageInfo = h("span", { class: "page-info", id: "page-info" });
 
     app.replaceChildren(h("section", { class: "list-view" },
@@ -269,7 +306,12 @@
     function syncURL() {
       const q = new URLSearchParams();
       for (const k of ["search", "status", "user", "session"]) if (f[k]) q.set(k, f[k]);
+      if (sort.by !== "start") q.set("sort", sort.by);
+      if (sort.order !== "desc") q.set("order", sort.order);
+      if (cursor.after) q.set("after", cursor.after);
+      if (cursor.before) q.set("before", cursor.before);
       if (page > 1) q.set("page", String(page));
+      if (pageSize !== PAGE_SIZE) q.set("limit", String(pageSize));
       const s = q.toString();
       lastListQuery = s ? "?" + s : "";
       history.replaceState(null, "", "/" + lastListQuery);
@@ -284,6 +326,7 @@
         f.user = user.value.trim();
         f.session = session.value.trim();
         page = 1;
+        cursor = {};
         syncURL();
         load();
       }, delay);
@@ -298,16 +341,20 @@
       changed(0);
     });
     prev.addEventListener("click", () => {
-      if (page > 1) {
-        page -= 1;
+      if (pageCursors.prev) {
+        page = Math.max(1, page - 1);
+        cursor = page === 1 ? {} : { before: pageCursors.prev };
         syncURL();
         load();
       }
     });
     next.addEventListener("click", () => {
-      page += 1;
-      syncURL();
-      load();
+      if (pageCursors.next) {
+        page += 1;
+        cursor = { after: pageCursors.next };
+        syncURL();
+        load();
+      }
     });
 
     function filterChip(key, value) {
@@ -360,13 +407,15 @@
 
     function render(data) {
       const total = data.total;
-      const to = data.offset + data.runs.length;
+      const from = (page - 1) * pageSize;
+      const to = from + data.runs.length;
+      pageCursors = { next: data.next, prev: data.prev };
       tbody.replaceChildren(...data.runs.map(runRow));
       count.textContent = total === 1 ? "1 run" : fmtInt(total) + " runs";
       pageInfo.textContent = data.runs.length
-        ? fmtInt(data.offset + 1) + "–" + fmtInt(to) + " of " + fmtInt(total) : "";
-      prev.disabled = page <= 1;
-      next.disabled = to >= total;
+        ? fmtInt(from + 1) + "–" + fmtInt(to) + " of " + fmtInt(total) : "";
+      prev.disabled = !data.prev;
+      next.disabled = !data.next;
       table.hidden = data.runs.length === 0;
       empty.hidden = data.runs.length !== 0;
       const filtered = f.search || f.status || f.user || f.session;
@@ -381,13 +430,16 @@
       stopPolling();
       seq += 1;
       const mine = seq;
-      const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String((page - 1) * PAGE_SIZE) });
+      const q = new URLSearchParams({ limit: String(pageSize), sort: sort.by, order: sort.order });
       for (const k of ["search", "status", "user", "session"]) if (f[k]) q.set(k, f[k]);
+      if (cursor.after) q.set("after", cursor.after);
+      if (cursor.before) q.set("before", cursor.before);
       try {
         const data = await getJSON("/api/runs?" + q.toString());
         if (gen !== generation || mine !== seq) return;
         if (data.runs.length === 0 && data.total > 0 && page > 1) {
-          page = Math.max(1, Math.ceil(data.total / PAGE_SIZE));
+          page = 1; // the page's runs are gone (pruned or deleted): back to the first
+          cursor = {};
           syncURL();
           load();
           return;
