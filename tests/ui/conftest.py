@@ -155,6 +155,47 @@ def record_failed_run(svc: TracingService) -> str:
     return run_id
 
 
+#: a word that appears only inside a tool's output in :func:`record_chat_session`
+TOOL_ONLY_WORD = "zanzibarite"
+CHAT_SESSION = "s-chat"
+CHAT_QUESTIONS = ("What is the weather in Paris?", "And tomorrow?")
+
+
+def record_chat_session(svc: TracingService) -> list[str]:
+    """Record a two-turn conversation (session ``s-chat``, user erin) whose LLM calls
+    use tools (OpenAI-style messages with tool calls); return the run ids in order."""
+    ids = []
+    history: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a weather assistant."},
+    ]
+    for turn, question in enumerate(CHAT_QUESTIONS):
+        history.append({"role": "user", "content": question})
+        with svc.trace_run(
+            "weather-chat", user_id="erin", session_id=CHAT_SESSION, inputs={"question": question}
+        ) as run:
+            ids.append(run.run_id)
+            call = {
+                "id": f"call_{turn}",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+            with run.span("Planner LLM", kind="llm", inputs={"messages": list(history)}) as llm:
+                llm.set_usage(model="gpt-4o-mini", input_tokens=40 + turn, output_tokens=12)
+                llm.set_outputs({"role": "assistant", "content": None, "tool_calls": [call]})
+            with run.span("get_weather", kind="tool", inputs={"city": "Paris"}) as tool:
+                report = f"sunny, 21 C, {TOOL_ONLY_WORD} haze" if turn == 0 else "rain, 14 C"
+                tool.set_outputs({"report": report})
+            history.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            history.append({"role": "tool", "tool_call_id": f"call_{turn}", "content": report})
+            answer = f"Paris: {report}." if turn == 0 else f"Tomorrow in Paris: {report}."
+            with run.span("Answer LLM", kind="llm", inputs={"messages": list(history)}) as llm:
+                llm.set_usage(model="gpt-4o-mini", input_tokens=80 + turn, output_tokens=20)
+                llm.set_outputs({"role": "assistant", "content": answer})
+            history.append({"role": "assistant", "content": answer})
+            run.set_outputs({"answer": answer})
+    return ids
+
+
 @dataclass
 class Recorded:
     """What :func:`fill_store` recorded, oldest first."""

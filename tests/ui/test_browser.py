@@ -20,13 +20,17 @@ from pathlib import Path
 import pytest
 
 from tests.ui.conftest import (
+    CHAT_QUESTIONS,
+    CHAT_SESSION,
     CHROMIUM,
     CHROMIUM_ARGS,
+    TOOL_ONLY_WORD,
     XSS_OUTPUT,
     XSS_RUN,
     XSS_SPAN,
     Recorded,
     fill_store,
+    record_chat_session,
 )
 from tracemux import TracingService
 from tracemux.cost import Cost, PriceTable, fmt_usd
@@ -49,6 +53,7 @@ class E2E:
     store: SQLiteStore
     rec: Recorded
     server: UIServer
+    chat_runs: list[str]
 
     @property
     def url(self) -> str:
@@ -89,11 +94,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     svc = TracingService([store])
     try:
         rec = fill_store(svc, agent_runs=3, pace=1.0)
+        chat = record_chat_session(svc)
+        assert svc.flush(10)
     finally:
         svc.shutdown(10)
     server = UIServer(store, port=0).start()
     try:
-        yield E2E(store, rec, server)
+        yield E2E(store, rec, server, chat)
     finally:
         assert server.stop()
 
@@ -176,7 +183,7 @@ def test_list_shows_the_demo_runs(tab: Tab, e2e: E2E) -> None:
     page = tab.page
     page.goto(e2e.url)
     total = e2e.store.count_runs()
-    assert total == DEMO_RUNS + 5
+    assert total == DEMO_RUNS + 7
     expect(page.locator("#run-count")).to_have_text(f"{total} runs")
     rows = page.locator("tr.run-row")
     expect(rows).to_have_count(total)
@@ -395,6 +402,9 @@ def test_selecting_the_failing_span_shows_its_error(tab: Tab, e2e: E2E) -> None:
     expect(page.locator("#d-error")).to_have_count(0)
     expect(page.locator(".facts")).to_contain_text("gpt-4o-mini")
     expect(page.locator(".facts")).to_contain_text("412 in · 188 out · 600 total")
+    # an LLM call shows as a chat first; its raw values are one click away
+    expect(page.locator("#chat .msg-user .msg-text")).to_have_text("How are API keys rotated?")
+    page.locator("#raw-toggle").click()
     outputs = page.locator(".d-outputs")
     content = outputs.locator(".j-entry", has=page.locator(".j-key", has_text="content"))
     expect(content.locator(".fold-btn")).to_contain_text("more characters")
@@ -457,6 +467,97 @@ def test_a_runs_url_opens_that_run_and_span(tab: Tab, e2e: E2E) -> None:
     expect(page.locator("#d-title")).to_have_text("WebSearch")
     page.goto(f"{e2e.url}runs/no-such-run")
     expect(page.locator("#run-head h1")).to_have_text("Run not found")
+
+
+# -- sessions and the chat view ---------------------------------------------------------
+
+
+def test_sessions_list_and_a_session_as_a_conversation(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    page.goto(e2e.url)
+    page.locator(".nav a", has_text="Sessions").click()
+    expect(page).to_have_url(e2e.url + "sessions")
+    rows = page.locator("tr.session-row")
+    sessions = e2e.store.sessions(100)
+    expect(rows).to_have_count(len(sessions))
+    expect(page.locator("#session-count")).to_have_text(f"{len(sessions)} sessions")
+    # most recently active first: the chat session was recorded last
+    expect(rows.first).to_have_attribute("data-session-id", CHAT_SESSION)
+    chat_row = rows.first
+    expect(chat_row.locator("td.c-user")).to_have_text("erin")
+    expect(chat_row.locator("td.c-runs")).to_have_text("2")
+    cost = PriceTable().total([("gpt-4o-mini", 40 + 80 + 41 + 81, 12 + 20 + 12 + 20)])
+    expect(chat_row.locator("td.c-cost")).to_have_text(fmt_usd(cost))
+    agents = page.locator('tr.session-row[data-session-id="s-0"]')
+    expect(agents.locator("td.c-errors")).to_have_text("2 of 2")  # both agent runs: a tool failed
+
+    chat_row.locator("a.session-link").click()
+    expect(page).to_have_url(f"{e2e.url}sessions/{CHAT_SESSION}")
+    expect(page.locator("#session-name")).to_have_text(CHAT_SESSION)
+    expect(page.locator("#session-runs")).to_have_text("2")
+    expect(page.locator("#session-cost")).to_have_text(fmt_usd(cost))
+    turns = page.locator("article.turn")
+    expect(turns).to_have_count(2)
+    # the turns in the order they happened, each the user's question then the answer
+    assert [turns.nth(i).get_attribute("data-run-id") for i in range(2)] == e2e.chat_runs
+    for i, question in enumerate(CHAT_QUESTIONS):
+        expect(turns.nth(i).locator(".msg-user .msg-text")).to_have_text(question)
+    expect(turns.nth(0).locator(".msg-assistant .msg-text")).to_contain_text(TOOL_ONLY_WORD)
+    expect(turns.nth(1).locator(".msg-assistant .msg-text")).to_have_text(
+        "Tomorrow in Paris: rain, 14 C."
+    )
+    # a turn opens its run, whose session links back here
+    turns.nth(1).locator("a.run-link").click()
+    expect(page).to_have_url(f"{e2e.url}runs/{e2e.chat_runs[1]}")
+    page.locator("#run-session").click()
+    expect(page).to_have_url(f"{e2e.url}sessions/{CHAT_SESSION}")
+    page.goto(e2e.url + "sessions/no-such-session")
+    expect(page.locator("#session-head h1")).to_have_text("Session not found")
+
+
+def test_llm_span_reads_as_a_chat_with_the_raw_json_one_click_away(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    run_id = e2e.chat_runs[1]
+    answer = next(s for s in e2e.store.spans(run_id) if s.name == "Answer LLM")
+    _open_run(tab, e2e, run_id, answer.span_id)
+    expect(page.locator("#d-title")).to_have_text("Answer LLM")
+    chat = page.locator("#chat")
+    expect(chat).to_be_visible()
+    msgs = chat.locator(".msg")
+    roles = [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    expect(msgs).to_have_count(len(roles))
+    assert [msgs.nth(i).get_attribute("data-role") for i in range(len(roles))] == roles
+    expect(msgs.nth(1).locator(".msg-text")).to_have_text(CHAT_QUESTIONS[0])
+    expect(msgs.nth(2).locator(".tool-name")).to_have_text("→ get_weather")
+    expect(msgs.nth(2).locator(".tool-call")).to_contain_text('{"city": "Paris"}')
+    expect(msgs.nth(3).locator(".msg-text")).to_contain_text(TOOL_ONLY_WORD)
+    expect(msgs.last.locator(".msg-text")).to_have_text("Tomorrow in Paris: rain, 14 C.")
+    expect(msgs.last.locator(".msg-note")).to_have_text("output")
+    expect(page.locator(".d-inputs")).to_be_hidden()
+    # one click to the raw JSON, one back
+    page.locator("#raw-toggle").click()
+    expect(chat).to_be_hidden()
+    expect(page.locator(".d-inputs")).to_be_visible()
+    expect(page.locator(".d-outputs .j-string")).to_have_text(
+        ["assistant", "Tomorrow in Paris: rain, 14 C."]
+    )
+    page.locator("#raw-toggle").click()
+    expect(chat).to_be_visible()
+    # a span that is not an LLM call has no chat view
+    page.locator(".wf-row[data-kind='tool']").click()
+    expect(page.locator("#d-title")).to_have_text("get_weather")
+    expect(page.locator("#chat")).to_have_count(0)
+    expect(page.locator(".d-outputs")).to_be_visible()
 
 
 # -- live updates (last: it records more runs) ------------------------------------------

@@ -19,7 +19,14 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.ui.conftest import XSS_RUN, XSS_SPAN, fill_store, get, get_json
+from tests.ui.conftest import (
+    XSS_RUN,
+    XSS_SPAN,
+    fill_store,
+    get,
+    get_json,
+    record_chat_session,
+)
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.ui import UIServer
@@ -199,6 +206,35 @@ def test_status_filters_find_every_run_where_something_failed(
     statuses = {r["run_id"]: r["status"] for r in get_json(ui_server.url + "api/runs")["runs"]}
     assert statuses[rec.agent_runs[0]] == "partial"
     assert statuses[rec.failed_run] == "error"
+
+
+def test_sessions_and_a_sessions_runs_in_order(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=4)  # alice s-0 (runs 0, 2), bob s-1 (runs 1, 3)
+    chat = record_chat_session(service)
+    assert service.flush(10)
+    data = get_json(ui_server.url + "api/sessions")
+    assert [s["session_id"] for s in data["sessions"]] == ["s-chat", "s-x", "s-9", "s-1", "s-0"]
+    assert data["total"] == 5
+    s0 = data["sessions"][-1]
+    assert (s0["user_id"], s0["runs"], s0["runs_with_errors"]) == ("alice", 2, 2)
+    assert s0["input_tokens"] == 2 * (412 + 9) and s0["output_tokens"] == 2 * 188
+    assert s0["cost"]["usd"] > 0 and s0["cost"]["unpriced"] == 1  # the embedding model
+    assert [
+        s["session_id"] for s in get_json(ui_server.url + "api/sessions?user=bob")["sessions"]
+    ] == ["s-1"]
+
+    session = get_json(ui_server.url + "api/sessions/s-0")
+    assert [r["run_id"] for r in session["runs"]] == [rec.agent_runs[0], rec.agent_runs[2]]
+    assert session["runs"][0]["inputs"] == {"question": "How are API keys rotated?"}
+    chat_session = get_json(ui_server.url + "api/sessions/s-chat")
+    assert [r["run_id"] for r in chat_session["runs"]] == chat
+    assert chat_session["user_id"] == "erin"
+    status, _, _ = get(ui_server.url + "api/sessions/nope")
+    assert status == 404
+    status, _, _ = get(ui_server.url + "api/sessions/" + "x" * 2000)
+    assert status == 400
 
 
 # -- one run ----------------------------------------------------------------------------

@@ -358,6 +358,24 @@ class StoredSpan:
 
 
 @dataclass(frozen=True)
+class StoredSession:
+    """A session: the runs that share a ``session_id``, summed up."""
+
+    session_id: str
+    user_id: str | None
+    runs: int
+    first_ns: int
+    last_ns: int
+    input_tokens: int
+    output_tokens: int
+    runs_with_errors: int
+    error_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class RunsPage:
     """A page of :meth:`SQLiteStore.runs_page`: the runs, and the cursors of the pages
     after and before it (None at either end)."""
@@ -589,6 +607,75 @@ class SQLiteStore(Destination):
         out: dict[str, list[tuple[str, int, int]]] = {}
         for run_id, model, input_tokens, output_tokens in rows:
             out.setdefault(run_id, []).append((model, int(input_tokens), int(output_tokens)))
+        return out
+
+    def sessions(
+        self, limit: int = 50, offset: int = 0, *, user_id: str | None = None
+    ) -> list[StoredSession]:
+        """Sessions (runs that share a ``session_id``), the most recently active first."""
+        where, args = ("WHERE session_id IS NOT NULL", [])
+        if user_id:
+            where += " AND user_id = ?"
+            args.append(user_id)
+        sql = (
+            "SELECT session_id, MAX(user_id), COUNT(*), MIN(start_ns), MAX(start_ns),"
+            " SUM(input_tokens), SUM(output_tokens), SUM(error_count > 0), SUM(error_count)"
+            f" FROM runs {where} GROUP BY session_id ORDER BY MAX(start_ns) DESC, session_id"
+            " LIMIT ? OFFSET ?"
+        )
+        try:
+            _, rows = self._query(sql, [*args, int(limit), int(offset)])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [StoredSession(*row) for row in rows]
+
+    def count_sessions(self, *, user_id: str | None = None) -> int:
+        """How many sessions :meth:`sessions` can list."""
+        sql = "SELECT COUNT(DISTINCT session_id) FROM runs WHERE session_id IS NOT NULL"
+        args = []
+        if user_id:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        try:
+            _, rows = self._query(sql, args)
+        except sqlite3.OperationalError:
+            return 0
+        return int(rows[0][0]) if rows else 0
+
+    def session_runs(self, session_id: str, limit: int = 500) -> list[StoredRun]:
+        """A session's runs in the order they started (a conversation's turns)."""
+        try:
+            cols, rows = self._query(
+                "SELECT * FROM runs WHERE session_id = ? ORDER BY start_ns, rowid LIMIT ?",
+                (session_id, int(limit)),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def usage_by_session(self, session_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """For each session: (model, input tokens, output tokens) over its runs' spans."""
+        ids = list(dict.fromkeys(session_ids))[:_MAX_IDS_PER_QUERY]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        try:
+            _, rows = self._query(
+                "SELECT r.session_id, s.model,"
+                " SUM(COALESCE(json_extract(s.usage, '$.input_tokens'), 0)),"
+                " SUM(COALESCE(json_extract(s.usage, '$.output_tokens'), 0))"
+                f" FROM runs r JOIN spans s ON s.run_id = r.run_id"
+                f" WHERE r.session_id IN ({marks}) AND s.model IS NOT NULL"
+                " GROUP BY r.session_id, s.model",
+                ids,
+            )
+        except sqlite3.OperationalError:
+            return {}
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for session_id, model, input_tokens, output_tokens in rows:
+            out.setdefault(session_id, []).append((model, int(input_tokens), int(output_tokens)))
         return out
 
     def spans(self, run_id: str) -> list[StoredSpan]:

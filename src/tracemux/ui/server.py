@@ -23,6 +23,10 @@ Routes (GET only; anything else is answered 405):
 * ``/api/runs/<run_id>``: one run (a unique prefix of its id is enough), or 404.
 * ``/api/runs/<run_id>/spans``: ``{"run_id": ..., "start_ns": ..., "spans": [...]}`` in
   start order; each span also carries ``offset_ms``, its start relative to the run's.
+* ``/api/sessions?user=&limit=&offset=``: sessions, most recently active first, each
+  with its user, runs, first and last start, tokens, runs with errors and cost.
+* ``/api/sessions/<session_id>``: the session's runs in the order they started, with
+  their inputs and outputs (its conversation), or 404.
 * ``/api/info``: the store's path, whether it exists yet, and the tracemux version.
 
 Threads: tracemux records from one export thread, and this server is the deliberate
@@ -67,6 +71,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_OFFSET = 10**9
 MAX_TEXT_PARAM = 1000  # characters of a user or session filter
+MAX_SESSION_RUNS = 500  # runs a session page shows (the first ones)
 
 #: Sent with every response, errors included.
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
@@ -86,7 +91,10 @@ _STATIC_FILES: dict[str, tuple[str, str]] = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
-_PAGE_PATH = re.compile(r"^/(?:index\.html)?$|^/runs/[^/]+/?$")
+_PAGE_PATH = re.compile(
+    r"^/(?:index\.html)?$|^/runs/[^/]+/?$|^/sessions(?:/[^/]+)?/?$|^/dashboard/?$"
+)
+_API_SESSION_PATH = re.compile(r"^/api/sessions/([^/]+)/?$")
 _API_RUN_PATH = re.compile(r"^/api/runs/([^/]+)(/spans)?/?$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _LIST_OMIT = ("inputs", "outputs", "metadata")
@@ -277,6 +285,17 @@ class _Handler(BaseHTTPRequestHandler):
         if path.rstrip("/") == "/api/info":
             self._send_json(self.server.viewer.info())
             return
+        if path.rstrip("/") == "/api/sessions":
+            self._send_json(_list_sessions(store, query, viewer.prices))
+            return
+        m = _API_SESSION_PATH.match(path)
+        if m is not None:
+            session = _session_payload(store, unquote(m.group(1)), viewer.prices)
+            if session is None:
+                self._send_json({"error": "session not found"}, status=404)
+            else:
+                self._send_json(session)
+            return
         m = _API_RUN_PATH.match(path)
         if m is None:
             self.send_error(404, "not found")
@@ -393,6 +412,54 @@ def _list_runs(
         "total": total,
         "limit": limit,
         **extra,
+    }
+
+
+def _list_sessions(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    user = _param(query, "user")
+    if user is not None and len(user) > MAX_TEXT_PARAM:
+        raise _BadRequest(f"user is longer than {MAX_TEXT_PARAM} characters")
+    limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
+    sessions = store.sessions(limit, offset, user_id=user)
+    usage = store.usage_by_session([s.session_id for s in sessions])
+    items = []
+    for session in sessions:
+        item = session.to_dict()
+        item["cost"] = prices.total(usage.get(session.session_id, [])).to_dict()
+        items.append(item)
+    return {
+        "sessions": items,
+        "total": store.count_sessions(user_id=user),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def _session_payload(
+    store: SQLiteStore, session_id: str, prices: PriceTable
+) -> dict[str, Any] | None:
+    """A session's runs in order, each with its inputs and outputs (the conversation)."""
+    if len(session_id) > MAX_TEXT_PARAM:
+        raise _BadRequest(f"session id is longer than {MAX_TEXT_PARAM} characters")
+    runs = store.session_runs(session_id, MAX_SESSION_RUNS)
+    if not runs:
+        return None
+    usage = store.usage_by_run([r.run_id for r in runs])
+    items = []
+    for run in runs:
+        item = _with_cost(run.to_dict(), usage.get(run.run_id, []), prices)
+        item.pop("metadata", None)
+        items.append(item)
+    total = prices.total(u for r in runs for u in usage.get(r.run_id, []))
+    return {
+        "session_id": session_id,
+        "user_id": next((r.user_id for r in runs if r.user_id), None),
+        "runs": items,
+        "cost": total.to_dict(),
+        "truncated": len(runs) >= MAX_SESSION_RUNS,
     }
 
 

@@ -182,7 +182,15 @@
     stopPolling();
     const params = new URLSearchParams(location.search);
     const m = /^\/runs\/([^/]+)\/?$/.exec(location.pathname);
-    if (m) {
+    const sm = /^\/sessions\/([^/]+)\/?$/.exec(location.pathname);
+    markNav(location.pathname);
+    if (sm) {
+      showSession(safeDecode(sm[1]));
+    } else if (/^\/sessions\/?$/.test(location.pathname)) {
+      showSessions(params);
+    } else if (/^\/dashboard\/?$/.test(location.pathname)) {
+      showDashboard(params);
+    } else if (m) {
       let runId = m[1];
       try {
         runId = decodeURIComponent(runId);
@@ -192,6 +200,23 @@
       showRun(runId, params.get("span"));
     } else {
       showList(params);
+    }
+  }
+
+  function safeDecode(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch (_) {
+      return text; // keep it as written
+    }
+  }
+
+  function markNav(path) {
+    const section = path.startsWith("/sessions") ? "sessions"
+      : path.startsWith("/dashboard") ? "dashboard" : "runs";
+    for (const a of document.querySelectorAll(".nav a")) {
+      if (a.dataset.section === section) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
     }
   }
 
@@ -598,7 +623,8 @@
       }
       if (run.session_id) {
         items.push(meta("session",
-          h("a", { href: listHref({ session: run.session_id }), "data-nav": true }, run.session_id)));
+          h("a", { href: sessionHref(run.session_id), "data-nav": true, id: "run-session" },
+            run.session_id)));
       }
       if (run.project) items.push(meta("project", run.project));
       if (run.tags && run.tags.length) {
@@ -717,6 +743,8 @@
         h("h3", null, title, extra || null), body);
     }
 
+    let llmRaw = false; // an LLM span shows its chat view, or its raw JSON
+
     function renderDetail(s) {
       const key = JSON.stringify(s);
       if (key === detailKey) return;
@@ -748,8 +776,28 @@
               h("pre", null, s.error.traceback))
             : null)));
       }
-      parts.push(section("inputs", "Inputs", jsonBlock(s.inputs), s.inputs == null ? null : copyButton(s.inputs)));
-      parts.push(section("outputs", "Outputs", jsonBlock(s.outputs), s.outputs == null ? null : copyButton(s.outputs)));
+      const chat = s.kind === "llm" ? chatView(s.inputs, s.outputs) : null;
+      const raw = [
+        section("inputs", "Inputs", jsonBlock(s.inputs), s.inputs == null ? null : copyButton(s.inputs)),
+        section("outputs", "Outputs", jsonBlock(s.outputs), s.outputs == null ? null : copyButton(s.outputs)),
+      ];
+      if (chat) {
+        // an LLM call reads as a conversation; its raw JSON is one click away
+        const toggle = h("button", { type: "button", class: "btn btn-small", id: "raw-toggle" });
+        const chatSection = section("chat", "Conversation", chat);
+        const show = () => {
+          chatSection.hidden = llmRaw;
+          for (const r of raw) r.hidden = !llmRaw;
+          toggle.textContent = llmRaw ? "Chat view" : "Raw JSON";
+        };
+        toggle.addEventListener("click", () => {
+          llmRaw = !llmRaw;
+          show();
+        });
+        parts.push(h("div", { class: "view-toggle" }, toggle), chatSection);
+        show();
+      }
+      parts.push(...raw);
       if (s.metadata != null) {
         parts.push(section("metadata", "Metadata", jsonBlock(s.metadata), copyButton(s.metadata)));
       }
@@ -821,6 +869,243 @@
     }
 
     load();
+  }
+
+  // -- sessions ------------------------------------------------------------------------------
+
+  function sessionHref(sessionId) {
+    return "/sessions/" + encodeURIComponent(sessionId);
+  }
+
+  function showSessions(params) {
+    const gen = generation;
+    document.title = "Sessions · tracemux";
+    const user = params.get("user") || "";
+    const tbody = h("tbody");
+    const count = h("span", { class: "count", id: "session-count" });
+    const empty = h("div", { class: "empty", id: "sessions-empty", hidden: true });
+    const table = h("table", { class: "runs sessions", id: "sessions" },
+      h("thead", null, h("tr", null, ["Session", "User", "Runs", "First", "Last", "Tokens", "Cost", "Errors"]
+        .map((c) => h("th", { scope: "col", class: "col-" + c.toLowerCase() }, c)))),
+      tbody);
+    app.replaceChildren(h("section", { class: "list-view" },
+      h("div", { class: "filters" }, h("h1", { class: "page-title" }, "Sessions"),
+        user ? h("span", { class: "chip" }, "user: " + user) : null, count),
+      h("div", { class: "table-wrap" }, table, empty)));
+
+    function row(s) {
+      const href = sessionHref(s.session_id);
+      return h("tr", { class: "session-row", dataset: { sessionId: s.session_id } },
+        h("td", null, h("a", { href: href, "data-nav": true, class: "session-link" }, s.session_id)),
+        h("td", { class: "c-user" }, s.user_id || h("span", { class: "muted" }, "—")),
+        h("td", { class: "num c-runs" }, fmtInt(s.runs)),
+        h("td", { class: "c-time" }, dateTime(s.first_ns)),
+        h("td", { class: "c-time" }, dateTime(s.last_ns)),
+        h("td", { class: "num" }, fmtTokens(s.input_tokens, s.output_tokens)),
+        h("td", { class: "num c-cost" }, fmtUsd(s.cost)),
+        h("td", { class: "num c-errors" }, s.runs_with_errors
+          ? h("span", { class: "err-count" }, fmtInt(s.runs_with_errors) + " of " + fmtInt(s.runs))
+          : h("span", { class: "muted" }, "—")));
+    }
+
+    async function load() {
+      if (gen !== generation) return;
+      const q = new URLSearchParams({ limit: "100" });
+      if (user) q.set("user", user);
+      try {
+        const data = await getJSON("/api/sessions?" + q.toString());
+        if (gen !== generation) return;
+        tbody.replaceChildren(...data.sessions.map(row));
+        count.textContent = fmtInt(data.total) + (data.total === 1 ? " session" : " sessions");
+        table.hidden = data.sessions.length === 0;
+        empty.hidden = data.sessions.length !== 0;
+        empty.replaceChildren(h("p", null, "No sessions yet: runs recorded with a session_id are grouped here."));
+        setLive("on", "live · updated " + clock(new Date()));
+      } catch (err) {
+        if (gen !== generation) return;
+        setLive("off", "cannot reach the server, retrying…");
+      }
+      schedule(gen, load);
+    }
+    load();
+  }
+
+  // The text a user would read in a run's inputs or outputs: a string, a known field of
+  // an object (question, input, answer, content...), or the last message of a list.
+  const TEXT_KEYS = ["content", "text", "message", "question", "input", "input_value", "query",
+    "prompt", "answer", "output", "output_value", "result", "response"];
+
+  function messageText(value) {
+    if (value === null || value === undefined) return null;
+    if (typeof value === "string") return value;
+    if (Array.isArray(value)) return value.length ? messageText(value[value.length - 1]) : null;
+    if (typeof value === "object") {
+      if (Array.isArray(value.messages)) return messageText(value.messages);
+      for (const k of TEXT_KEYS) {
+        if (k in value) {
+          const t = messageText(value[k]);
+          if (t !== null) return t;
+        }
+      }
+    }
+    return null;
+  }
+
+  function bubble(role, body, extra) {
+    return h("div", { class: "msg msg-" + role, dataset: { role: role } },
+      h("div", { class: "msg-role" }, role), h("div", { class: "msg-body" }, body), extra || null);
+  }
+
+  function textOrJson(value) {
+    const text = messageText(value);
+    return text !== null ? h("div", { class: "msg-text" }, text) : jsonBlock(value);
+  }
+
+  function showSession(sessionId) {
+    const gen = generation;
+    document.title = sessionId + " · session · tracemux";
+    const head = h("header", { class: "run-head", id: "session-head" });
+    const convo = h("div", { class: "conversation", id: "conversation" });
+    app.replaceChildren(h("section", { class: "session-view" },
+      h("a", { class: "back", href: "/sessions", "data-nav": true }, "← Sessions"), head, convo));
+
+    function turn(r, i) {
+      const parts = [
+        h("div", { class: "turn-head" },
+          h("span", { class: "turn-no" }, "#" + (i + 1)),
+          h("a", { href: runHref(r.run_id), "data-nav": true, class: "run-link" }, r.name || "(unnamed)"),
+          statusPill(r.status),
+          h("span", { class: "muted" }, dateTime(r.start_ns) + " · " +
+            (r.status === "running" ? "running…" : fmtDur(r.duration_ms)) + " · " +
+            fmtTokens(r.input_tokens, r.output_tokens) + " tokens · " + fmtUsd(r.cost))),
+      ];
+      if (r.inputs !== null && r.inputs !== undefined) parts.push(bubble("user", textOrJson(r.inputs)));
+      if (r.outputs !== null && r.outputs !== undefined) {
+        parts.push(bubble("assistant", textOrJson(r.outputs)));
+      }
+      if (r.error) {
+        parts.push(bubble("error", h("div", { class: "msg-text" },
+          (r.error.type || "Error") + ": " + (r.error.message || ""))));
+      }
+      return h("article", { class: "turn", dataset: { runId: r.run_id } }, parts);
+    }
+
+    async function load() {
+      if (gen !== generation) return;
+      try {
+        const data = await getJSON("/api/sessions/" + encodeURIComponent(sessionId));
+        if (gen !== generation) return;
+        const runs = data.runs;
+        const tokens = runs.reduce((n, r) => n + r.input_tokens + r.output_tokens, 0);
+        const errors = runs.filter((r) => r.error_count > 0).length;
+        head.replaceChildren(
+          h("div", { class: "run-title" }, h("h1", { id: "session-name" }, sessionId)),
+          h("div", { class: "run-meta" },
+            h("span", { class: "meta" }, h("span", { class: "meta-label" }, "user"),
+              data.user_id || "—"),
+            h("span", { class: "meta" }, h("span", { class: "meta-label" }, "runs"),
+              h("span", { id: "session-runs" }, fmtInt(runs.length))),
+            h("span", { class: "meta" }, h("span", { class: "meta-label" }, "tokens"), fmtInt(tokens)),
+            h("span", { class: "meta" }, h("span", { class: "meta-label" }, "cost"),
+              h("span", { id: "session-cost" }, fmtUsd(data.cost))),
+            h("span", { class: "meta" }, h("span", { class: "meta-label" }, "with errors"),
+              fmtInt(errors)),
+            h("a", { href: listHref({ session: sessionId }), "data-nav": true }, "as a list of runs")));
+        convo.replaceChildren(...runs.map(turn));
+        setLive("on", "live · updated " + clock(new Date()));
+        schedule(gen, load);
+      } catch (err) {
+        if (gen !== generation) return;
+        if (err.status === 404) {
+          head.replaceChildren(h("h1", null, "Session not found"));
+          convo.replaceChildren();
+          setLive("idle", "");
+          return;
+        }
+        setLive("off", "cannot reach the server, retrying…");
+        schedule(gen, load);
+      }
+    }
+    load();
+  }
+
+  // -- chat view of an LLM span ---------------------------------------------------------------
+
+  // The messages of an LLM call's inputs (OpenAI / LangChain style: role and content,
+  // tool calls), or null when they are not in that shape.
+  function chatMessages(value) {
+    const list = Array.isArray(value) ? value
+      : value && typeof value === "object" && Array.isArray(value.messages) ? value.messages : null;
+    if (!list || !list.length) return null;
+    const out = [];
+    for (const m of list) {
+      const msg = normalizeMessage(m);
+      if (!msg) return null;
+      out.push(msg);
+    }
+    return out;
+  }
+
+  function normalizeMessage(m) {
+    if (typeof m === "string") return { role: "user", content: m, toolCalls: [] };
+    if (!m || typeof m !== "object") return null;
+    let role = m.role || m.type || (m.kwargs && m.kwargs.type) || null;
+    const src = m.kwargs && typeof m.kwargs === "object" ? m.kwargs : m;
+    if (!role) return null;
+    role = { human: "user", ai: "assistant", AIMessage: "assistant", HumanMessage: "user",
+      SystemMessage: "system", ToolMessage: "tool" }[role] || role;
+    const toolCalls = [];
+    const calls = src.tool_calls || (src.additional_kwargs && src.additional_kwargs.tool_calls) || [];
+    if (Array.isArray(calls)) {
+      for (const c of calls) {
+        if (!c || typeof c !== "object") continue;
+        const fn = c.function || {};
+        toolCalls.push({ name: c.name || fn.name || "tool", args: c.args !== undefined ? c.args : fn.arguments });
+      }
+    }
+    return { role: String(role), content: src.content, toolCalls: toolCalls, name: src.name || src.tool_call_id };
+  }
+
+  function chatOutput(value) {
+    if (value === null || value === undefined) return null;
+    if (typeof value === "string") return [{ role: "assistant", content: value, toolCalls: [] }];
+    if (typeof value === "object" && !Array.isArray(value)) {
+      if (Array.isArray(value.choices) && value.choices.length && value.choices[0].message) {
+        return value.choices.map((c) => normalizeMessage(c.message)).filter(Boolean);
+      }
+      if (value.role || value.type) {
+        const msg = normalizeMessage(value);
+        return msg ? [msg] : null;
+      }
+      if (Array.isArray(value.generations)) {
+        const flat = value.generations.flat();
+        const msgs = flat.map((g) => g && (g.message ? normalizeMessage(g.message)
+          : typeof g.text === "string" ? { role: "assistant", content: g.text, toolCalls: [] } : null));
+        return msgs.every(Boolean) && msgs.length ? msgs : null;
+      }
+    }
+    return chatMessages(value);
+  }
+
+  function contentView(content) {
+    if (content === null || content === undefined || content === "") return null;
+    if (typeof content === "string") return h("div", { class: "msg-text" }, content);
+    if (Array.isArray(content)) {
+      return content.map((part) => part && typeof part === "object" && part.type === "text"
+        ? h("div", { class: "msg-text" }, String(part.text)) : jsonBlock(part));
+    }
+    return jsonBlock(content);
+  }
+
+  function chatView(inputs, outputs) {
+    const before = chatMessages(inputs);
+    const after = chatOutput(outputs);
+    if (!before && !after) return null;
+    const msgs = [...(before || []), ...(after || []).map((m) => Object.assign({ output: true }, m))];
+    return h("div", { class: "chat", id: "chat" }, msgs.map((m) => bubble(m.role,
+      [contentView(m.content), ...m.toolCalls.map((c) => h("div", { class: "tool-call" },
+        h("span", { class: "tool-name" }, "→ " + c.name), jsonBlock(c.args)))],
+      m.output ? h("div", { class: "msg-note" }, "output") : null)));
   }
 
   // -- start ---------------------------------------------------------------------------------
