@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import Recorded, fill_store
+from tests.ui.conftest import TOOL_ONLY_WORD, Recorded, fill_store, record_chat_session
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 
@@ -108,3 +108,16 @@ def test_show_lists_the_runs_an_ambiguous_prefix_matches(make_service, store) ->
     none = tracemux("show", "--db", store.path, "zz")
     assert none.returncode == 1
     assert none.stdout.strip() == f"No run 'zz' in {store.path}."
+
+
+def test_runs_search_is_full_text(make_service, store: SQLiteStore) -> None:
+    svc = make_service([store])
+    chat = record_chat_session(svc)
+    svc.shutdown(10)
+    done = tracemux("runs", "--db", store.path, "--search", TOOL_ONLY_WORD)
+    assert done.returncode == 0, done.stderr
+    assert "1 runs match" in done.stdout
+    assert chat[0][:8] in done.stdout and chat[1][:8] not in done.stdout
+    too_long = tracemux("runs", "--db", store.path, "--search", "x" * 5000)
+    assert too_long.returncode == 2
+    assert "search is longer than 1000 characters" in too_long.stderr

@@ -47,7 +47,7 @@ def test_runs_newest_first_with_pagination_and_filters(service, store):
     assert store.count_runs(user_id="bob") == 4
     assert store.count_runs(session_id="s2") == 3
     assert [r.name for r in store.runs(search="special")] == ["special failing run"]
-    assert store.count_runs(search="run-") == 8
+    assert store.count_runs(search="run-") == 9  # full-text: the word "run" is in every name
     assert store.count_runs(search="%") == 0  # LIKE wildcards are literal
     # the error was handled inside the run: the run went on (partial), and is found
     assert store.runs(status="failed") == []

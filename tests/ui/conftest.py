@@ -183,8 +183,10 @@ def record_chat_session(svc: TracingService) -> list[str]:
                 llm.set_usage(model="gpt-4o-mini", input_tokens=40 + turn, output_tokens=12)
                 llm.set_outputs({"role": "assistant", "content": None, "tool_calls": [call]})
             with run.span("get_weather", kind="tool", inputs={"city": "Paris"}) as tool:
-                report = f"sunny, 21 C, {TOOL_ONLY_WORD} haze" if turn == 0 else "rain, 14 C"
-                tool.set_outputs({"report": report})
+                report = "sunny, 21 C" if turn == 0 else "rain, 14 C"
+                # the station goes no further than this output (not to the model)
+                station = f"{TOOL_ONLY_WORD}-{turn}" if turn == 0 else "orly-1"
+                tool.set_outputs({"report": report, "station": station})
             history.append({"role": "assistant", "content": None, "tool_calls": [call]})
             history.append({"role": "tool", "tool_call_id": f"call_{turn}", "content": report})
             answer = f"Paris: {report}." if turn == 0 else f"Tomorrow in Paris: {report}."

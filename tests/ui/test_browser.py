@@ -262,6 +262,20 @@ def test_filters(tab: Tab, e2e: E2E) -> None:
     expect(rows).to_have_count(e2e.store.count_runs(status="error"))
 
 
+def test_search_finds_a_word_only_inside_a_tool_output(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    page.goto(e2e.url)
+    page.locator("#f-search").fill(TOOL_ONLY_WORD)
+    rows = page.locator("tr.run-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", e2e.chat_runs[0])
+    expect(page.locator("#run-count")).to_have_text("1 run")
+    # an exception's type finds the runs where it was raised
+    page.locator("#f-search").fill("SearchTimeout")
+    expect(rows).to_have_count(len(e2e.rec.agent_runs))
+    expect(rows.locator("a.run-link")).to_have_text(["support-agent"] * 3)
+
+
 def test_sortable_columns_and_keyset_pages(tab: Tab, e2e: E2E) -> None:
     page = tab.page
     total = e2e.store.count_runs()
@@ -502,7 +516,7 @@ def test_sessions_list_and_a_session_as_a_conversation(tab: Tab, e2e: E2E) -> No
     assert [turns.nth(i).get_attribute("data-run-id") for i in range(2)] == e2e.chat_runs
     for i, question in enumerate(CHAT_QUESTIONS):
         expect(turns.nth(i).locator(".msg-user .msg-text")).to_have_text(question)
-    expect(turns.nth(0).locator(".msg-assistant .msg-text")).to_contain_text(TOOL_ONLY_WORD)
+    expect(turns.nth(0).locator(".msg-assistant .msg-text")).to_have_text("Paris: sunny, 21 C.")
     expect(turns.nth(1).locator(".msg-assistant .msg-text")).to_have_text(
         "Tomorrow in Paris: rain, 14 C."
     )
@@ -540,7 +554,7 @@ def test_llm_span_reads_as_a_chat_with_the_raw_json_one_click_away(tab: Tab, e2e
     expect(msgs.nth(1).locator(".msg-text")).to_have_text(CHAT_QUESTIONS[0])
     expect(msgs.nth(2).locator(".tool-name")).to_have_text("→ get_weather")
     expect(msgs.nth(2).locator(".tool-call")).to_contain_text('{"city": "Paris"}')
-    expect(msgs.nth(3).locator(".msg-text")).to_contain_text(TOOL_ONLY_WORD)
+    expect(msgs.nth(3).locator(".msg-text")).to_have_text("sunny, 21 C")
     expect(msgs.last.locator(".msg-text")).to_have_text("Tomorrow in Paris: rain, 14 C.")
     expect(msgs.last.locator(".msg-note")).to_have_text("output")
     expect(page.locator(".d-inputs")).to_be_hidden()

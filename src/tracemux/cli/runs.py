@@ -35,7 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("runs", help="list the newest runs in the local store")
     add_db_argument(p)
     p.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
-    p.add_argument("--search", default=None, help="only runs whose name or id contains this")
+    p.add_argument(
+        "--search",
+        default=None,
+        help="only runs whose id or name contains this, or one of whose spans has these "
+        "words in its name, inputs, outputs, logs or error (full-text)",
+    )
     p.add_argument(
         "--status",
         choices=RUN_STATUS_FILTERS,
@@ -74,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
         "user_id": args.user,
         "session_id": args.session,
     }
-    runs = store.runs(limit=args.limit, **filters)
+    try:
+        runs = store.runs(limit=args.limit, **filters)
+    except ValueError as exc:  # e.g. a search longer than the store takes
+        console(stderr=True).print(f"[red]tracemux runs: {escape(str(exc))}[/]", soft_wrap=True)
+        return 2
     if not runs:
         total = store.count_runs()
         if total and any(filters.values()):

@@ -31,7 +31,7 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: A run's status: ``running`` until its root span ends; then ``error`` when the run
 #: itself failed (its root span), ``partial`` when it went on to the end although one or
@@ -466,6 +466,22 @@ class SQLiteStore(Destination):
                     conn.close()
             time.sleep(_LOCK_TRY)
 
+    def _filters(
+        self, search: str | None, status: str | None, user_id: str | None, session_id: str | None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of these filters; search uses the full-text index when the
+        store has one (a store not yet upgraded is searched by name and id only)."""
+        fts = False
+        if search:
+            try:
+                _, rows = self._query(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'span_text'"
+                )
+                fts = bool(rows)
+            except sqlite3.OperationalError:
+                fts = False
+        return _run_filters(search, status, user_id, session_id, fts=fts)
+
     def runs(
         self,
         limit: int = 50,
@@ -476,13 +492,16 @@ class SQLiteStore(Destination):
         user_id: str | None = None,
         session_id: str | None = None,
     ) -> list[StoredRun]:
-        """The newest runs first, optionally filtered (``search`` matches name or run id).
+        """The newest runs first, optionally filtered.
+
+        ``search``: runs whose id or name contains the text, or one of whose spans holds
+        its words in its name, inputs, outputs, logs or error (full-text, SQLite FTS5).
 
         ``status``: one of :data:`RUN_STATUS_FILTERS`; ``"error"`` selects every run with
         a failed span (see :data:`RUN_STATUSES`), ``"failed"`` only the runs that failed
         as a whole. An unknown status raises ``ValueError``.
         """
-        where, args = _run_filters(search, status, user_id, session_id)
+        where, args = self._filters(search, status, user_id, session_id)
         sql = f"SELECT * FROM runs {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?"
         try:
             cols, rows = self._query(sql, [*args, int(limit), int(offset)])
@@ -514,7 +533,7 @@ class SQLiteStore(Destination):
         if after is not None and before is not None:
             raise ValueError("give after or before, not both")
         key = RUN_SORTS[sort]
-        where, args = _run_filters(search, status, user_id, session_id)
+        where, args = self._filters(search, status, user_id, session_id)
         backwards = before is not None
         ascending = descending == backwards  # the direction this query walks
         cursor = after if after is not None else before
@@ -558,7 +577,7 @@ class SQLiteStore(Destination):
         session_id: str | None = None,
     ) -> int:
         """How many runs match the same filters as :meth:`runs`."""
-        where, args = _run_filters(search, status, user_id, session_id)
+        where, args = self._filters(search, status, user_id, session_id)
         try:
             _, rows = self._query(f"SELECT COUNT(*) FROM runs {where}", args)
         except sqlite3.OperationalError:
@@ -608,6 +627,17 @@ class SQLiteStore(Destination):
         for run_id, model, input_tokens, output_tokens in rows:
             out.setdefault(run_id, []).append((model, int(input_tokens), int(output_tokens)))
         return out
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (full ids) with their spans and search text; returns how many
+        were deleted. Opens a writing connection of its own (upgrading an old store)."""
+        if not run_ids or not os.path.exists(self.path):
+            return 0
+        writer = _SQLiteExporter(self)
+        try:
+            return writer.delete_runs(run_ids)
+        finally:
+            writer.close()
 
     def sessions(
         self, limit: int = 50, offset: int = 0, *, user_id: str | None = None
@@ -717,17 +747,43 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def fts_query(text: str) -> str | None:
+    """An FTS5 query for what a user typed: every word must appear (the last one as a
+    prefix: ``rotat`` finds "rotated"); None when the text has no word."""
+    words = _WORD.findall(text)[:_MAX_SEARCH_WORDS]
+    if not words:
+        return None
+    return " ".join(f'"{w}"' for w in words) + "*"
+
+
+_WORD = re.compile(r"\w+")
+_MAX_SEARCH_WORDS = 16
+
+
 def _run_filters(
-    search: str | None, status: str | None, user_id: str | None, session_id: str | None
+    search: str | None,
+    status: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    fts: bool = False,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
     if search and len(search) > MAX_SEARCH_CHARS:
         raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
     if search:
-        clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
         pattern = "%" + _like_prefix(search)
-        args += [pattern, pattern]
+        match = fts_query(search) if fts else None
+        if match is None:
+            clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern]
+        else:  # a run whose id or name holds the text, or one of whose spans has the words
+            clauses.append(
+                "(run_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR rowid IN"
+                f" (SELECT rowid >> {_SPANS_PER_RUN_BITS} FROM span_text"
+                " WHERE span_text MATCH ?))"
+            )
+            args += [pattern, pattern, match]
     if status:
         if status not in _STATUS_FILTERS:
             raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
@@ -788,6 +844,12 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+# Full-text search: one row per span in the FTS5 table span_text, whose rowid is
+# (the run's rowid << 20) + the span's number in its run, so that a match leads to its run
+# and a run's rows are deleted as one range. Written by the export thread with the spans.
+_SPANS_PER_RUN_BITS = 20
+_TEXT_CHARS = 32_768  # of each value (inputs, outputs, logs, error) a span's text holds
+
 # Upgrades of a store made by an older tracemux, in place: (version it leads to, statements).
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -807,6 +869,23 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, start_ns)",
         ),
     ),
+    (
+        4,
+        (  # full-text search over the spans' names, inputs, outputs, logs and errors
+            "CREATE VIRTUAL TABLE IF NOT EXISTS span_text USING fts5"
+            "(body, tokenize = 'unicode61 remove_diacritics 2', detail = none)",
+            # the spans already stored: numbered in each run by start
+            f"""INSERT OR REPLACE INTO span_text (rowid, body)
+            SELECT (r.rowid << {_SPANS_PER_RUN_BITS}) + ((ROW_NUMBER() OVER (
+                       PARTITION BY s.run_id ORDER BY s.start_ns, s.span_id) - 1)
+                       & {(1 << _SPANS_PER_RUN_BITS) - 1}),
+                   s.name || ' ' || COALESCE(substr(s.inputs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.outputs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.logs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.error, 1, {_TEXT_CHARS}), '')
+            FROM spans s JOIN runs r ON r.run_id = s.run_id""",
+        ),
+    ),
 )
 
 
@@ -822,6 +901,64 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             "tracemux: upgraded the store's schema from version %d to %d", version, SCHEMA_VERSION
         )
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+_SPAN_TEXT = ("INSERT OR REPLACE INTO span_text (rowid, body)", "", 2)
+
+
+def _span_text(span_row: Sequence[Any]) -> str:
+    """What search finds a span by: its name, inputs, outputs, logs and error."""
+    parts = [span_row[3]]
+    for i in (8, 9, 11, 14):  # inputs, outputs, logs, error (see _SQLiteExporter.export)
+        value = span_row[i]
+        if value:
+            parts.append(value[:_TEXT_CHARS])
+    return " ".join(parts)
+
+
+def _search_rows(
+    conn: sqlite3.Connection, spans: list[Any], counts: dict[str, list[Any]]
+) -> list[tuple[int, str]]:
+    """span_text rows for a batch's spans (after their runs' counts were written)."""
+    ids = list(counts)
+    numbered: dict[str, list[int]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT run_id, rowid, span_count FROM runs WHERE run_id IN ({marks})", chunk
+        ).fetchall()
+        for run_id, rowid, span_count in rows:
+            # [next key, the batch's first span's number in its run]
+            numbered[run_id] = [rowid << _SPANS_PER_RUN_BITS, span_count - counts[run_id][9]]
+    mask = (1 << _SPANS_PER_RUN_BITS) - 1
+    out = []
+    for row in spans:
+        slot = numbered.get(row[0])
+        if slot is None:
+            continue
+        out.append((slot[0] + (slot[1] & mask), _span_text(row)))
+        slot[1] += 1
+    return out
+
+
+def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
+    """Delete runs with their spans and search text (inside a write transaction)."""
+    deleted = 0
+    for start in range(0, len(run_ids), 500):
+        chunk = list(run_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        rowids = conn.execute(f"SELECT rowid FROM runs WHERE run_id IN ({marks})", chunk)
+        conn.executemany(
+            "DELETE FROM span_text WHERE rowid >= ? AND rowid < ?",
+            [
+                (r << _SPANS_PER_RUN_BITS, (r + 1) << _SPANS_PER_RUN_BITS)
+                for (r,) in rowids.fetchall()
+            ],
+        )
+        conn.execute(f"DELETE FROM spans WHERE run_id IN ({marks})", chunk)
+        deleted += conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
+    return deleted
 
 
 class _SQLiteExporter:
@@ -958,8 +1095,15 @@ class _SQLiteExporter:
         if spans:
             _insert_rows(conn, _SPANS, spans, limit)
             _insert_rows(conn, _RUN_COUNTS, list(counts.values()), limit)
+            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, spans, counts), limit)
         if ends:
             _insert_rows(conn, _RUN_END, ends, limit)
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs, their spans and their search text. Returns how many."""
+        conn = self.conn
+        with _write_transaction(conn):
+            return _delete_runs(conn, run_ids)
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
@@ -977,8 +1121,7 @@ class _SQLiteExporter:
             if not old:
                 return 0
             with _write_transaction(conn):
-                conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
-                conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
+                _delete_runs(conn, [row[0] for row in old])
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:  # _write_transaction rolled back

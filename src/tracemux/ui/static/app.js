@@ -258,8 +258,8 @@
     let debounce = null;
 
     const search = h("input", {
-      type: "search", id: "f-search", placeholder: "Search name or run id",
-      "aria-label": "Search name or run id", autocomplete: "off",
+      type: "search", id: "f-search", placeholder: "Search names, inputs, outputs, logs, errors, ids",
+      "aria-label": "Search runs", autocomplete: "off",
     });
     const status = h("select", { id: "f-status", "aria-label": "Status" },
       [["", "Any status"], ["running", "Running"], ["ok", "OK"],
