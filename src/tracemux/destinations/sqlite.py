@@ -628,6 +628,17 @@ class SQLiteStore(Destination):
             out.setdefault(run_id, []).append((model, int(input_tokens), int(output_tokens)))
         return out
 
+    def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
+        """Write runs and their spans as given (e.g. read back from an export), replacing
+        runs of the same id; returns how many runs were written."""
+        if not runs:
+            return 0
+        writer = _SQLiteExporter(self)
+        try:
+            return writer.import_runs(runs, spans)
+        finally:
+            writer.close()
+
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs (full ids) with their spans and search text; returns how many
         were deleted. Opens a writing connection of its own (upgrading an old store)."""
@@ -904,6 +915,33 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 
 
 _SPAN_TEXT = ("INSERT OR REPLACE INTO span_text (rowid, body)", "", 2)
+_RUN_FIELDS = (
+    "run_id", "trace_id", "name", "user_id", "session_id", "project", "tags", "metadata",
+    "start_ns", "end_ns", "status", "span_count", "error_count", "input_tokens",
+    "output_tokens", "inputs", "outputs", "error",
+)  # fmt: skip
+_RUN_ROWS = (f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_FIELDS)})", "", len(_RUN_FIELDS))
+_RUN_JSON = frozenset({"tags", "metadata", "inputs", "outputs", "error"})
+_SPAN_FIELDS = (
+    "run_id", "span_id", "parent_id", "name", "kind", "start_ns", "end_ns", "status",
+    "inputs", "outputs", "metadata", "logs", "usage", "model", "error",
+)  # fmt: skip
+_SPAN_JSON = frozenset({"inputs", "outputs", "metadata", "logs", "usage", "error"})
+
+
+def _stored_run_row(run: StoredRun) -> tuple[Any, ...]:
+    return tuple(
+        _json_text(getattr(run, f)) if f in _RUN_JSON else getattr(run, f) for f in _RUN_FIELDS
+    )
+
+
+def _stored_span_row(span: StoredSpan) -> tuple[Any, ...]:
+    row = [
+        _json_text(getattr(span, f)) if f in _SPAN_JSON else getattr(span, f) for f in _SPAN_FIELDS
+    ]
+    if not span.logs:
+        row[_SPAN_FIELDS.index("logs")] = None  # as the export thread writes no logs
+    return tuple(row)
 
 
 def _span_text(span_row: Sequence[Any]) -> str:
@@ -1098,6 +1136,31 @@ class _SQLiteExporter:
             _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, spans, counts), limit)
         if ends:
             _insert_rows(conn, _RUN_END, ends, limit)
+
+    def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
+        """Write whole runs and spans (see :meth:`SQLiteStore.import_runs`)."""
+        run_rows = [_stored_run_row(r) for r in runs]
+        span_rows = [_stored_span_row(s) for s in spans]
+        counts = {}
+        for row in span_rows:
+            counts.setdefault(row[0], [None] * 9 + [0])[9] += 1
+        conn = self.conn
+        limit = self._max_variables
+        with _write_transaction(conn):
+            _delete_runs(conn, [r.run_id for r in runs])
+            _insert_rows(conn, _RUN_ROWS, run_rows, limit)
+            _insert_rows(conn, _SPANS, span_rows, limit)
+            # number the spans from 0 in each run: the runs' span_count is the full count
+            conn.executemany(
+                "UPDATE runs SET span_count = ? WHERE run_id = ?",
+                [(c[9], run_id) for run_id, c in counts.items()],
+            )
+            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, span_rows, counts), limit)
+            conn.executemany(
+                "UPDATE runs SET span_count = ? WHERE run_id = ?",
+                [(r.span_count, r.run_id) for r in runs],
+            )
+        return len(runs)
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, their spans and their search text. Returns how many."""
