@@ -574,6 +574,80 @@ def test_llm_span_reads_as_a_chat_with_the_raw_json_one_click_away(tab: Tab, e2e
     expect(page.locator(".d-outputs")).to_be_visible()
 
 
+# -- export and delete (they change the store: near the end) --------------------------
+
+
+def test_export_selected_runs_re_imports_as_the_same_runs(
+    tab: Tab, e2e: E2E, tmp_path: Path
+) -> None:
+    page = tab.page
+    page.goto(e2e.url)
+    picked = [e2e.rec.failed_run, *e2e.chat_runs]
+    for run_id in picked:
+        page.locator(f'tr.run-row[data-run-id="{run_id}"] input.select').check()
+    expect(page.locator("#sel-info")).to_have_text("3 selected · ")
+    for fmt, link in (("jsonl", "#export-jsonl"), ("otlp", "#export-otlp")):
+        with page.expect_download() as download:
+            page.locator(link).click()
+        path = tmp_path / f"export.{fmt}"
+        download.value.save_as(path)
+        fresh = SQLiteStore(tmp_path / f"fresh-{fmt}.db")
+        done = subprocess.run(
+            [sys.executable, "-m", "tracemux", "import", "--db", fresh.path, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(r.run_id for r in fresh.runs(100)) == sorted(picked)
+        for run_id in picked:
+            assert fresh.run(run_id).to_dict() == e2e.store.run(run_id).to_dict(), fmt
+            got = [(s.span_id, s.name, s.status, s.outputs) for s in fresh.spans(run_id)]
+            want = [(s.span_id, s.name, s.status, s.outputs) for s in e2e.store.spans(run_id)]
+            assert got == want, fmt
+
+
+def test_delete_needs_an_explicit_confirmation(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    victims = [r.run_id for r in e2e.store.runs(2, search="RAG flow")]
+    before = e2e.store.count_runs()
+    page.goto(e2e.url)
+    delete = page.locator("#delete-selected")
+    expect(delete).to_be_disabled()
+    for run_id in victims:
+        page.locator(f'tr.run-row[data-run-id="{run_id}"] input.select').check()
+    expect(delete).to_be_enabled()
+    # cancel, Escape and a click beside the dialog delete nothing
+    for dismiss in ("cancel", "escape", "outside"):
+        delete.click()
+        dialog = page.locator("#confirm[role=dialog]")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#confirm-title")).to_have_text("Delete 2 runs?")
+        expect(page.locator("#confirm-text")).to_contain_text("cannot be undone")
+        if dismiss == "cancel":
+            page.locator("#confirm-cancel").click()
+        elif dismiss == "escape":
+            page.keyboard.press("Escape")
+        else:
+            page.mouse.click(5, 5)
+        expect(dialog).to_have_count(0)
+        assert e2e.store.count_runs() == before
+    delete.click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("tr.run-row")).to_have_count(before - 2)
+    assert all(e2e.store.run(r) is None for r in victims)
+    assert e2e.store.count_runs() == before - 2
+
+    # one run, from its own page
+    victim = e2e.store.runs(1, search="RAG flow")[0].run_id
+    page.goto(f"{e2e.url}runs/{victim}")
+    page.locator("#delete-run").click()
+    expect(page.locator("#confirm-title")).to_have_text("Delete this run?")
+    page.locator("#confirm-ok").click()
+    expect(page).to_have_url(e2e.url)
+    assert e2e.store.run(victim) is None
+
+
 # -- live updates (last: it records more runs) ------------------------------------------
 
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -308,7 +310,13 @@ def test_missing_store_is_empty_and_not_created(tmp_path: Path) -> None:
         }
         assert get(server.url + "api/runs/abc")[0] == 404
         info = get_json(server.url + "api/info")
-        assert info == {"db": str(path), "exists": False, "version": info["version"]}
+        assert info == {
+            "db": str(path),
+            "exists": False,
+            "version": info["version"],
+            "token": server.csrf_token,
+            "can_delete": True,
+        }
     assert not path.exists() and not path.parent.exists()
 
 
@@ -375,13 +383,99 @@ def test_unknown_paths_are_404(ui_server: UIServer, path: str) -> None:
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"])
 def test_only_get_is_allowed(ui_server: UIServer, method: str) -> None:
-    for path in ("", "api/runs", "static/app.js"):
+    # (and POST to /api/runs/delete: see the tests of deleting below)
+    for path in ("", "api/runs", "static/app.js", "api/runs/x"):
         status, headers, body = get(ui_server.url + path, method=method)
         assert status == 405, (method, path)
         assert headers["Allow"] == "GET"
         assert headers["Content-Security-Policy"].startswith("default-src 'self'")
         if method != "HEAD":
             assert "read-only" in json.loads(body)["error"]
+
+
+def _post_delete(server: UIServer, run_ids: object, **overrides: str | None) -> tuple[int, dict]:
+    origin = f"http://127.0.0.1:{server.port}"
+    headers = {
+        "Origin": origin,
+        "X-Tracemux-Token": server.csrf_token,
+        "Content-Type": "application/json",
+        **overrides,
+    }
+    req = urllib.request.Request(
+        server.url + "api/runs/delete",
+        data=json.dumps({"run_ids": run_ids}).encode(),
+        method="POST",
+        headers={k: v for k, v in headers.items() if v is not None},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_delete_needs_the_pages_origin_token_and_json(
+    service: TracingService, ui_server: UIServer, store: SQLiteStore
+) -> None:
+    rec = fill_store(service, agent_runs=2)
+    target = [rec.failed_run]
+    refused = [
+        ({"Origin": None}, "cross-origin request refused"),
+        ({"Origin": "http://evil.example"}, "cross-origin request refused"),
+        ({"Origin": "http://127.0.0.1:1"}, "cross-origin request refused"),
+        ({"Origin": "null"}, "cross-origin request refused"),
+        ({"X-Tracemux-Token": None}, "missing or wrong X-Tracemux-Token"),
+        ({"X-Tracemux-Token": "guess"}, "missing or wrong X-Tracemux-Token"),
+        ({"Content-Type": "text/plain"}, "the body must be application/json"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "must be application/json"),
+        ({"Host": "evil.example"}, "host not allowed"),
+    ]
+    for overrides, message in refused:
+        status, body = _post_delete(ui_server, target, **overrides)
+        assert (status, message in body["error"]) == (403, True), overrides
+    assert store.run(rec.failed_run) is not None
+    for bad in (None, [], "x", [1], ["x" * 2000], ["a"] * 501):
+        status, body = _post_delete(ui_server, bad)
+        assert status == 400 and "run_ids must be a list" in body["error"], bad
+    status, body = _post_delete(ui_server, [rec.failed_run, "no-such-run"])
+    assert (status, body) == (200, {"deleted": 1})
+    assert store.run(rec.failed_run) is None and store.spans(rec.failed_run) == []
+    assert store.count_runs() == 3
+
+
+def test_a_read_only_viewer_deletes_nothing(service: TracingService, store: SQLiteStore) -> None:
+    rec = fill_store(service, agent_runs=1)
+    with UIServer(store, port=0, read_only=True) as server:
+        info = get_json(server.url + "api/info")
+        assert info["token"] is None and info["can_delete"] is False
+        status, body = _post_delete(server, [rec.failed_run])
+        assert (status, body["error"]) == (403, "this viewer is read-only")
+    assert store.run(rec.failed_run) is not None
+
+
+def test_export_downloads_selected_or_filtered_runs(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=2)
+    status, headers, body = get(
+        ui_server.url + f"api/export?run={rec.xss_run}&run={rec.failed_run}"
+    )
+    assert status == 200
+    assert headers["Content-Disposition"] == 'attachment; filename="tracemux-runs.jsonl"'
+    lines = [json.loads(li) for li in body.splitlines()]
+    assert [li["run_id"] for li in lines if li["type"] == "run"] == [rec.xss_run, rec.failed_run]
+    status, headers, body = get(ui_server.url + "api/export?format=otlp&status=error")
+    assert status == 200 and "otlp" in headers["Content-Disposition"]
+    trace_ids = {
+        s["traceId"]
+        for li in body.splitlines()
+        for rs in json.loads(li)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    }
+    assert len(trace_ids) == 3  # the two agent runs and the failed run
+    assert get(ui_server.url + "api/export?format=xml")[0] == 400
 
 
 def test_host_header_must_be_loopback(ui_server: UIServer) -> None:

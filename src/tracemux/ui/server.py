@@ -8,7 +8,7 @@ What a production server would do that this one does by hand: JSON errors, secur
 headers on every response, a Host check against DNS rebinding, 405 for anything but GET,
 and a clean shutdown that ends every thread it started.
 
-Routes (GET only; anything else is answered 405):
+Routes (GET, and one POST; anything else is answered 405):
 
 * ``/``, ``/runs/<run_id>``: the page (``static/index.html``); the page routes itself.
 * ``/static/app.js``, ``/static/app.css``: its script and style sheet. Nothing else is
@@ -27,6 +27,13 @@ Routes (GET only; anything else is answered 405):
   with its user, runs, first and last start, tokens, runs with errors and cost.
 * ``/api/sessions/<session_id>``: the session's runs in the order they started, with
   their inputs and outputs (its conversation), or 404.
+* ``/api/export?format=jsonl|otlp&run=<id>...`` (or the list's filters): a download of
+  the selected or filtered runs (see :mod:`tracemux.transfer`), up to 10,000 runs.
+* ``POST /api/runs/delete`` with ``{"run_ids": [...]}``: the one write. Refused (403)
+  unless the server is bound to loopback and not read-only, the Host is loopback, the
+  Origin is the page's own, the ``X-Tracemux-Token`` header carries the per-server token
+  of ``/api/info`` (which another origin cannot read), and the body is JSON. The page
+  asks for confirmation first.
 * ``/api/info``: the store's path, whether it exists yet, and the tracemux version.
 
 Threads: tracemux records from one export thread, and this server is the deliberate
@@ -42,11 +49,13 @@ own short-lived connections with ``PRAGMA query_only``, and never create the fil
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import sqlite3
 import threading
@@ -61,6 +70,7 @@ import orjson
 
 from tracemux.cost import PriceTable
 from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
+from tracemux.transfer import FORMATS, export_runs
 
 log = logging.getLogger("tracemux.ui")
 
@@ -71,6 +81,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_OFFSET = 10**9
 MAX_TEXT_PARAM = 1000  # characters of a user or session filter
+MAX_EXPORT_RUNS = 10_000  # runs one download from the viewer holds
+MAX_BODY = 65_536  # bytes of a delete request's body
 MAX_SESSION_RUNS = 500  # runs a session page shows (the first ones)
 
 #: Sent with every response, errors included.
@@ -240,8 +252,71 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._send_json({"error": "method not allowed: the viewer is read-only"}, status=405)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _reject
+    do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _reject
     do_TRACE = do_CONNECT = _reject
+
+    def do_POST(self) -> None:
+        """The one write: ``POST /api/runs/delete`` (see :meth:`_delete`)."""
+        if urlsplit(self.path).path.rstrip("/") != "/api/runs/delete":
+            self._reject()
+            return
+        self.close_connection = True
+        try:
+            refusal = self._write_refusal()
+            if refusal is not None:
+                self._send_json({"error": refusal}, status=403)
+                return
+            self._delete()
+        except _BadRequest as exc:
+            self._send_json({"error": str(exc)}, status=400)
+        except sqlite3.Error as exc:
+            log.warning("tracemux ui: deleting runs failed: %s", exc)
+            self._send_json({"error": f"store busy or unreadable: {exc}"}, status=503)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _write_refusal(self) -> str | None:
+        """Why a write request must be refused (None: it may proceed). Only the viewer's
+        own page can delete: a loopback bind, a loopback Host, the page's own Origin, the
+        per-server token the page read from /api/info (other origins cannot read it: no
+        CORS), and a JSON body (a cross-site form cannot send one without a preflight,
+        which is refused)."""
+        viewer = self.server.viewer
+        if viewer.read_only or viewer.allowed_hosts is None:
+            return "this viewer is read-only"
+        if not self._host_allowed():
+            return "host not allowed"
+        if not _same_origin(self.headers.get("Origin"), viewer.port, viewer.allowed_hosts):
+            return "cross-origin request refused"
+        token = self.headers.get("X-Tracemux-Token") or ""
+        if not secrets.compare_digest(token.encode(), viewer.csrf_token.encode()):
+            return "missing or wrong X-Tracemux-Token"
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            return "the body must be application/json"
+        return None
+
+    def _delete(self) -> None:
+        """Delete the runs named in the body ``{"run_ids": [...]}`` (full ids)."""
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            raise _BadRequest("Content-Length required")
+        if not 0 < length <= MAX_BODY:
+            raise _BadRequest(f"the body must be 1 to {MAX_BODY} bytes")
+        try:
+            body = orjson.loads(self.rfile.read(length))
+        except orjson.JSONDecodeError:
+            raise _BadRequest("the body is not JSON")
+        ids = body.get("run_ids") if isinstance(body, dict) else None
+        if (
+            not isinstance(ids, list)
+            or not 0 < len(ids) <= MAX_LIMIT
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_TEXT_PARAM for i in ids)
+        ):
+            raise _BadRequest(f"run_ids must be a list of 1 to {MAX_LIMIT} run ids")
+        deleted = self.server.viewer.store.delete_runs(ids)
+        log.info("tracemux ui: deleted %d runs", deleted)
+        self._send_json({"deleted": deleted})
 
     def do_GET(self) -> None:
         if not self._host_allowed():
@@ -274,6 +349,36 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self._send_json({"error": "internal error"}, status=500)
 
+    def _export(self, store: SQLiteStore, query: dict[str, list[str]]) -> None:
+        """The selected (``run=`` ids) or filtered runs as a download."""
+        fmt = _param(query, "format") or "jsonl"
+        if fmt not in FORMATS:
+            raise _BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        ids = [i for i in query.get("run", []) if i][:MAX_LIMIT]
+        if ids:
+            runs = [r for r in (store.run(i) for i in ids) if r is not None]
+        else:
+            filters = _filters(query)
+            try:
+                total = store.count_runs(**filters)
+                if total > MAX_EXPORT_RUNS:
+                    raise _BadRequest(
+                        f"{total} runs match: the viewer exports up to {MAX_EXPORT_RUNS};"
+                        " narrow the filters, or use tracemux export"
+                    )
+                runs = store.runs(MAX_EXPORT_RUNS, **filters)
+            except ValueError as exc:
+                raise _BadRequest(str(exc))
+        body = io.BytesIO()
+        export_runs(store, runs, body, fmt)
+        name = "tracemux-runs.jsonl" if fmt == "jsonl" else "tracemux-runs.otlp.jsonl"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.send_header("Content-Length", str(len(body.getvalue())))
+        self.end_headers()
+        self.wfile.write(body.getvalue())
+
     # -- API ------------------------------------------------------------------------------
 
     def _api(self, path: str, query: dict[str, list[str]]) -> None:
@@ -284,6 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path.rstrip("/") == "/api/info":
             self._send_json(self.server.viewer.info())
+            return
+        if path.rstrip("/") == "/api/export":
+            self._export(store, query)
             return
         if path.rstrip("/") == "/api/sessions":
             self._send_json(_list_sessions(store, query, viewer.prices))
@@ -307,6 +415,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(_spans_payload(store, run, viewer.prices))
         else:
             self._send_json(_run_payload(store, run, viewer.prices))
+
+
+def _same_origin(origin: str | None, port: int, hosts: frozenset[str]) -> bool:
+    """True when ``origin`` (an Origin header) is this server's own: http, a loopback
+    name it answers to, its port."""
+    if not origin:
+        return False
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme == "http" and parts.port == port and (parts.hostname or "") in hosts
+    except ValueError:
+        return False
 
 
 def _param(query: dict[str, list[str]], name: str) -> str | None:
@@ -364,22 +484,27 @@ def _list_item(run: StoredRun) -> dict[str, Any]:
     return item
 
 
-def _list_runs(
-    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
-) -> dict[str, Any]:
+def _filters(query: dict[str, list[str]]) -> dict[str, Any]:
+    """The run filters of a query (checked; the store checks the search)."""
     status = _param(query, "status")
     if status is not None and status not in RUN_STATUS_FILTERS:
         raise _BadRequest(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
-    filters = {
+    for name in ("user", "session"):
+        value = _param(query, name)
+        if value is not None and len(value) > MAX_TEXT_PARAM:
+            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
+    return {
         "search": _param(query, "search"),
         "status": status,
         "user_id": _param(query, "user"),
         "session_id": _param(query, "session"),
     }
-    for name in ("user", "session"):
-        value = _param(query, name)
-        if value is not None and len(value) > MAX_TEXT_PARAM:
-            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
+
+
+def _list_runs(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    filters = _filters(query)
     limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     try:
         if _param(query, "offset") is not None:
@@ -494,8 +619,12 @@ class UIServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         prices: PriceTable | None = None,
+        read_only: bool = False,
     ) -> None:
         self.store = store
+        #: refuse every write (deleting runs); a non-loopback bind is always read-only
+        self.read_only = read_only
+        self.csrf_token = secrets.token_urlsafe(32)
         #: what costs are worked out with (default: ``TRACEMUX_PRICES``, then genai-prices)
         self.prices = prices if prices is not None else PriceTable.from_env()
         self.static = _load_static()
@@ -538,6 +667,9 @@ class UIServer:
             "db": self.store.path,
             "exists": os.path.exists(self.store.path),
             "version": __version__,
+            # the token a delete request must carry (same-origin pages only can read it)
+            "token": None if self.read_only or self.allowed_hosts is None else self.csrf_token,
+            "can_delete": not self.read_only and self.allowed_hosts is not None,
         }
 
     # -- lifecycle ------------------------------------------------------------------------

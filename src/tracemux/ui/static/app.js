@@ -21,6 +21,7 @@
   const liveEl = document.getElementById("live");
   const storeEl = document.getElementById("store");
 
+  let info = null; // /api/info: the store, and the token a delete must carry
   let generation = 0; // bumped on every route change: work of an older view stops
   let pollTimer = null;
   let lastListQuery = "";
@@ -277,6 +278,40 @@
     user.value = f.user;
     session.value = f.session;
     const clear = h("button", { type: "button", class: "btn", id: "f-clear" }, "Clear");
+    const selected = new Set(); // run ids ticked in the list
+    const selInfo = h("span", { class: "muted", id: "sel-info" });
+    const exportJsonl = h("a", { class: "btn", id: "export-jsonl", download: "" }, "Export JSONL");
+    const exportOtlp = h("a", { class: "btn", id: "export-otlp", download: "" }, "Export OTLP");
+    const delSel = h("button", { type: "button", class: "btn btn-danger", id: "delete-selected", disabled: true },
+      "Delete selected");
+    const actions = h("div", { class: "actions" }, selInfo, exportJsonl, exportOtlp, delSel);
+    function updateActions() {
+      const ids = [...selected];
+      selInfo.textContent = ids.length ? ids.length + " selected · " : "";
+      const filters = { search: f.search, status: f.status, user: f.user, session: f.session };
+      exportJsonl.setAttribute("href", exportHref("jsonl", ids, filters));
+      exportOtlp.setAttribute("href", exportHref("otlp", ids, filters));
+      exportJsonl.title = exportOtlp.title = ids.length ? "the selected runs" : "the runs these filters match";
+      delSel.disabled = ids.length === 0 || !(info && info.can_delete);
+    }
+    delSel.addEventListener("click", async () => {
+      const ids = [...selected];
+      if (!ids.length) return;
+      const yes = await confirmDialog("Delete " + ids.length + (ids.length === 1 ? " run?" : " runs?"),
+        "The selected runs and all their spans will be deleted from " + ((info && info.db) || "the store") +
+        ". This cannot be undone.", "Delete");
+      if (!yes || gen !== generation) return;
+      try {
+        await deleteRuns(ids);
+        selected.clear();
+        lastText = null;
+        updateActions();
+        load();
+      } catch (err) {
+        selInfo.textContent = "Delete failed: " + err.message + " · ";
+      }
+    });
+    loadInfo().then(updateActions, () => {});
     const count = h("span", { class: "count", id: "run-count" });
     const tbody = h("tbody");
     const COLUMNS = ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "Models", "Cost",
@@ -325,8 +360,10 @@
     app.replaceChildren(h("section", { class: "list-view" },
       h("form", { class: "filters", role: "search", on: { submit: (e) => e.preventDefault() } },
         search, status, user, session, clear, count),
+      actions,
       h("div", { class: "table-wrap" }, table, empty),
       h("nav", { class: "pager", "aria-label": "Pages" }, prev, pageInfo, next)));
+    updateActions();
 
     function syncURL() {
       const q = new URLSearchParams();
@@ -350,6 +387,7 @@
         f.status = status.value;
         f.user = user.value.trim();
         f.session = session.value.trim();
+        updateActions();
         page = 1;
         cursor = {};
         syncURL();
@@ -402,12 +440,23 @@
         class: "run-row", dataset: { runId: r.run_id, status: r.status },
         on: {
           click: (ev) => {
-            if (ev.target.closest("a, button")) return;
+            if (ev.target.closest("a, button, input")) return;
             navigate(href);
           },
         },
       },
       h("td", { class: "c-name" },
+        h("input", {
+          type: "checkbox", class: "select", "aria-label": "Select run " + (r.name || r.run_id),
+          checked: selected.has(r.run_id),
+          on: {
+            change: (ev) => {
+              if (ev.target.checked) selected.add(r.run_id);
+              else selected.delete(r.run_id);
+              updateActions();
+            },
+          },
+        }),
         h("a", { href: href, "data-nav": true, class: "run-link" }, r.name || "(unnamed)"),
         h("span", { class: "run-id", title: r.run_id }, r.run_id.slice(0, 8))),
       h("td", null, statusPill(r.status, errTitle)),
@@ -631,10 +680,28 @@
         items.push(meta("tags", ...run.tags.map((t) => h("span", { class: "tag" }, t))));
       }
       items.push(meta("run id", h("code", { class: "run-id-full" }, run.run_id)));
+      const del = info && info.can_delete
+        ? h("button", { type: "button", class: "btn btn-danger btn-small", id: "delete-run",
+          on: { click: () => confirmDelete() } }, "Delete run") : null;
+      const exp = h("a", { class: "btn btn-small", id: "export-run", download: "",
+        href: exportHref("jsonl", [run.run_id]) }, "Export");
       head.replaceChildren(
         h("div", { class: "run-title" }, h("h1", { id: "run-name" }, run.name || "(unnamed)"),
-          statusPill(run.status)),
+          statusPill(run.status), h("span", { class: "run-actions" }, exp, del)),
         h("div", { class: "run-meta" }, items));
+    }
+
+    async function confirmDelete() {
+      const yes = await confirmDialog("Delete this run?", "“" + (run.name || run.run_id) + "” and its " +
+        fmtInt(run.span_count) + " spans will be deleted from the store. This cannot be undone.",
+      "Delete run");
+      if (!yes || gen !== generation) return;
+      try {
+        await deleteRuns([run.run_id]);
+        navigate("/" + lastListQuery);
+      } catch (err) {
+        setLive("off", "delete failed: " + err.message);
+      }
     }
 
     // The spans in tree order (depth first, children by start time); a span whose parent
@@ -837,7 +904,8 @@
       if (gen !== generation) return;
       const id = encodeURIComponent(runId);
       try {
-        const [r, s] = await Promise.all([getJSON("/api/runs/" + id), getJSON("/api/runs/" + id + "/spans")]);
+        const [r, s] = await Promise.all([getJSON("/api/runs/" + id), getJSON("/api/runs/" + id + "/spans"),
+          loadInfo().catch(() => null)]);
         if (gen !== generation) return;
         const text = JSON.stringify([r, s]);
         if (text !== lastText) {
@@ -869,6 +937,67 @@
     }
 
     load();
+  }
+
+  // -- export, delete, confirmation ------------------------------------------------------------
+
+  async function loadInfo() {
+    if (!info) info = await getJSON("/api/info");
+    return info;
+  }
+
+  // A confirmation in the page (not window.confirm): resolves true only on the explicit
+  // button; Escape, Cancel or a click outside resolve false.
+  function confirmDialog(title, text, okText) {
+    return new Promise((resolve) => {
+      const prevFocus = document.activeElement;
+      const ok = h("button", { type: "button", class: "btn btn-danger", id: "confirm-ok" }, okText);
+      const cancel = h("button", { type: "button", class: "btn", id: "confirm-cancel" }, "Cancel");
+      const box = h("div", {
+        class: "modal", role: "dialog", "aria-modal": "true", "aria-labelledby": "confirm-title",
+        id: "confirm",
+      }, h("h2", { id: "confirm-title" }, title), h("p", { id: "confirm-text" }, text),
+      h("div", { class: "modal-actions" }, cancel, ok));
+      const overlay = h("div", { class: "overlay" }, box);
+      function done(answer) {
+        overlay.remove();
+        document.removeEventListener("keydown", onKey, true);
+        if (prevFocus && prevFocus.focus) prevFocus.focus();
+        resolve(answer);
+      }
+      function onKey(ev) {
+        if (ev.key === "Escape") {
+          ev.preventDefault();
+          done(false);
+        }
+      }
+      ok.addEventListener("click", () => done(true));
+      cancel.addEventListener("click", () => done(false));
+      overlay.addEventListener("click", (ev) => { if (ev.target === overlay) done(false); });
+      document.addEventListener("keydown", onKey, true);
+      document.body.appendChild(overlay);
+      cancel.focus();
+    });
+  }
+
+  async function deleteRuns(runIds) {
+    const i = await loadInfo();
+    const resp = await fetch("/api/runs/delete", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Tracemux-Token": i.token || "" },
+      body: JSON.stringify({ run_ids: runIds }),
+      cache: "no-store",
+    });
+    const body = await resp.json().catch(() => null);
+    if (!resp.ok) throw new Error((body && body.error) || resp.statusText);
+    return body.deleted;
+  }
+
+  function exportHref(format, runIds, filters) {
+    const q = new URLSearchParams({ format: format });
+    if (runIds && runIds.length) for (const id of runIds) q.append("run", id);
+    else for (const [k, v] of Object.entries(filters || {})) if (v) q.set(k, v);
+    return "/api/export?" + q.toString();
   }
 
   // -- sessions ------------------------------------------------------------------------------
@@ -1110,8 +1239,8 @@
 
   // -- start ---------------------------------------------------------------------------------
 
-  getJSON("/api/info").then((info) => {
-    storeEl.textContent = info.db + (info.exists ? "" : " (not created yet)");
+  loadInfo().then((i) => {
+    storeEl.textContent = i.db + (i.exists ? "" : " (not created yet)");
   }, () => {});
   route();
 })();
