@@ -253,3 +253,76 @@ def ui_server(store: SQLiteStore) -> Iterator[UIServer]:
         yield server
     finally:
         assert server.stop()
+
+
+MINUTE_NS = 60_000_000_000
+HOUR_NS = 60 * MINUTE_NS
+MS = 1_000_000
+TIMEOUT = {"type": "TimeoutError", "message": "slow", "traceback": ""}
+
+
+@dataclass
+class KnownRuns:
+    """What :func:`import_known_runs` wrote: per flow, (start, duration ns, has errors) of
+    each run; per component, (duration ns, failed) of each call."""
+
+    runs: dict[str, list[tuple[int, int, bool]]]
+    components: dict[str, list[tuple[int, bool]]]
+
+
+def import_known_runs(store: SQLiteStore, now_ns: int) -> KnownRuns:
+    """Write runs of chosen times, durations, failures and tokens (imported, so that every
+    number is known): flow "alpha", 20 runs 10 minutes apart, each a Fetch tool (failing
+    in 2 runs) and an LLM call of 100 + 50 tokens; flow "beta", 5 runs 25 minutes apart
+    with a slow step, the first failing as a whole. Project "known"."""
+    from tracemux.destinations.sqlite import StoredRun, StoredSpan
+
+    runs: list[StoredRun] = []
+    spans: list[StoredSpan] = []
+    known = KnownRuns({"alpha": [], "beta": []}, {"Fetch": [], "LLM": [], "Slow step": []})
+
+    def span(run_id: str, parent: str | None, name: str, kind: str, start: int, took: int,
+             failed: bool) -> str:  # fmt: skip
+        span_id = f"{len(spans) + 1:016x}"
+        llm = kind == "llm"
+        spans.append(
+            StoredSpan(
+                run_id, span_id, parent, name, kind, start, start + took,
+                "error" if failed else "ok",
+                usage={"input_tokens": 100, "output_tokens": 50} if llm else None,
+                model="gpt-4o-mini" if llm else None,
+                error=TIMEOUT if failed else None,
+            )
+        )  # fmt: skip
+        return span_id
+
+    def add(flow: str, k: int, start: int, took: int, children: list[Any], failed: bool) -> None:
+        run_id = f"{flow}-{k:02d}"
+        root = span(run_id, None, flow, "chain", start, took, failed)
+        offset = start
+        for name, kind, child_took, bad in children:
+            span(run_id, root, name, kind, offset, child_took, bad)
+            known.components[name].append((child_took, bad))
+            offset += child_took
+        errors = sum(c[3] for c in children) + failed
+        calls = sum(c[1] == "llm" for c in children)
+        runs.append(
+            StoredRun(
+                run_id=run_id, trace_id=run_id, name=flow, user_id="u", session_id=None,
+                project="known", tags=[], metadata=None, start_ns=start, end_ns=start + took,
+                status="error" if failed else ("partial" if errors else "ok"),
+                span_count=1 + len(children), error_count=errors,
+                input_tokens=100 * calls, output_tokens=50 * calls,
+            )
+        )  # fmt: skip
+        known.runs[flow].append((start, took, bool(errors)))
+
+    for k in range(20):
+        fetch = ("Fetch", "tool", (k + 1) * 10 * MS, k in (3, 7))
+        llm = ("LLM", "llm", 20 * MS, False)
+        add("alpha", k, now_ns - (k + 1) * 10 * MINUTE_NS, (k + 1) * 50 * MS, [fetch, llm], False)
+    for k in range(5):
+        slow = ("Slow step", "tool", 1800 * MS, False)
+        add("beta", k, now_ns - (k + 1) * 25 * MINUTE_NS, 2000 * MS, [slow], k == 0)
+    store.import_runs(runs, spans)
+    return known

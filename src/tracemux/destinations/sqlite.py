@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -31,7 +32,7 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: A run's status: ``running`` until its root span ends; then ``error`` when the run
 #: itself failed (its root span), ``partial`` when it went on to the end although one or
@@ -373,6 +374,24 @@ class StoredSession:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    """Raw figures of :meth:`SQLiteStore.dashboard_data`, as rows.
+
+    ``runs``: (step number, runs, runs with errors); ``latency``: (is a flow, flow or
+    component name, kind, histogram bucket, count) (see :func:`bucket_ms`); ``names``:
+    (is a flow, name, kind, count, errors, longest ns, its run id); ``failed``: (is a
+    flow, name, kind, hour, the latest failed run id);
+    ``models``: (step number, model, calls, input tokens, output tokens).
+    """
+
+    runs: list[tuple[Any, ...]]
+    latency: list[tuple[Any, ...]]
+    names: list[tuple[Any, ...]]
+    failed: list[tuple[Any, ...]]
+    models: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -719,6 +738,85 @@ class SQLiteStore(Destination):
             out.setdefault(session_id, []).append((model, int(input_tokens), int(output_tokens)))
         return out
 
+    def dashboard_data(
+        self,
+        since_ns: int,
+        until_ns: int,
+        step_ns: int,
+        *,
+        project: str | None = None,
+        flow: str | None = None,
+    ) -> DashboardData:
+        """The dashboard's raw figures between two times (see :class:`DashboardData`):
+        runs per ``step_ns`` from the runs themselves; the rest from the hourly figures the
+        export thread keeps. ``project``/``flow`` (a run name) narrow everything."""
+        run_where = "start_ns >= ? AND start_ns < ?"
+        run_args: list[Any] = [since_ns, until_ns]
+        stat_where = "hour >= ? AND hour <= ?"
+        stat_args: list[Any] = [since_ns // HOUR_NS, (until_ns - 1) // HOUR_NS]
+        if project:
+            run_where += " AND project = ?"
+            run_args.append(project)
+            stat_where += " AND project = ?"
+            stat_args.append(project)
+        if flow:
+            run_where += " AND name = ?"
+            run_args.append(flow)
+            stat_where += " AND flow = ?"
+            stat_args.append(flow)
+        step_hours = max(1, step_ns // HOUR_NS)
+        queries = {
+            "runs": (
+                f"SELECT (start_ns - ?) / ?, COUNT(*), SUM(error_count > 0) FROM runs"
+                f" WHERE {run_where} GROUP BY 1 ORDER BY 1",
+                [since_ns, step_ns, *run_args],
+            ),
+            "latency": (
+                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, bucket,"
+                f" SUM(n) FROM stats_latency WHERE {stat_where} GROUP BY 1, 2, 3, 4",
+                [RUN_KIND, RUN_KIND, *stat_args],
+            ),
+            "names": (
+                # slowest_run: SQLite takes a bare column from the row of the one MAX()
+                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, SUM(n),"
+                " SUM(errors), MAX(max_ns), slowest_run"
+                f" FROM stats_names WHERE {stat_where} GROUP BY 1, 2, 3",
+                [RUN_KIND, RUN_KIND, *stat_args],
+            ),
+            "failed": (
+                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind,"
+                f" MAX(hour), failed_run FROM stats_names WHERE {stat_where}"
+                " AND failed_run IS NOT NULL GROUP BY 1, 2, 3",
+                [RUN_KIND, RUN_KIND, *stat_args],
+            ),
+            "models": (
+                "SELECT (hour - ?) / ?, model, SUM(n), SUM(input_tokens), SUM(output_tokens)"
+                f" FROM stats_models WHERE {stat_where} GROUP BY 1, 2 ORDER BY 1, 2",
+                [since_ns // HOUR_NS, step_hours, *stat_args],
+            ),
+        }
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for key, (sql, args) in queries.items():
+            try:
+                out[key] = self._query(sql, args)[1]
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                out[key] = []  # a store not yet upgraded: no hourly figures yet
+        return DashboardData(**out)
+
+    def flows(self, limit: int = 200) -> list[str]:
+        """The names of the runs in the store (the flows), most recent first."""
+        try:
+            _, rows = self._query(
+                "SELECT name FROM runs WHERE name IS NOT NULL GROUP BY name"
+                " ORDER BY MAX(start_ns) DESC LIMIT ?",
+                (int(limit),),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [row[0] for row in rows]
+
     def spans(self, run_id: str) -> list[StoredSpan]:
         """The run's spans, in start order, with parent ids, values, logs and usage."""
         try:
@@ -861,6 +959,83 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
 _SPANS_PER_RUN_BITS = 20
 _TEXT_CHARS = 32_768  # of each value (inputs, outputs, logs, error) a span's text holds
 
+# The dashboard's figures, kept per hour as spans are written (by the export thread, a
+# few rows per batch): latency histograms (log buckets, 10% wide) per component, counts,
+# errors and an example run; tokens per model. Root spans are kept as kind '(run)': the
+# flows' latency. Project and flow '' stand for none (WITHOUT ROWID keys are NOT NULL).
+HOUR_NS = 3_600_000_000_000
+RUN_KIND = "(run)"
+LATENCY_BASE = 1.1
+_STATS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS stats_latency (
+        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, name TEXT NOT NULL,
+        kind TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (hour, project, flow, name, kind, bucket)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS stats_names (
+        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, name TEXT NOT NULL,
+        kind TEXT NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
+        max_ns INTEGER NOT NULL, slowest_run TEXT, failed_run TEXT,
+        PRIMARY KEY (hour, project, flow, name, kind)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS stats_models (
+        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, model TEXT NOT NULL,
+        n INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        PRIMARY KEY (hour, project, flow, model)) WITHOUT ROWID""",
+    # the spans already stored (upgrade): the same figures, computed in SQL
+    f"""INSERT INTO stats_latency
+        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.name,
+               CASE WHEN s.parent_id IS NULL THEN '{RUN_KIND}' ELSE s.kind END,
+               CAST(floor(log(MAX(1, (s.end_ns - s.start_ns) / 1000)) / log({LATENCY_BASE}))
+                    AS INTEGER) AS b, COUNT(*)
+        FROM spans s JOIN runs r ON r.run_id = s.run_id GROUP BY 1, 2, 3, 4, 5, 6""",
+    f"""INSERT INTO stats_names
+        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.name,
+               CASE WHEN s.parent_id IS NULL THEN '{RUN_KIND}' ELSE s.kind END,
+               COUNT(*), SUM(s.status = 'error'), MAX(s.end_ns - s.start_ns),
+               substr(MAX(printf('%020d', s.end_ns - s.start_ns) || s.run_id), 21),
+               MAX(CASE WHEN s.status = 'error' THEN s.run_id END)
+        FROM spans s JOIN runs r ON r.run_id = s.run_id GROUP BY 1, 2, 3, 4, 5""",
+    f"""INSERT INTO stats_models
+        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.model,
+               COUNT(*), SUM(COALESCE(json_extract(s.usage, '$.input_tokens'), 0)),
+               SUM(COALESCE(json_extract(s.usage, '$.output_tokens'), 0))
+        FROM spans s JOIN runs r ON r.run_id = s.run_id WHERE s.model IS NOT NULL
+        GROUP BY 1, 2, 3, 4""",
+)
+_STATS_LATENCY = (
+    "INSERT INTO stats_latency (hour, project, flow, name, kind, bucket, n)",
+    "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    7,
+)
+_STATS_NAMES = (
+    "INSERT INTO stats_names (hour, project, flow, name, kind, n, errors, max_ns, slowest_run,"
+    " failed_run)",
+    """ON CONFLICT DO UPDATE SET n = n + excluded.n, errors = errors + excluded.errors,
+    slowest_run = CASE WHEN excluded.max_ns > max_ns THEN excluded.slowest_run
+                       ELSE slowest_run END,
+    max_ns = MAX(max_ns, excluded.max_ns),
+    failed_run = COALESCE(excluded.failed_run, failed_run)""",
+    10,
+)
+_STATS_MODELS = (
+    "INSERT INTO stats_models (hour, project, flow, model, n, input_tokens, output_tokens)",
+    """ON CONFLICT DO UPDATE SET n = n + excluded.n,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens""",
+    7,
+)
+_LOG_BASE = math.log10(LATENCY_BASE)
+
+
+def latency_bucket(duration_ns: int) -> int:
+    """The histogram bucket of a duration (as the SQL of the upgrade computes it)."""
+    return math.floor(math.log10(max(1, duration_ns // 1000)) / _LOG_BASE)
+
+
+def bucket_ms(bucket: int) -> float:
+    """The duration a bucket stands for: the middle of its range, in milliseconds."""
+    return LATENCY_BASE ** (bucket + 0.5) / 1000
+
+
 # Upgrades of a store made by an older tracemux, in place: (version it leads to, statements).
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -897,6 +1072,7 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             FROM spans s JOIN runs r ON r.run_id = s.run_id""",
         ),
     ),
+    (5, _STATS_SCHEMA),
 )
 
 
@@ -978,6 +1154,50 @@ def _search_rows(
         out.append((slot[0] + (slot[1] & mask), _span_text(row)))
         slot[1] += 1
     return out
+
+
+def _write_stats(
+    conn: sqlite3.Connection,
+    spans: list[Any],
+    runs: dict[str, tuple[str | None, str | None]],
+    limit: int,
+) -> None:
+    """Add a batch's spans to the dashboard's hourly figures (a few upserted rows)."""
+    latency: dict[tuple[Any, ...], int] = {}
+    names: dict[tuple[Any, ...], list[Any]] = {}
+    models: dict[tuple[Any, ...], list[int]] = {}
+    for row in spans:
+        run_id, name, kind, start, end, status = row[0], row[3], row[4], row[5], row[6], row[7]
+        flow, project = runs.get(run_id, (None, None))
+        key = (
+            start // HOUR_NS,
+            project or "",
+            flow or "",
+            name,
+            RUN_KIND if row[2] is None else kind,
+        )
+        duration = end - start
+        bucket = (*key, latency_bucket(duration))
+        latency[bucket] = latency.get(bucket, 0) + 1
+        entry = names.get(key)
+        if entry is None:
+            entry = names[key] = [0, 0, -1, None, None]
+        entry[0] += 1
+        if status == "error":
+            entry[1] += 1
+            entry[4] = run_id
+        if duration > entry[2]:
+            entry[2], entry[3] = duration, run_id
+        model = row[13]
+        if model is not None:
+            usage = orjson.loads(row[12]) if row[12] else {}
+            totals = models.setdefault((*key[:3], model), [0, 0, 0])
+            totals[0] += 1
+            totals[1] += int(usage.get("input_tokens") or 0)
+            totals[2] += int(usage.get("output_tokens") or 0)
+    _insert_rows(conn, _STATS_LATENCY, [(*k, n) for k, n in latency.items()], limit)
+    _insert_rows(conn, _STATS_NAMES, [(*k, *v) for k, v in names.items()], limit)
+    _insert_rows(conn, _STATS_MODELS, [(*k, *v) for k, v in models.items()], limit)
 
 
 def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
@@ -1134,6 +1354,7 @@ class _SQLiteExporter:
             _insert_rows(conn, _SPANS, spans, limit)
             _insert_rows(conn, _RUN_COUNTS, list(counts.values()), limit)
             _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, spans, counts), limit)
+            _write_stats(conn, spans, {k: (c[2], c[5]) for k, c in counts.items()}, limit)
         if ends:
             _insert_rows(conn, _RUN_END, ends, limit)
 
@@ -1156,6 +1377,7 @@ class _SQLiteExporter:
                 [(c[9], run_id) for run_id, c in counts.items()],
             )
             _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, span_rows, counts), limit)
+            _write_stats(conn, span_rows, {r.run_id: (r.name, r.project) for r in runs}, limit)
             conn.executemany(
                 "UPDATE runs SET span_count = ? WHERE run_id = ?",
                 [(r.span_count, r.run_id) for r in runs],
@@ -1185,6 +1407,8 @@ class _SQLiteExporter:
                 return 0
             with _write_transaction(conn):
                 _delete_runs(conn, [row[0] for row in old])
+                for table in ("stats_latency", "stats_names", "stats_models"):
+                    conn.execute(f"DELETE FROM {table} WHERE hour < ?", (cutoff // HOUR_NS,))
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:  # _write_transaction rolled back

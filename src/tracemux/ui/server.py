@@ -34,6 +34,8 @@ Routes (GET, and one POST; anything else is answered 405):
   Origin is the page's own, the ``X-Tracemux-Token`` header carries the per-server token
   of ``/api/info`` (which another origin cannot read), and the body is JSON. The page
   asks for confirmation first.
+* ``/api/dashboard?range=24h|7d|30d|90d&project=&flow=``: the dashboard's figures (see
+  :mod:`tracemux.ui.dashboard`).
 * ``/api/info``: the store's path, whether it exists yet, and the tracemux version.
 
 Threads: tracemux records from one export thread, and this server is the deliberate
@@ -71,6 +73,7 @@ import orjson
 from tracemux.cost import PriceTable
 from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
 from tracemux.transfer import FORMATS, export_runs
+from tracemux.ui import dashboard
 
 log = logging.getLogger("tracemux.ui")
 
@@ -390,6 +393,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path.rstrip("/") == "/api/info":
             self._send_json(self.server.viewer.info())
             return
+        if path.rstrip("/") == "/api/dashboard":
+            self._send_json(_dashboard(store, query, viewer.prices))
+            return
         if path.rstrip("/") == "/api/export":
             self._export(store, query)
             return
@@ -538,6 +544,21 @@ def _list_runs(
         "limit": limit,
         **extra,
     }
+
+
+def _dashboard(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    texts = {name: _param(query, name) for name in ("project", "flow")}
+    for name, value in texts.items():
+        if value is not None and len(value) > MAX_TEXT_PARAM:
+            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
+    try:
+        return dashboard.build(
+            store, prices, _param(query, "range") or dashboard.DEFAULT_RANGE, **texts
+        )
+    except ValueError as exc:
+        raise _BadRequest(str(exc))
 
 
 def _list_sessions(

@@ -939,6 +939,223 @@
     load();
   }
 
+  // -- dashboard ------------------------------------------------------------------------------
+
+  // the SVG namespace, from the (empty) <svg> of index.html: no URL in this file
+  const SVG_NS = document.getElementById("svg-ns").namespaceURI;
+
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined) continue;
+      el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  function fmtMs(ms) {
+    return ms === null || ms === undefined ? "—" : fmtDur(ms);
+  }
+
+  function pct(x) {
+    return x === null || x === undefined ? "—" : (x * 100).toFixed(1).replace(/\.0$/, "") + "%";
+  }
+
+  function stepLabel(t, stepNs) {
+    const from = dateTime(t).slice(0, 16);
+    const to = dateTime(t + stepNs).slice(0, 16);
+    return from + " – " + (to.slice(0, 10) === from.slice(0, 10) ? to.slice(11) : to);
+  }
+
+  const MODEL_COLORS = ["#5c7cfa", "#f08c00", "#0ca678", "#e64980", "#7048e8", "#1098ad", "#74b816", "#c2255c"];
+
+  // Runs per step (bars, failed part in red) with the error rate as a line; every bar
+  // has a tooltip (<title>) with its numbers.
+  function runsChart(data) {
+    const W = 900, H = 200, PAD = 34;
+    const runs = data.runs;
+    const max = Math.max(1, ...runs.map((r) => r.runs));
+    const bw = (W - PAD * 2) / runs.length;
+    const y = (v) => H - PAD - (v / max) * (H - PAD * 2);
+    const bars = runs.map((r, i) => {
+      const x = PAD + i * bw;
+      const rate = r.runs ? r.with_errors / r.runs : null;
+      return svg("g", { class: "bar", "data-t": r.t, "data-runs": r.runs, "data-errors": r.with_errors },
+        svg("title", null, stepLabel(r.t, data.step_ns) + " · " + fmtInt(r.runs) + " runs · " +
+          fmtInt(r.with_errors) + " with errors" + (rate === null ? "" : " (" + pct(rate) + ")")),
+        svg("rect", { class: "bar-runs", x: x + 1, y: y(r.runs), width: Math.max(1, bw - 2), height: H - PAD - y(r.runs) }),
+        svg("rect", { class: "bar-errors", x: x + 1, y: y(r.with_errors), width: Math.max(1, bw - 2), height: H - PAD - y(r.with_errors) }),
+        // a transparent full-height target so that the tooltip shows over empty steps too
+        svg("rect", { class: "bar-hit", x: x, y: PAD, width: bw, height: H - PAD * 2 }));
+    });
+    const points = runs.map((r, i) => r.runs
+      ? (PAD + (i + 0.5) * bw).toFixed(1) + "," + (H - PAD - (r.with_errors / r.runs) * (H - PAD * 2)).toFixed(1) : null)
+      .filter(Boolean);
+    return svg("svg", { class: "chart", id: "chart-runs", viewBox: "0 0 " + W + " " + H, role: "img",
+      "aria-label": "Runs and error rate over time" },
+    svg("line", { class: "axis", x1: PAD, y1: H - PAD, x2: W - PAD, y2: H - PAD }),
+    svg("text", { class: "axis-label", x: PAD - 6, y: PAD + 4, "text-anchor": "end" }, fmtInt(max)),
+    svg("text", { class: "axis-label", x: PAD - 6, y: H - PAD, "text-anchor": "end" }, "0"),
+    svg("text", { class: "axis-label err", x: W - PAD + 6, y: PAD + 4 }, "100%"),
+    svg("text", { class: "axis-label", x: PAD, y: H - 10 }, dateTime(data.since_ns).slice(0, 16)),
+    svg("text", { class: "axis-label", x: W - PAD, y: H - 10, "text-anchor": "end" }, dateTime(data.until_ns).slice(0, 16)),
+    bars,
+    points.length > 1 ? svg("polyline", { class: "err-line", points: points.join(" ") }) : null);
+  }
+
+  // Tokens per step, stacked by model; tooltips give each model's tokens and cost.
+  function modelsChart(data) {
+    const W = 900, H = 180, PAD = 34;
+    const steps = data.runs.length;
+    const colors = new Map(data.models.map((m, i) => [m.model, MODEL_COLORS[i % MODEL_COLORS.length]]));
+    const perStep = new Map();
+    for (const m of data.models_over_time) {
+      const i = Math.round((m.t - data.since_ns) / data.step_ns);
+      if (!perStep.has(i)) perStep.set(i, []);
+      perStep.get(i).push(m);
+    }
+    const max = Math.max(1, ...[...perStep.values()].map((ms) => ms.reduce((n, m) => n + m.tokens, 0)));
+    const bw = (W - PAD * 2) / steps;
+    const groups = [];
+    for (const [i, ms] of perStep) {
+      let base = H - PAD;
+      for (const m of ms) {
+        const h = (m.tokens / max) * (H - PAD * 2);
+        base -= h;
+        groups.push(svg("rect", {
+          class: "model-bar", x: PAD + i * bw + 1, y: base, width: Math.max(1, bw - 2), height: h,
+          fill: colors.get(m.model) || "#888", "data-model": m.model, "data-tokens": m.tokens,
+        }, svg("title", null, stepLabel(m.t, data.step_ns) + " · " + m.model + " · " +
+          fmtInt(m.tokens) + " tokens · " + fmtUsd(m.cost_usd))));
+      }
+    }
+    const legend = h("div", { class: "legend" }, data.models.map((m) =>
+      h("span", { class: "legend-item" }, svg("svg", { width: 10, height: 10 },
+        svg("rect", { width: 10, height: 10, fill: colors.get(m.model) })), " " + m.model)));
+    return [svg("svg", { class: "chart", id: "chart-models", viewBox: "0 0 " + W + " " + H, role: "img",
+      "aria-label": "Tokens by model over time" },
+    svg("line", { class: "axis", x1: PAD, y1: H - PAD, x2: W - PAD, y2: H - PAD }),
+    svg("text", { class: "axis-label", x: PAD - 6, y: PAD + 4, "text-anchor": "end" }, fmtInt(max)),
+    groups), legend];
+  }
+
+  function latencyTable(id, rows, withKind, exampleKey, exampleLabel) {
+    const max = Math.max(1e-9, ...rows.map((r) => r.p95 || 0));
+    return h("table", { class: "runs dash-table", id: id },
+      h("thead", null, h("tr", null, ["Name", withKind ? "Kind" : null, "Calls", "p50", "p95", "p99",
+        "Failed", "Example"].filter(Boolean).map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", null, rows.map((r) => h("tr", { class: "dash-row", dataset: { name: r.name } },
+        h("td", { class: "c-name" }, r.name,
+          svg("svg", { class: "p95-bar", viewBox: "0 0 100 4", preserveAspectRatio: "none" },
+            svg("rect", { width: Math.max(1, ((r.p95 || 0) / max) * 100).toFixed(1), height: 4 }))),
+        withKind ? h("td", null, h("span", { class: "kind-badge " + kindClass(r.kind) }, r.kind)) : null,
+        h("td", { class: "num c-n" }, fmtInt(r.n)),
+        h("td", { class: "num c-p50" }, fmtMs(r.p50)),
+        h("td", { class: "num c-p95" }, fmtMs(r.p95)),
+        h("td", { class: "num c-p99" }, fmtMs(r.p99)),
+        h("td", { class: "num c-failed" }, r.errors ? h("span", { class: "err-count" }, fmtInt(r.errors) + " (" + pct(r.error_rate) + ")") : "—"),
+        h("td", null, r[exampleKey] ? h("a", { href: runHref(r[exampleKey]), "data-nav": true, class: "example" }, exampleLabel) : "—")))));
+  }
+
+  function showDashboard(params) {
+    const gen = generation;
+    document.title = "Dashboard · tracemux";
+    const q = {
+      range: params.get("range") || "7d",
+      flow: params.get("flow") || "",
+      project: params.get("project") || "",
+    };
+    const rangeSel = h("select", { id: "d-range", "aria-label": "Time range" },
+      [["24h", "Last 24 hours"], ["7d", "Last 7 days"], ["30d", "Last 30 days"], ["90d", "Last 90 days"]]
+        .map(([v, t]) => h("option", { value: v }, t)));
+    rangeSel.value = q.range;
+    const flowSel = h("select", { id: "d-flow", "aria-label": "Flow" }, h("option", { value: "" }, "All flows"));
+    const projectIn = h("input", { type: "text", id: "d-project", placeholder: "Project", "aria-label": "Project", autocomplete: "off" });
+    projectIn.value = q.project;
+    const body = h("div", { class: "dash-body", id: "dash-body" }, h("p", { class: "muted" }, "Loading…"));
+    app.replaceChildren(h("section", { class: "dash-view" },
+      h("div", { class: "filters" }, h("h1", { class: "page-title" }, "Dashboard"), rangeSel, flowSel, projectIn),
+      body));
+    let debounce = null;
+    function changed() {
+      q.range = rangeSel.value;
+      q.flow = flowSel.value;
+      q.project = projectIn.value.trim();
+      const u = new URLSearchParams();
+      for (const [k, v] of Object.entries(q)) if (v && !(k === "range" && v === "7d")) u.set(k, v);
+      history.replaceState(null, "", "/dashboard" + (u.toString() ? "?" + u.toString() : ""));
+      load();
+    }
+    rangeSel.addEventListener("change", changed);
+    flowSel.addEventListener("change", changed);
+    projectIn.addEventListener("input", () => {
+      clearTimeout(debounce);
+      debounce = setTimeout(changed, 300);
+    });
+
+    function card(label, value, id, sub) {
+      return h("div", { class: "card" }, h("div", { class: "card-label" }, label),
+        h("div", { class: "card-value", id: id }, value), sub ? h("div", { class: "card-sub" }, sub) : null);
+    }
+
+    function render(data) {
+      const known = new Set([...flowSel.options].map((o) => o.value));
+      for (const f of data.flows_available) {
+        if (!known.has(f)) flowSel.appendChild(h("option", { value: f }, f));
+      }
+      flowSel.value = q.flow;
+      const t = data.totals;
+      body.replaceChildren(
+        h("div", { class: "cards" },
+          card("Runs", fmtInt(t.runs), "t-runs"),
+          card("With errors", fmtInt(t.with_errors), "t-errors", pct(t.error_rate) + " of runs"),
+          card("Tokens", fmtInt(t.tokens), "t-tokens"),
+          card("Cost", fmtUsd(t.cost), "t-cost", t.cost.unpriced ? "some models have no known price" : null)),
+        h("section", { class: "panel" }, h("h2", null, "Runs and error rate"), runsChart(data)),
+        h("section", { class: "panel" }, h("h2", null, "Tokens and cost by model"), modelsChart(data),
+          h("table", { class: "runs dash-table", id: "models-table" },
+            h("thead", null, h("tr", null, ["Model", "Calls", "Input tokens", "Output tokens", "Cost"]
+              .map((c) => h("th", { scope: "col" }, c)))),
+            h("tbody", null, data.models.map((m) => h("tr", { class: "model-row", dataset: { model: m.model } },
+              h("td", null, m.model), h("td", { class: "num" }, fmtInt(m.calls)),
+              h("td", { class: "num" }, fmtInt(m.input_tokens)), h("td", { class: "num" }, fmtInt(m.output_tokens)),
+              h("td", { class: "num c-cost" }, fmtUsd(m.cost_usd))))))),
+        h("section", { class: "panel" }, h("h2", null, "Latency by flow"),
+          latencyTable("flows-table", data.flows, false, "slowest_run", "slowest run")),
+        h("section", { class: "panel" }, h("h2", null, "Slowest components (by p95)"),
+          latencyTable("slowest-table", data.slowest, true, "slowest_run", "slowest run")),
+        h("section", { class: "panel" }, h("h2", null, "Most failing components"),
+          data.failing.length ? latencyTable("failing-table", data.failing, true, "failed_run", "a failed run")
+            : h("p", { class: "muted" }, "No component failed in this range.")));
+    }
+
+    let lastText = null;
+    async function load() {
+      if (gen !== generation) return;
+      const u = new URLSearchParams({ range: q.range });
+      if (q.flow) u.set("flow", q.flow);
+      if (q.project) u.set("project", q.project);
+      try {
+        const data = await getJSON("/api/dashboard?" + u.toString());
+        if (gen !== generation) return;
+        const text = JSON.stringify(data);
+        if (text !== lastText) {
+          lastText = text;
+          render(data);
+        }
+        setLive("on", "live · updated " + clock(new Date()));
+      } catch (err) {
+        if (gen !== generation) return;
+        setLive("off", "cannot reach the server, retrying…");
+      }
+      schedule(gen, load);
+    }
+    load();
+  }
+
   // -- export, delete, confirmation ------------------------------------------------------------
 
   async function loadInfo() {
