@@ -380,17 +380,16 @@ class StoredSession:
 class DashboardData:
     """Raw figures of :meth:`SQLiteStore.dashboard_data`, as rows.
 
-    ``runs``: (step number, runs, runs with errors); ``latency``: (is a flow, flow or
-    component name, kind, histogram bucket, count) (see :func:`bucket_ms`); ``names``:
-    (is a flow, name, kind, count, errors, longest ns, its run id); ``failed``: (is a
-    flow, name, kind, hour, the latest failed run id);
-    ``models``: (step number, model, calls, input tokens, output tokens).
+    ``runs``: (step number, runs, runs with errors); ``figures``: (is a flow, flow or
+    component name, kind, time in grains, calls, failures, longest ns, its run, a failed
+    run, histogram JSON [[bucket, count], ...] (see :func:`bucket_ms`)); ``models``: (time
+    in grains, model, calls, input tokens, output tokens); ``grain_ns``: the length of a
+    grain (an hour or a day).
     """
 
+    grain_ns: int
     runs: list[tuple[Any, ...]]
-    latency: list[tuple[Any, ...]]
-    names: list[tuple[Any, ...]]
-    failed: list[tuple[Any, ...]]
+    figures: list[tuple[Any, ...]]
     models: list[tuple[Any, ...]]
 
 
@@ -748,51 +747,38 @@ class SQLiteStore(Destination):
         flow: str | None = None,
     ) -> DashboardData:
         """The dashboard's raw figures between two times (see :class:`DashboardData`):
-        runs per ``step_ns`` from the runs themselves; the rest from the hourly figures the
-        export thread keeps. ``project``/``flow`` (a run name) narrow everything."""
+        runs per ``step_ns`` from the runs themselves; the rest from the figures the
+        export thread keeps, per hour when ``step_ns`` is under a day, else per day (whole
+        days: the first may begin before ``since_ns``). ``project``/``flow`` (a run
+        name) narrow everything."""
+        grain = "h" if step_ns < DAY_NS else "d"
+        grain_ns = GRAINS[grain]
         run_where = "start_ns >= ? AND start_ns < ?"
         run_args: list[Any] = [since_ns, until_ns]
-        stat_where = "hour >= ? AND hour <= ?"
-        stat_args: list[Any] = [since_ns // HOUR_NS, (until_ns - 1) // HOUR_NS]
-        if project:
-            run_where += " AND project = ?"
-            run_args.append(project)
-            stat_where += " AND project = ?"
-            stat_args.append(project)
-        if flow:
-            run_where += " AND name = ?"
-            run_args.append(flow)
-            stat_where += " AND flow = ?"
-            stat_args.append(flow)
-        step_hours = max(1, step_ns // HOUR_NS)
+        stat_where = "grain = ? AND t >= ? AND t <= ?"
+        stat_args: list[Any] = [grain, since_ns // grain_ns, (until_ns - 1) // grain_ns]
+        for column, value in (("project", project), ("flow", flow)):
+            if value:
+                run_where += f" AND {'name' if column == 'flow' else column} = ?"
+                run_args.append(value)
+                stat_where += f" AND {column} = ?"
+                stat_args.append(value)
         queries = {
             "runs": (
                 f"SELECT (start_ns - ?) / ?, COUNT(*), SUM(error_count > 0) FROM runs"
                 f" WHERE {run_where} GROUP BY 1 ORDER BY 1",
                 [since_ns, step_ns, *run_args],
             ),
-            "latency": (
-                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, bucket,"
-                f" SUM(n) FROM stats_latency WHERE {stat_where} GROUP BY 1, 2, 3, 4",
-                [RUN_KIND, RUN_KIND, *stat_args],
-            ),
-            "names": (
-                # slowest_run: SQLite takes a bare column from the row of the one MAX()
-                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, SUM(n),"
-                " SUM(errors), MAX(max_ns), slowest_run"
-                f" FROM stats_names WHERE {stat_where} GROUP BY 1, 2, 3",
-                [RUN_KIND, RUN_KIND, *stat_args],
-            ),
-            "failed": (
-                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind,"
-                f" MAX(hour), failed_run FROM stats_names WHERE {stat_where}"
-                " AND failed_run IS NOT NULL GROUP BY 1, 2, 3",
+            "figures": (
+                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, t, n,"
+                f" errors, max_ns, slowest_run, failed_run, hist FROM stats_spans"
+                f" WHERE {stat_where}",
                 [RUN_KIND, RUN_KIND, *stat_args],
             ),
             "models": (
-                "SELECT (hour - ?) / ?, model, SUM(n), SUM(input_tokens), SUM(output_tokens)"
+                "SELECT t, model, SUM(n), SUM(input_tokens), SUM(output_tokens)"
                 f" FROM stats_models WHERE {stat_where} GROUP BY 1, 2 ORDER BY 1, 2",
-                [since_ns // HOUR_NS, step_hours, *stat_args],
+                stat_args,
             ),
         }
         out: dict[str, list[tuple[Any, ...]]] = {}
@@ -802,8 +788,8 @@ class SQLiteStore(Destination):
             except sqlite3.OperationalError as exc:
                 if "no such table" not in str(exc):
                     raise
-                out[key] = []  # a store not yet upgraded: no hourly figures yet
-        return DashboardData(**out)
+                out[key] = []  # a store not yet upgraded: no figures yet
+        return DashboardData(grain_ns=grain_ns, **out)
 
     def flows(self, limit: int = 200) -> list[str]:
         """The names of the runs in the store (the flows), most recent first."""
@@ -959,75 +945,46 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
 _SPANS_PER_RUN_BITS = 20
 _TEXT_CHARS = 32_768  # of each value (inputs, outputs, logs, error) a span's text holds
 
-# The dashboard's figures, kept per hour as spans are written (by the export thread, a
-# few rows per batch): latency histograms (log buckets, 10% wide) per component, counts,
-# errors and an example run; tokens per model. Root spans are kept as kind '(run)': the
-# flows' latency. Project and flow '' stand for none (WITHOUT ROWID keys are NOT NULL).
+# The dashboard's figures, kept as spans are written (by the export thread, a few rows per
+# batch), per hour and per day: for each (project, flow, span name, kind), the calls, the
+# failures, the longest call and its run, a failed run, and a latency histogram (buckets
+# 10% wide, as JSON [[bucket, count], ...]); tokens per model. Root spans are kept as kind
+# '(run)': the flows' latency. Project and flow '' stand for none (keys are NOT NULL).
 HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
+GRAINS = {"h": HOUR_NS, "d": DAY_NS}
 RUN_KIND = "(run)"
 LATENCY_BASE = 1.1
 _STATS_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS stats_latency (
-        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, name TEXT NOT NULL,
-        kind TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
-        PRIMARY KEY (hour, project, flow, name, kind, bucket)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS stats_names (
-        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, name TEXT NOT NULL,
-        kind TEXT NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
-        max_ns INTEGER NOT NULL, slowest_run TEXT, failed_run TEXT,
-        PRIMARY KEY (hour, project, flow, name, kind)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS stats_spans (
+        grain TEXT NOT NULL, t INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL,
+        name TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
+        max_ns INTEGER NOT NULL, slowest_run TEXT, failed_run TEXT, hist TEXT NOT NULL,
+        PRIMARY KEY (grain, t, project, flow, name, kind)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS stats_models (
-        hour INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL, model TEXT NOT NULL,
-        n INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
-        PRIMARY KEY (hour, project, flow, model)) WITHOUT ROWID""",
-    # the spans already stored (upgrade): the same figures, computed in SQL
-    f"""INSERT INTO stats_latency
-        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.name,
-               CASE WHEN s.parent_id IS NULL THEN '{RUN_KIND}' ELSE s.kind END,
-               CAST(floor(log(MAX(1, (s.end_ns - s.start_ns) / 1000)) / log({LATENCY_BASE}))
-                    AS INTEGER) AS b, COUNT(*)
-        FROM spans s JOIN runs r ON r.run_id = s.run_id GROUP BY 1, 2, 3, 4, 5, 6""",
-    f"""INSERT INTO stats_names
-        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.name,
-               CASE WHEN s.parent_id IS NULL THEN '{RUN_KIND}' ELSE s.kind END,
-               COUNT(*), SUM(s.status = 'error'), MAX(s.end_ns - s.start_ns),
-               substr(MAX(printf('%020d', s.end_ns - s.start_ns) || s.run_id), 21),
-               MAX(CASE WHEN s.status = 'error' THEN s.run_id END)
-        FROM spans s JOIN runs r ON r.run_id = s.run_id GROUP BY 1, 2, 3, 4, 5""",
-    f"""INSERT INTO stats_models
-        SELECT s.start_ns / {HOUR_NS}, COALESCE(r.project, ''), COALESCE(r.name, ''), s.model,
-               COUNT(*), SUM(COALESCE(json_extract(s.usage, '$.input_tokens'), 0)),
-               SUM(COALESCE(json_extract(s.usage, '$.output_tokens'), 0))
-        FROM spans s JOIN runs r ON r.run_id = s.run_id WHERE s.model IS NOT NULL
-        GROUP BY 1, 2, 3, 4""",
+        grain TEXT NOT NULL, t INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL,
+        model TEXT NOT NULL, n INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        PRIMARY KEY (grain, t, project, flow, model)) WITHOUT ROWID""",
 )
-_STATS_LATENCY = (
-    "INSERT INTO stats_latency (hour, project, flow, name, kind, bucket, n)",
-    "ON CONFLICT DO UPDATE SET n = n + excluded.n",
-    7,
-)
-_STATS_NAMES = (
-    "INSERT INTO stats_names (hour, project, flow, name, kind, n, errors, max_ns, slowest_run,"
-    " failed_run)",
-    """ON CONFLICT DO UPDATE SET n = n + excluded.n, errors = errors + excluded.errors,
-    slowest_run = CASE WHEN excluded.max_ns > max_ns THEN excluded.slowest_run
-                       ELSE slowest_run END,
-    max_ns = MAX(max_ns, excluded.max_ns),
-    failed_run = COALESCE(excluded.failed_run, failed_run)""",
-    10,
+_STATS_SPANS = (
+    "INSERT OR REPLACE INTO stats_spans (grain, t, project, flow, name, kind, n, errors,"
+    " max_ns, slowest_run, failed_run, hist)",
+    "",
+    12,
 )
 _STATS_MODELS = (
-    "INSERT INTO stats_models (hour, project, flow, model, n, input_tokens, output_tokens)",
+    "INSERT INTO stats_models (grain, t, project, flow, model, n, input_tokens, output_tokens)",
     """ON CONFLICT DO UPDATE SET n = n + excluded.n,
     input_tokens = input_tokens + excluded.input_tokens,
     output_tokens = output_tokens + excluded.output_tokens""",
-    7,
+    8,
 )
 _LOG_BASE = math.log10(LATENCY_BASE)
 
 
 def latency_bucket(duration_ns: int) -> int:
-    """The histogram bucket of a duration (as the SQL of the upgrade computes it)."""
+    """The histogram bucket of a duration."""
     return math.floor(math.log10(max(1, duration_ns // 1000)) / _LOG_BASE)
 
 
@@ -1072,7 +1029,7 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             FROM spans s JOIN runs r ON r.run_id = s.run_id""",
         ),
     ),
-    (5, _STATS_SCHEMA),
+    (5, _STATS_SCHEMA),  # and _backfill_stats (in Python: the same code as the writes)
 )
 
 
@@ -1083,6 +1040,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     statements += [sql for to, step in _MIGRATIONS if to > version for sql in step]
     for statement in statements:
         conn.execute(statement)
+    if 0 < version < 5:
+        _backfill_stats(conn, _max_variables(conn))
     if version:  # not a new store
         log.info(
             "tracemux: upgraded the store's schema from version %d to %d", version, SCHEMA_VERSION
@@ -1158,46 +1117,86 @@ def _search_rows(
 
 def _write_stats(
     conn: sqlite3.Connection,
-    spans: list[Any],
+    spans: Sequence[Sequence[Any]],
     runs: dict[str, tuple[str | None, str | None]],
     limit: int,
 ) -> None:
-    """Add a batch's spans to the dashboard's hourly figures (a few upserted rows)."""
-    latency: dict[tuple[Any, ...], int] = {}
-    names: dict[tuple[Any, ...], list[Any]] = {}
+    """Add spans (rows of the spans table) to the dashboard's figures: aggregated here,
+    merged with the stored rows of the same keys (read and written in this transaction)."""
+    figures: dict[tuple[Any, ...], list[Any]] = {}
     models: dict[tuple[Any, ...], list[int]] = {}
     for row in spans:
         run_id, name, kind, start, end, status = row[0], row[3], row[4], row[5], row[6], row[7]
         flow, project = runs.get(run_id, (None, None))
-        key = (
-            start // HOUR_NS,
-            project or "",
-            flow or "",
-            name,
-            RUN_KIND if row[2] is None else kind,
-        )
+        kind = RUN_KIND if row[2] is None else kind
         duration = end - start
-        bucket = (*key, latency_bucket(duration))
-        latency[bucket] = latency.get(bucket, 0) + 1
-        entry = names.get(key)
-        if entry is None:
-            entry = names[key] = [0, 0, -1, None, None]
-        entry[0] += 1
-        if status == "error":
-            entry[1] += 1
-            entry[4] = run_id
-        if duration > entry[2]:
-            entry[2], entry[3] = duration, run_id
+        bucket = latency_bucket(duration)
         model = row[13]
-        if model is not None:
-            usage = orjson.loads(row[12]) if row[12] else {}
-            totals = models.setdefault((*key[:3], model), [0, 0, 0])
-            totals[0] += 1
-            totals[1] += int(usage.get("input_tokens") or 0)
-            totals[2] += int(usage.get("output_tokens") or 0)
-    _insert_rows(conn, _STATS_LATENCY, [(*k, n) for k, n in latency.items()], limit)
-    _insert_rows(conn, _STATS_NAMES, [(*k, *v) for k, v in names.items()], limit)
+        usage = orjson.loads(row[12]) if model is not None and row[12] else None
+        for grain, grain_ns in GRAINS.items():
+            key = (grain, start // grain_ns, project or "", flow or "", name, kind)
+            entry = figures.get(key)
+            if entry is None:
+                entry = figures[key] = [0, 0, -1, None, None, {}]
+            entry[0] += 1
+            if status == "error":
+                entry[1] += 1
+                entry[4] = run_id
+            if duration > entry[2]:
+                entry[2], entry[3] = duration, run_id
+            entry[5][bucket] = entry[5].get(bucket, 0) + 1
+            if model is not None:
+                totals = models.setdefault((*key[:4], model), [0, 0, 0])
+                totals[0] += 1
+                totals[1] += int((usage or {}).get("input_tokens") or 0)
+                totals[2] += int((usage or {}).get("output_tokens") or 0)
+    _merge_stored_figures(conn, figures)
+    rows = [
+        (*key, n, errors, max_ns, slowest, failed, orjson.dumps(sorted(hist.items())).decode())
+        for key, (n, errors, max_ns, slowest, failed, hist) in figures.items()
+    ]
+    _insert_rows(conn, _STATS_SPANS, rows, limit)
     _insert_rows(conn, _STATS_MODELS, [(*k, *v) for k, v in models.items()], limit)
+
+
+def _merge_stored_figures(
+    conn: sqlite3.Connection, figures: dict[tuple[Any, ...], list[Any]]
+) -> None:
+    keys = list(figures)
+    for start in range(0, len(keys), 400):
+        chunk = keys[start : start + 400]
+        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+        stored = conn.execute(
+            "SELECT grain, t, project, flow, name, kind, n, errors, max_ns, slowest_run,"
+            " failed_run, hist FROM stats_spans"
+            f" WHERE (grain, t, project, flow, name, kind) IN (VALUES {values})",
+            list(itertools.chain.from_iterable(chunk)),
+        ).fetchall()
+        for row in stored:
+            entry = figures[row[:6]]
+            entry[0] += row[6]
+            entry[1] += row[7]
+            if row[8] >= entry[2]:
+                entry[2], entry[3] = row[8], row[9]
+            if entry[4] is None:
+                entry[4] = row[10]
+            hist = entry[5]
+            for bucket, count in orjson.loads(row[11]):
+                hist[bucket] = hist.get(bucket, 0) + count
+
+
+def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
+    """The dashboard's figures for the spans a store held before it had them (upgrade)."""
+    runs = {
+        run_id: (name, project)
+        for run_id, name, project in conn.execute("SELECT run_id, name, project FROM runs")
+    }
+    cursor = conn.execute(f"SELECT {', '.join(_SPAN_FIELDS)} FROM spans")
+    while True:
+        rows = cursor.fetchmany(5000)
+        if not rows:
+            return
+        _write_stats(conn, rows, runs, limit)
 
 
 def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
@@ -1407,8 +1406,12 @@ class _SQLiteExporter:
                 return 0
             with _write_transaction(conn):
                 _delete_runs(conn, [row[0] for row in old])
-                for table in ("stats_latency", "stats_names", "stats_models"):
-                    conn.execute(f"DELETE FROM {table} WHERE hour < ?", (cutoff // HOUR_NS,))
+                for table in ("stats_spans", "stats_models"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE (grain = 'h' AND t < ?) OR"
+                        " (grain = 'd' AND t < ?)",
+                        (cutoff // HOUR_NS, cutoff // DAY_NS),
+                    )
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:  # _write_transaction rolled back

@@ -2,9 +2,9 @@
 and per component, tokens and cost by model, the slowest and most failing components.
 
 Built from :meth:`SQLiteStore.dashboard_data` (runs counted from the runs themselves, the
-rest from the hourly figures the export thread keeps). Percentiles come from latency
-histograms whose buckets are 10% wide: a percentile is the middle of its bucket, within
-5% of the exact value.
+rest from the figures the export thread keeps per hour, and per day for ranges of a week
+or more: those cover whole days). Percentiles come from latency histograms whose buckets
+are 10% wide: a percentile is the middle of its bucket, within 5% of the exact value.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import math
 import time
 from collections import defaultdict
 from typing import Any
+
+import orjson
 
 from tracemux.cost import PriceTable
 from tracemux.destinations.sqlite import SQLiteStore, bucket_ms
@@ -67,18 +69,10 @@ def build(
     for i, n, errors in data.runs:
         if 0 <= i < steps:
             runs[i]["runs"], runs[i]["with_errors"] = n, errors or 0
-    histograms: dict[tuple[bool, str, str], dict[int, int]] = defaultdict(dict)
-    for is_flow, name, kind, bucket, n in data.latency:
-        histograms[(bool(is_flow), name, kind)][bucket] = n
-    failed = {(bool(f[0]), f[1], f[2]): f[4] for f in data.failed}
-    rows = [
-        _latency_row(histograms[key], r, failed.get(key))
-        for r in data.names
-        for key in [(bool(r[0]), r[1], r[2])]
-    ]
+    rows = _latency_rows(data.figures)
     flows = sorted((r for r in rows if r["is_flow"]), key=lambda r: -(r["p95"] or 0))
     components = [r for r in rows if not r["is_flow"]]
-    models, over_time = _models(data.models, prices, since, step)
+    models, over_time = _models(data.models, prices, data.grain_ns, since, step)
     total_runs = sum(r["runs"] for r in runs)
     with_errors = sum(r["with_errors"] for r in runs)
     cost = prices.total((m["model"], m["input_tokens"], m["output_tokens"]) for m in models)
@@ -109,45 +103,66 @@ def build(
     }
 
 
-def _latency_row(
-    histogram: dict[int, int], row: tuple[Any, ...], failed_run: str | None
-) -> dict[str, Any]:
-    is_flow, name, kind, n, errors, max_ns, slowest_run = row
-    return {
-        "is_flow": bool(is_flow),
-        "name": name,
-        "kind": None if is_flow else kind,
-        "n": n,
-        "errors": errors,
-        "error_rate": errors / n if n else 0.0,
-        "p50": percentile(histogram, 0.50),
-        "p95": percentile(histogram, 0.95),
-        "p99": percentile(histogram, 0.99),
-        "max_ms": max_ns / 1e6,
-        "slowest_run": slowest_run,
-        "failed_run": failed_run,
-    }
+def _latency_rows(figures: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """One row per flow and per component: the figures of every grain summed up."""
+    merged: dict[tuple[bool, str, str], list[Any]] = {}
+    for is_flow, name, kind, t, n, errors, max_ns, slowest, failed, hist in figures:
+        key = (bool(is_flow), name, kind)
+        m = merged.get(key)
+        if m is None:
+            m = merged[key] = [0, 0, -1, None, None, -1, defaultdict(int)]
+        m[0] += n
+        m[1] += errors
+        if max_ns > m[2]:
+            m[2], m[3] = max_ns, slowest
+        if failed is not None and t > m[5]:
+            m[4], m[5] = failed, t  # the latest failed run
+        for bucket, count in orjson.loads(hist):
+            m[6][bucket] += count
+    return [
+        {
+            "is_flow": is_flow,
+            "name": name,
+            "kind": None if is_flow else kind,
+            "n": n,
+            "errors": errors,
+            "error_rate": errors / n if n else 0.0,
+            "p50": percentile(histogram, 0.50),
+            "p95": percentile(histogram, 0.95),
+            "p99": percentile(histogram, 0.99),
+            "max_ms": max_ns / 1e6,
+            "slowest_run": slowest,
+            "failed_run": failed,
+        }
+        for (is_flow, name, kind), (n, errors, max_ns, slowest, failed, _, histogram) in (
+            merged.items()
+        )
+    ]
 
 
 def _models(
-    rows: list[tuple[Any, ...]], prices: PriceTable, since: int, step: int
+    rows: list[tuple[Any, ...]], prices: PriceTable, grain_ns: int, since: int, step: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    hours_per_step = max(1, step // HOUR)
     totals: dict[str, list[int]] = {}
-    over_time = []
-    for i, model, calls, input_tokens, output_tokens in rows:
-        t = totals.setdefault(model, [0, 0, 0])
-        t[0] += calls
-        t[1] += input_tokens
-        t[2] += output_tokens
-        over_time.append(
-            {
-                "t": since + int(i) * hours_per_step * HOUR,
-                "model": model,
-                "tokens": input_tokens + output_tokens,
-                "cost_usd": prices.cost(model, input_tokens, output_tokens),
-            }
-        )
+    per_step: dict[tuple[int, str], list[int]] = {}
+    for t, model, calls, input_tokens, output_tokens in rows:
+        total = totals.setdefault(model, [0, 0, 0])
+        total[0] += calls
+        total[1] += input_tokens
+        total[2] += output_tokens
+        i = max(0, (t * grain_ns - since) // step)  # a day that began before the range: 0
+        acc = per_step.setdefault((i, model), [0, 0])
+        acc[0] += input_tokens
+        acc[1] += output_tokens
+    over_time = [
+        {
+            "t": since + i * step,
+            "model": model,
+            "tokens": input_tokens + output_tokens,
+            "cost_usd": prices.cost(model, input_tokens, output_tokens),
+        }
+        for (i, model), (input_tokens, output_tokens) in sorted(per_step.items())
+    ]
     models = [
         {
             "model": model,
