@@ -85,6 +85,9 @@ def test_cost_in_the_cli_list_and_the_viewer_api(
         line for line in done.stdout.splitlines() if line.startswith(rec.failed_run[:8])
     )
     assert failed_row.split()[-1] == "—"  # no model at all
+    shown = tracemux("show", "--db", store.path, agent, columns=200)
+    assert f"gpt-4o-mini tokens in 412 / out 188  cost {fmt_usd(chat)}" in shown.stdout
+    assert "text-embedding-3-small tokens in 9 / out -  cost —" in shown.stdout
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     refused = tracemux("runs", "--db", store.path, env={"TRACEMUX_PRICES": str(bad)})

@@ -10,6 +10,7 @@ from rich.tree import Tree
 
 from tracemux.cli.common import add_db_argument, console, fmt_ms, fmt_value, store_for
 from tracemux.cli.runs import local_time, status_text
+from tracemux.cost import PriceFileError, PriceTable, fmt_usd
 from tracemux.destinations.sqlite import SQLiteStore, StoredSpan
 
 _MAX_MATCHES = 10
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _label(span: StoredSpan, width: int) -> str:
+def _label(span: StoredSpan, width: int, prices: PriceTable) -> str:
     style = KIND_STYLE.get(span.kind, "white")
     status = "[red]✗ error[/]" if span.status == "error" else "[green]✓[/]"
     parts = [
@@ -42,9 +43,12 @@ def _label(span: StoredSpan, width: int) -> str:
     ]
     if span.model or span.usage:
         usage = span.usage or {}
+        cost = prices.cost(
+            span.model, usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        )
         parts.append(
             f"  [magenta]{escape(span.model or '')}[/] tokens in {usage.get('input_tokens', '-')}"
-            f" / out {usage.get('output_tokens', '-')}"
+            f" / out {usage.get('output_tokens', '-')}  cost {fmt_usd(cost)}"
         )
     if span.inputs is not None:
         parts.append(f"  [dim]in:[/]  {escape(fmt_value(span.inputs, width))}")
@@ -87,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         _not_found(out, store, args.run_id)
         return 1
+    try:
+        prices = PriceTable.from_env()
+    except PriceFileError as exc:
+        console(stderr=True).print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        return 2
     spans = store.spans(found.run_id)
     children: dict[str | None, list[StoredSpan]] = {}
     ids = {s.span_id for s in spans}
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     def add(node: Tree, parent: str | None) -> None:
         for s in children.get(parent, []):
-            add(node.add(_label(s, args.width)), s.span_id)
+            add(node.add(_label(s, args.width, prices)), s.span_id)
 
     add(tree, None)
     out.print(tree)
