@@ -32,7 +32,7 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: A run's status: ``running`` until its root span ends; then ``error`` when the run
 #: itself failed (its root span), ``partial`` when it went on to the end although one or
@@ -764,9 +764,16 @@ class SQLiteStore(Destination):
                 stat_where += f" AND {column} = ?"
                 stat_args.append(value)
         queries = {
+            # two index-only scans: every run (runs_by_start), runs with errors
+            # (runs_with_errors)
             "runs": (
-                f"SELECT (start_ns - ?) / ?, COUNT(*), SUM(error_count > 0) FROM runs"
-                f" WHERE {run_where} GROUP BY 1 ORDER BY 1",
+                f"SELECT (start_ns - ?) / ?, COUNT(*) FROM runs WHERE {run_where}"
+                " GROUP BY 1 ORDER BY 1",
+                [since_ns, step_ns, *run_args],
+            ),
+            "errors": (
+                f"SELECT (start_ns - ?) / ?, COUNT(*) FROM runs WHERE {run_where}"
+                " AND error_count > 0 GROUP BY 1 ORDER BY 1",
                 [since_ns, step_ns, *run_args],
             ),
             "figures": (
@@ -789,15 +796,17 @@ class SQLiteStore(Destination):
                 if "no such table" not in str(exc):
                     raise
                 out[key] = []  # a store not yet upgraded: no figures yet
+        errors = dict(out.pop("errors"))
+        out["runs"] = [(i, n, errors.get(i, 0)) for i, n in out["runs"]]
         return DashboardData(grain_ns=grain_ns, **out)
 
     def flows(self, limit: int = 200) -> list[str]:
-        """The names of the runs in the store (the flows), most recent first."""
+        """The names of the runs in the store (the flows), most recently seen first."""
         try:
             _, rows = self._query(
-                "SELECT name FROM runs WHERE name IS NOT NULL GROUP BY name"
-                " ORDER BY MAX(start_ns) DESC LIMIT ?",
-                (int(limit),),
+                "SELECT flow FROM stats_spans WHERE grain = 'd' AND kind = ? AND flow != ''"
+                " GROUP BY flow ORDER BY MAX(t) DESC, flow LIMIT ?",
+                (RUN_KIND, int(limit)),
             )
         except sqlite3.OperationalError:
             return []
@@ -1009,7 +1018,9 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX IF NOT EXISTS runs_by_duration ON runs (COALESCE(end_ns - start_ns, -1))",
             "CREATE INDEX IF NOT EXISTS runs_by_tokens ON runs ((input_tokens + output_tokens))",
             "CREATE INDEX IF NOT EXISTS runs_by_span_count ON runs (span_count)",
-            "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, start_ns)",
+            # covering the sessions list (one scan of this index, no table lookups)
+            "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, start_ns,"
+            " user_id, input_tokens, output_tokens, error_count)",
         ),
     ),
     (
@@ -1030,6 +1041,13 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (5, _STATS_SCHEMA),  # and _backfill_stats (in Python: the same code as the writes)
+    (
+        6,
+        (  # what a run's or a session's cost is worked out from, without reading every span
+            "CREATE INDEX IF NOT EXISTS spans_with_model ON spans (run_id, model, usage)"
+            " WHERE model IS NOT NULL",
+        ),
+    ),
 )
 
 
