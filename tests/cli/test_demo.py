@@ -36,8 +36,10 @@ def test_demo_runs_list_and_show(tmp_path: Path):
     store = SQLiteStore(db)
     runs = store.runs(limit=100)
     assert len(runs) == 40
-    assert all(r.span_count == 6 and r.status == "ok" for r in runs)
+    assert all(r.span_count == 6 for r in runs)
     failing = [r for r in runs if r.error_count]
+    # a failed tool call does not fail the run: it goes on, and is marked partial
+    assert all(r.status == ("partial" if r.error_count else "ok") for r in runs)
     assert failing, "the demo's tool should fail now and then"
     spans = store.spans(failing[0].run_id)
     assert {s.name for s in spans} == {

@@ -47,11 +47,13 @@ def test_runs_newest_first_with_pagination_and_filters(service, store):
     assert store.count_runs(user_id="bob") == 4
     assert store.count_runs(session_id="s2") == 3
     assert [r.name for r in store.runs(search="special")] == ["special failing run"]
-    assert store.count_runs(search="run-") == 8
+    assert store.count_runs(search="run-") == 9  # full-text: the word "run" is in every name
     assert store.count_runs(search="%") == 0  # LIKE wildcards are literal
-    assert store.runs(status="error") == []  # the error was handled inside the run
+    # the error was handled inside the run: the run went on (partial), and is found
+    assert store.runs(status="failed") == []
     [handled] = store.runs(search="special")
-    assert handled.error_count == 1 and handled.status == "ok"
+    assert handled.error_count == 1 and handled.status == "partial"
+    assert store.runs(status="error") == [handled]
     r = store.run(ids[0])
     assert r is not None and r.span_count == 2 and (r.input_tokens, r.output_tokens) == (2, 3)
     assert store.run(ids[0][:8]).run_id == ids[0]  # a unique prefix is enough

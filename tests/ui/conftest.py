@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,23 @@ import pytest
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.ui import UIServer
+
+# Debian's /usr/bin/chromium is a shell script whose checks print noise such as
+# "[: 25276059648: unexpected operator" under dash: the binary it starts is launched directly.
+CHROMIUM = next(
+    (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)),
+    "/usr/bin/chromium",
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 #: the name of the span (and, in the run's name, the markup) that must show as text
 XSS_SPAN = "<script>alert(1)</script>"
@@ -137,6 +155,49 @@ def record_failed_run(svc: TracingService) -> str:
     return run_id
 
 
+#: a word that appears only inside a tool's output in :func:`record_chat_session`
+TOOL_ONLY_WORD = "zanzibarite"
+CHAT_SESSION = "s-chat"
+CHAT_QUESTIONS = ("What is the weather in Paris?", "And tomorrow?")
+
+
+def record_chat_session(svc: TracingService) -> list[str]:
+    """Record a two-turn conversation (session ``s-chat``, user erin) whose LLM calls
+    use tools (OpenAI-style messages with tool calls); return the run ids in order."""
+    ids = []
+    history: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a weather assistant."},
+    ]
+    for turn, question in enumerate(CHAT_QUESTIONS):
+        history.append({"role": "user", "content": question})
+        with svc.trace_run(
+            "weather-chat", user_id="erin", session_id=CHAT_SESSION, inputs={"question": question}
+        ) as run:
+            ids.append(run.run_id)
+            call = {
+                "id": f"call_{turn}",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+            with run.span("Planner LLM", kind="llm", inputs={"messages": list(history)}) as llm:
+                llm.set_usage(model="gpt-4o-mini", input_tokens=40 + turn, output_tokens=12)
+                llm.set_outputs({"role": "assistant", "content": None, "tool_calls": [call]})
+            with run.span("get_weather", kind="tool", inputs={"city": "Paris"}) as tool:
+                report = "sunny, 21 C" if turn == 0 else "rain, 14 C"
+                # the station goes no further than this output (not to the model)
+                station = f"{TOOL_ONLY_WORD}-{turn}" if turn == 0 else "orly-1"
+                tool.set_outputs({"report": report, "station": station})
+            history.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            history.append({"role": "tool", "tool_call_id": f"call_{turn}", "content": report})
+            answer = f"Paris: {report}." if turn == 0 else f"Tomorrow in Paris: {report}."
+            with run.span("Answer LLM", kind="llm", inputs={"messages": list(history)}) as llm:
+                llm.set_usage(model="gpt-4o-mini", input_tokens=80 + turn, output_tokens=20)
+                llm.set_outputs({"role": "assistant", "content": answer})
+            history.append({"role": "assistant", "content": answer})
+            run.set_outputs({"answer": answer})
+    return ids
+
+
 @dataclass
 class Recorded:
     """What :func:`fill_store` recorded, oldest first."""
@@ -192,3 +253,76 @@ def ui_server(store: SQLiteStore) -> Iterator[UIServer]:
         yield server
     finally:
         assert server.stop()
+
+
+MINUTE_NS = 60_000_000_000
+HOUR_NS = 60 * MINUTE_NS
+MS = 1_000_000
+TIMEOUT = {"type": "TimeoutError", "message": "slow", "traceback": ""}
+
+
+@dataclass
+class KnownRuns:
+    """What :func:`import_known_runs` wrote: per flow, (start, duration ns, has errors) of
+    each run; per component, (duration ns, failed) of each call."""
+
+    runs: dict[str, list[tuple[int, int, bool]]]
+    components: dict[str, list[tuple[int, bool]]]
+
+
+def import_known_runs(store: SQLiteStore, now_ns: int) -> KnownRuns:
+    """Write runs of chosen times, durations, failures and tokens (imported, so that every
+    number is known): flow "alpha", 20 runs 10 minutes apart, each a Fetch tool (failing
+    in 2 runs) and an LLM call of 100 + 50 tokens; flow "beta", 5 runs 25 minutes apart
+    with a slow step, the first failing as a whole. Project "known"."""
+    from tracemux.destinations.sqlite import StoredRun, StoredSpan
+
+    runs: list[StoredRun] = []
+    spans: list[StoredSpan] = []
+    known = KnownRuns({"alpha": [], "beta": []}, {"Fetch": [], "LLM": [], "Slow step": []})
+
+    def span(run_id: str, parent: str | None, name: str, kind: str, start: int, took: int,
+             failed: bool) -> str:  # fmt: skip
+        span_id = f"{len(spans) + 1:016x}"
+        llm = kind == "llm"
+        spans.append(
+            StoredSpan(
+                run_id, span_id, parent, name, kind, start, start + took,
+                "error" if failed else "ok",
+                usage={"input_tokens": 100, "output_tokens": 50} if llm else None,
+                model="gpt-4o-mini" if llm else None,
+                error=TIMEOUT if failed else None,
+            )
+        )  # fmt: skip
+        return span_id
+
+    def add(flow: str, k: int, start: int, took: int, children: list[Any], failed: bool) -> None:
+        run_id = f"{flow}-{k:02d}"
+        root = span(run_id, None, flow, "chain", start, took, failed)
+        offset = start
+        for name, kind, child_took, bad in children:
+            span(run_id, root, name, kind, offset, child_took, bad)
+            known.components[name].append((child_took, bad))
+            offset += child_took
+        errors = sum(c[3] for c in children) + failed
+        calls = sum(c[1] == "llm" for c in children)
+        runs.append(
+            StoredRun(
+                run_id=run_id, trace_id=run_id, name=flow, user_id="u", session_id=None,
+                project="known", tags=[], metadata=None, start_ns=start, end_ns=start + took,
+                status="error" if failed else ("partial" if errors else "ok"),
+                span_count=1 + len(children), error_count=errors,
+                input_tokens=100 * calls, output_tokens=50 * calls,
+            )
+        )  # fmt: skip
+        known.runs[flow].append((start, took, bool(errors)))
+
+    for k in range(20):
+        fetch = ("Fetch", "tool", (k + 1) * 10 * MS, k in (3, 7))
+        llm = ("LLM", "llm", 20 * MS, False)
+        add("alpha", k, now_ns - (k + 1) * 10 * MINUTE_NS, (k + 1) * 50 * MS, [fetch, llm], False)
+    for k in range(5):
+        slow = ("Slow step", "tool", 1800 * MS, False)
+        add("beta", k, now_ns - (k + 1) * 25 * MINUTE_NS, 2000 * MS, [slow], k == 0)
+    store.import_runs(runs, spans)
+    return known

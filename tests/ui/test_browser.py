@@ -8,6 +8,7 @@ download is never used.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
@@ -18,8 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import XSS_OUTPUT, XSS_RUN, XSS_SPAN, Recorded, fill_store
+from tests.ui.conftest import (
+    CHAT_QUESTIONS,
+    CHAT_SESSION,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TOOL_ONLY_WORD,
+    XSS_OUTPUT,
+    XSS_RUN,
+    XSS_SPAN,
+    Recorded,
+    fill_store,
+    record_chat_session,
+)
 from tracemux import TracingService
+from tracemux.cost import Cost, PriceTable, fmt_usd
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
 from tracemux.ui import UIServer
@@ -29,19 +43,7 @@ expect = playwright_api.expect
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DEMO_RUNS = 30
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui-run.png"
 
 
 @dataclass
@@ -51,6 +53,7 @@ class E2E:
     store: SQLiteStore
     rec: Recorded
     server: UIServer
+    chat_runs: list[str]
 
     @property
     def url(self) -> str:
@@ -91,11 +94,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     svc = TracingService([store])
     try:
         rec = fill_store(svc, agent_runs=3, pace=1.0)
+        chat = record_chat_session(svc)
+        assert svc.flush(10)
     finally:
         svc.shutdown(10)
     server = UIServer(store, port=0).start()
     try:
-        yield E2E(store, rec, server)
+        yield E2E(store, rec, server, chat)
     finally:
         assert server.stop()
 
@@ -178,7 +183,7 @@ def test_list_shows_the_demo_runs(tab: Tab, e2e: E2E) -> None:
     page = tab.page
     page.goto(e2e.url)
     total = e2e.store.count_runs()
-    assert total == DEMO_RUNS + 5
+    assert total == DEMO_RUNS + 7
     expect(page.locator("#run-count")).to_have_text(f"{total} runs")
     rows = page.locator("tr.run-row")
     expect(rows).to_have_count(total)
@@ -193,7 +198,16 @@ def test_list_shows_the_demo_runs(tab: Tab, e2e: E2E) -> None:
     agent = page.locator(f'tr.run-row[data-run-id="{e2e.rec.agent_runs[0]}"]')
     expect(agent.locator("td").nth(4)).to_have_text("9 ✕1")  # spans, one failed
     expect(agent.locator("td").nth(5)).to_have_text("609")  # tokens in + out
-    expect(agent.locator("td").nth(6)).to_have_text("alice")
+    expect(agent.locator("td.c-models")).to_have_text("gpt-4o-mini, text-embedding-3-small")
+    # gpt-4o-mini's price from genai-prices; the embedding model has none there: "+"
+    chat = PriceTable().cost("gpt-4o-mini", 412, 188)
+    assert chat is not None and chat > 0
+    expect(agent.locator("td.c-cost")).to_have_text(fmt_usd(Cost(chat, 1)))
+    expect(agent.locator("td.c-cost")).to_have_text(re.compile(r"^\$0\.000\d+\+$"))
+    expect(agent.locator("td").nth(8)).to_have_text("alice")
+    # date and time, in the browser's time zone (the test's context sets none: UTC)
+    start = datetime.datetime.fromtimestamp(e2e.store.run(e2e.rec.agent_runs[0]).start_ns / 1e9)
+    expect(agent.locator("td.c-time")).to_have_text(start.strftime("%Y-%m-%d %H:%M:%S"))
     expect(page.locator("#store")).to_have_text(e2e.store.path)
 
 
@@ -212,10 +226,17 @@ def test_filters(tab: Tab, e2e: E2E) -> None:
     page.locator("#f-clear").click()
     expect(rows).to_have_count(e2e.store.count_runs())
 
+    # "Has errors": every run with a failed span, whether the run failed or went on
     page.locator("#f-status").select_option("error")
-    expect(rows).to_have_count(e2e.store.count_runs(status="error"))
+    with_errors = [r for r in e2e.store.runs(1000) if r.error_count]
+    assert len(with_errors) > 4  # the 3 agent runs, the failed run, failing demo runs
+    expect(rows).to_have_count(len(with_errors))
     for i in range(rows.count()):
-        assert rows.nth(i).get_attribute("data-status") == "error"
+        assert rows.nth(i).get_attribute("data-status") in ("error", "partial")
+        expect(rows.nth(i).locator(".err-count")).to_be_visible()
+    page.locator("#f-status").select_option("failed")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", e2e.rec.failed_run)
     page.locator("#f-status").select_option("")
 
     # a user's chip filters by that user
@@ -239,6 +260,63 @@ def test_filters(tab: Tab, e2e: E2E) -> None:
     page.goto(e2e.url + "?status=error")
     expect(page.locator("#f-status")).to_have_value("error")
     expect(rows).to_have_count(e2e.store.count_runs(status="error"))
+
+
+def test_search_finds_a_word_only_inside_a_tool_output(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    page.goto(e2e.url)
+    page.locator("#f-search").fill(TOOL_ONLY_WORD)
+    rows = page.locator("tr.run-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", e2e.chat_runs[0])
+    expect(page.locator("#run-count")).to_have_text("1 run")
+    # an exception's type finds the runs where it was raised
+    page.locator("#f-search").fill("SearchTimeout")
+    expect(rows).to_have_count(len(e2e.rec.agent_runs))
+    expect(rows.locator("a.run-link")).to_have_text(["support-agent"] * 3)
+
+
+def test_sortable_columns_and_keyset_pages(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    total = e2e.store.count_runs()
+    page.goto(e2e.url + "?limit=10")
+    rows = page.locator("tr.run-row")
+    expect(rows).to_have_count(10)
+    expect(page.locator("#page-info")).to_have_text(f"1–10 of {total}")
+    expect(page.locator("#prev")).to_be_disabled()
+
+    def shown() -> list[str]:
+        return [rows.nth(i).get_attribute("data-run-id") or "" for i in range(rows.count())]
+
+    # walk every page forward: all runs once, newest first
+    seen = shown()
+    while page.locator("#next").is_enabled():
+        first = rows.first.get_attribute("data-run-id") or ""
+        page.locator("#next").click()
+        expect(rows.first).not_to_have_attribute("data-run-id", first)
+        seen += shown()
+    assert seen == [r.run_id for r in e2e.store.runs(total)]
+    expect(page.locator("#page-info")).to_have_text(f"31–{total} of {total}")
+    page.locator("#prev").click()
+    expect(page.locator("#page-info")).to_have_text(f"21–30 of {total}")
+    assert shown() == seen[20:30]
+    expect(page).to_have_url(re.compile(r"before=\d+\.\d+"))
+
+    # sort by duration, longest first, then shortest first
+    page.goto(e2e.url)
+    header = page.locator("th.col-duration button")
+    header.click()
+    expect(page.locator("th.col-duration")).to_have_attribute("aria-sort", "descending")
+    expect(page).to_have_url(re.compile(r"\?sort=duration$"))
+    by_duration = sorted(e2e.store.runs(total), key=lambda r: -(r.duration_ms or -1))
+    expect(rows.first).to_have_attribute("data-run-id", by_duration[0].run_id)
+    assert shown() == [r.run_id for r in by_duration]
+    header.click()
+    expect(page.locator("th.col-duration")).to_have_attribute("aria-sort", "ascending")
+    expect(rows.first).to_have_attribute("data-run-id", by_duration[-1].run_id)
+    # tokens: the agent runs (609 each) lead
+    page.locator("th.col-tokens button").click()
+    expect(rows.first.locator("a.run-link")).to_have_text("support-agent")
 
 
 # -- a run ------------------------------------------------------------------------------
@@ -338,6 +416,9 @@ def test_selecting_the_failing_span_shows_its_error(tab: Tab, e2e: E2E) -> None:
     expect(page.locator("#d-error")).to_have_count(0)
     expect(page.locator(".facts")).to_contain_text("gpt-4o-mini")
     expect(page.locator(".facts")).to_contain_text("412 in · 188 out · 600 total")
+    # an LLM call shows as a chat first; its raw values are one click away
+    expect(page.locator("#chat .msg-user .msg-text")).to_have_text("How are API keys rotated?")
+    page.locator("#raw-toggle").click()
     outputs = page.locator(".d-outputs")
     content = outputs.locator(".j-entry", has=page.locator(".j-key", has_text="content"))
     expect(content.locator(".fold-btn")).to_contain_text("more characters")
@@ -402,19 +483,169 @@ def test_a_runs_url_opens_that_run_and_span(tab: Tab, e2e: E2E) -> None:
     expect(page.locator("#run-head h1")).to_have_text("Run not found")
 
 
-def test_screenshot_for_the_readme(tab: Tab, e2e: E2E) -> None:
+# -- sessions and the chat view ---------------------------------------------------------
+
+
+def test_sessions_list_and_a_session_as_a_conversation(tab: Tab, e2e: E2E) -> None:
     page = tab.page
-    run_id = e2e.rec.agent_runs[0]
-    failing = next(s.span_id for s in e2e.store.spans(run_id) if s.status == "error")
-    _open_run(tab, e2e, run_id, failing)
-    expect(page.locator("#d-error")).to_be_visible()
-    page.evaluate("document.fonts.ready")
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    bottom = page.evaluate("document.querySelector('.run-body').getBoundingClientRect().bottom")
-    page.screenshot(
-        path=str(SCREENSHOT), clip={"x": 0, "y": 0, "width": 1440, "height": bottom + 20}
+    page.goto(e2e.url)
+    page.locator(".nav a", has_text="Sessions").click()
+    expect(page).to_have_url(e2e.url + "sessions")
+    rows = page.locator("tr.session-row")
+    sessions = e2e.store.sessions(100)
+    expect(rows).to_have_count(len(sessions))
+    expect(page.locator("#session-count")).to_have_text(f"{len(sessions)} sessions")
+    # most recently active first: the chat session was recorded last
+    expect(rows.first).to_have_attribute("data-session-id", CHAT_SESSION)
+    chat_row = rows.first
+    expect(chat_row.locator("td.c-user")).to_have_text("erin")
+    expect(chat_row.locator("td.c-runs")).to_have_text("2")
+    cost = PriceTable().total([("gpt-4o-mini", 40 + 80 + 41 + 81, 12 + 20 + 12 + 20)])
+    expect(chat_row.locator("td.c-cost")).to_have_text(fmt_usd(cost))
+    agents = page.locator('tr.session-row[data-session-id="s-0"]')
+    expect(agents.locator("td.c-errors")).to_have_text("2 of 2")  # both agent runs: a tool failed
+
+    chat_row.locator("a.session-link").click()
+    expect(page).to_have_url(f"{e2e.url}sessions/{CHAT_SESSION}")
+    expect(page.locator("#session-name")).to_have_text(CHAT_SESSION)
+    expect(page.locator("#session-runs")).to_have_text("2")
+    expect(page.locator("#session-cost")).to_have_text(fmt_usd(cost))
+    turns = page.locator("article.turn")
+    expect(turns).to_have_count(2)
+    # the turns in the order they happened, each the user's question then the answer
+    assert [turns.nth(i).get_attribute("data-run-id") for i in range(2)] == e2e.chat_runs
+    for i, question in enumerate(CHAT_QUESTIONS):
+        expect(turns.nth(i).locator(".msg-user .msg-text")).to_have_text(question)
+    expect(turns.nth(0).locator(".msg-assistant .msg-text")).to_have_text("Paris: sunny, 21 C.")
+    expect(turns.nth(1).locator(".msg-assistant .msg-text")).to_have_text(
+        "Tomorrow in Paris: rain, 14 C."
     )
-    assert SCREENSHOT.stat().st_size > 10_000
+    # a turn opens its run, whose session links back here
+    turns.nth(1).locator("a.run-link").click()
+    expect(page).to_have_url(f"{e2e.url}runs/{e2e.chat_runs[1]}")
+    page.locator("#run-session").click()
+    expect(page).to_have_url(f"{e2e.url}sessions/{CHAT_SESSION}")
+    page.goto(e2e.url + "sessions/no-such-session")
+    expect(page.locator("#session-head h1")).to_have_text("Session not found")
+
+
+def test_llm_span_reads_as_a_chat_with_the_raw_json_one_click_away(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    run_id = e2e.chat_runs[1]
+    answer = next(s for s in e2e.store.spans(run_id) if s.name == "Answer LLM")
+    _open_run(tab, e2e, run_id, answer.span_id)
+    expect(page.locator("#d-title")).to_have_text("Answer LLM")
+    chat = page.locator("#chat")
+    expect(chat).to_be_visible()
+    msgs = chat.locator(".msg")
+    roles = [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    expect(msgs).to_have_count(len(roles))
+    assert [msgs.nth(i).get_attribute("data-role") for i in range(len(roles))] == roles
+    expect(msgs.nth(1).locator(".msg-text")).to_have_text(CHAT_QUESTIONS[0])
+    expect(msgs.nth(2).locator(".tool-name")).to_have_text("→ get_weather")
+    expect(msgs.nth(2).locator(".tool-call")).to_contain_text('{"city": "Paris"}')
+    expect(msgs.nth(3).locator(".msg-text")).to_have_text("sunny, 21 C")
+    expect(msgs.last.locator(".msg-text")).to_have_text("Tomorrow in Paris: rain, 14 C.")
+    expect(msgs.last.locator(".msg-note")).to_have_text("output")
+    expect(page.locator(".d-inputs")).to_be_hidden()
+    # one click to the raw JSON, one back
+    page.locator("#raw-toggle").click()
+    expect(chat).to_be_hidden()
+    expect(page.locator(".d-inputs")).to_be_visible()
+    expect(page.locator(".d-outputs .j-string")).to_have_text(
+        ["assistant", "Tomorrow in Paris: rain, 14 C."]
+    )
+    page.locator("#raw-toggle").click()
+    expect(chat).to_be_visible()
+    # a span that is not an LLM call has no chat view
+    page.locator(".wf-row[data-kind='tool']").click()
+    expect(page.locator("#d-title")).to_have_text("get_weather")
+    expect(page.locator("#chat")).to_have_count(0)
+    expect(page.locator(".d-outputs")).to_be_visible()
+
+
+# -- export and delete (they change the store: near the end) --------------------------
+
+
+def test_export_selected_runs_re_imports_as_the_same_runs(
+    tab: Tab, e2e: E2E, tmp_path: Path
+) -> None:
+    page = tab.page
+    page.goto(e2e.url)
+    picked = [e2e.rec.failed_run, *e2e.chat_runs]
+    for run_id in picked:
+        page.locator(f'tr.run-row[data-run-id="{run_id}"] input.select').check()
+    expect(page.locator("#sel-info")).to_have_text("3 selected · ")
+    for fmt, link in (("jsonl", "#export-jsonl"), ("otlp", "#export-otlp")):
+        with page.expect_download() as download:
+            page.locator(link).click()
+        path = tmp_path / f"export.{fmt}"
+        download.value.save_as(path)
+        fresh = SQLiteStore(tmp_path / f"fresh-{fmt}.db")
+        done = subprocess.run(
+            [sys.executable, "-m", "tracemux", "import", "--db", fresh.path, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(r.run_id for r in fresh.runs(100)) == sorted(picked)
+        for run_id in picked:
+            assert fresh.run(run_id).to_dict() == e2e.store.run(run_id).to_dict(), fmt
+            got = [(s.span_id, s.name, s.status, s.outputs) for s in fresh.spans(run_id)]
+            want = [(s.span_id, s.name, s.status, s.outputs) for s in e2e.store.spans(run_id)]
+            assert got == want, fmt
+
+
+def test_delete_needs_an_explicit_confirmation(tab: Tab, e2e: E2E) -> None:
+    page = tab.page
+    victims = [r.run_id for r in e2e.store.runs(2, search="RAG flow")]
+    before = e2e.store.count_runs()
+    page.goto(e2e.url)
+    delete = page.locator("#delete-selected")
+    expect(delete).to_be_disabled()
+    for run_id in victims:
+        page.locator(f'tr.run-row[data-run-id="{run_id}"] input.select').check()
+    expect(delete).to_be_enabled()
+    # cancel, Escape and a click beside the dialog delete nothing
+    for dismiss in ("cancel", "escape", "outside"):
+        delete.click()
+        dialog = page.locator("#confirm[role=dialog]")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#confirm-title")).to_have_text("Delete 2 runs?")
+        expect(page.locator("#confirm-text")).to_contain_text("cannot be undone")
+        if dismiss == "cancel":
+            page.locator("#confirm-cancel").click()
+        elif dismiss == "escape":
+            page.keyboard.press("Escape")
+        else:
+            page.mouse.click(5, 5)
+        expect(dialog).to_have_count(0)
+        assert e2e.store.count_runs() == before
+    delete.click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("tr.run-row")).to_have_count(before - 2)
+    assert all(e2e.store.run(r) is None for r in victims)
+    assert e2e.store.count_runs() == before - 2
+
+    # one run, from its own page
+    victim = e2e.store.runs(1, search="RAG flow")[0].run_id
+    page.goto(f"{e2e.url}runs/{victim}")
+    page.locator("#delete-run").click()
+    expect(page.locator("#confirm-title")).to_have_text("Delete this run?")
+    page.locator("#confirm-ok").click()
+    expect(page).to_have_url(e2e.url)
+    assert e2e.store.run(victim) is None
 
 
 # -- live updates (last: it records more runs) ------------------------------------------

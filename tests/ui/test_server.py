@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,14 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.ui.conftest import XSS_RUN, XSS_SPAN, fill_store, get, get_json
+from tests.ui.conftest import (
+    XSS_RUN,
+    XSS_SPAN,
+    fill_store,
+    get,
+    get_json,
+    record_chat_session,
+)
 from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.ui import UIServer
@@ -37,7 +46,8 @@ def test_runs_newest_first_with_counts(service: TracingService, ui_server: UISer
     rec = fill_store(service, agent_runs=3)
     data = get_json(ui_server.url + "api/runs")
     assert data["total"] == 5
-    assert data["limit"] == 50 and data["offset"] == 0
+    assert data["limit"] == 50 and (data["sort"], data["order"]) == ("start", "desc")
+    assert data["next"] is None and data["prev"] is None  # one page
     assert [r["run_id"] for r in data["runs"]] == rec.newest_first
     starts = [r["start_ns"] for r in data["runs"]]
     assert starts == sorted(starts, reverse=True)
@@ -47,7 +57,7 @@ def test_runs_newest_first_with_counts(service: TracingService, ui_server: UISer
     assert "traceback" not in failed["error"]
     agent = data["runs"][-1]
     assert agent["name"] == "support-agent"
-    assert agent["status"] == "ok"
+    assert agent["status"] == "partial"  # its WebSearch tool failed, the run went on
     assert agent["span_count"] == 9
     assert agent["error_count"] == 1
     assert agent["input_tokens"] == 412 + 9 and agent["output_tokens"] == 188
@@ -72,6 +82,44 @@ def test_runs_pagination(service: TracingService, ui_server: UIServer) -> None:
     assert get_json(ui_server.url + "api/runs?limit=100000")["limit"] == 500
 
 
+def test_keyset_pages_in_every_sort_order(service: TracingService, ui_server: UIServer) -> None:
+    fill_store(service, agent_runs=6)  # 8 runs
+
+    def walk(query: str, direction: str = "next") -> list[dict]:
+        seen, url = [], f"{ui_server.url}api/runs?limit=3&{query}"
+        data = get_json(url)
+        while True:
+            seen += data["runs"]
+            cursor = data[direction]
+            if cursor is None:
+                return seen
+            data = get_json(f"{url}&{'after' if direction == 'next' else 'before'}={cursor}")
+
+    newest = [r["run_id"] for r in get_json(ui_server.url + "api/runs")["runs"]]
+    assert [r["run_id"] for r in walk("")] == newest
+    for sort, key in (
+        ("duration", lambda r: r["duration_ms"]),
+        ("tokens", lambda r: r["input_tokens"] + r["output_tokens"]),
+        ("spans", lambda r: r["span_count"]),
+    ):
+        for order in ("asc", "desc"):
+            runs = walk(f"sort={sort}&order={order}")
+            assert sorted(r["run_id"] for r in runs) == sorted(newest), (sort, order)
+            keys = [key(r) for r in runs]
+            assert keys == sorted(keys, reverse=order == "desc"), (sort, order)
+    # backwards from the last page gives the same runs, page by page
+    last = get_json(ui_server.url + "api/runs?limit=3")
+    while last["next"]:
+        last = get_json(f"{ui_server.url}api/runs?limit=3&after={last['next']}")
+    back, data = [], last
+    while True:
+        back = data["runs"] + back
+        if data["prev"] is None:
+            break
+        data = get_json(f"{ui_server.url}api/runs?limit=3&before={data['prev']}")
+    assert [r["run_id"] for r in back] == newest
+
+
 def test_runs_filters(service: TracingService, ui_server: UIServer) -> None:
     rec = fill_store(service, agent_runs=4)
     base = ui_server.url + "api/runs"
@@ -88,8 +136,8 @@ def test_runs_filters(service: TracingService, ui_server: UIServer) -> None:
     assert ids("user=alice") == {rec.agent_runs[0], rec.agent_runs[2]}
     assert ids("user=bob&session=s-1") == {rec.agent_runs[1], rec.agent_runs[3]}
     assert ids("session=s-x") == {rec.xss_run}
-    assert ids("status=ok") == {*rec.agent_runs, rec.xss_run}
-    assert ids("status=error") == {rec.failed_run}
+    assert ids("status=ok") == {rec.xss_run}  # the agent runs have a failed tool call
+    assert ids("status=error") == {*rec.agent_runs, rec.failed_run}
     assert ids("status=running") == set()
     assert ids("status=ok&user=mallory&search=probe") == {rec.xss_run}
     assert ids("user=&search=") == set(rec.newest_first)  # blank means no filter
@@ -117,13 +165,78 @@ def test_running_runs_show_and_finish(service: TracingService, ui_server: UIServ
         ("limit=0", "limit must be at least 1"),
         ("offset=-1", "offset must be at least 0"),
         ("status=bogus", "status must be one of"),
+        ("search=" + "a" * 60_000, "search is longer than 1000 characters"),
+        ("user=" + "u" * 2000, "user is longer than 1000 characters"),
+        ("offset=" + str(10**30), "offset must be an integer between 0 and"),
+        ("offset=1000000001", "offset must be at most 1000000000"),
+        ("limit=" + "9" * 5000, "limit must be an integer between 1 and"),
+        ("sort=name", "sort must be one of start, duration, tokens, spans"),
+        ("order=sideways", "order must be asc or desc"),
+        ("after=1.2.3", "cursor is malformed"),
+        ("after=" + "9" * 25 + ".1", "cursor is malformed"),
+        ("after=1.1&before=1.1", "give after or before, not both"),
     ],
+    ids=lambda v: v[:24] if isinstance(v, str) else v,
 )
 def test_bad_query_is_400(ui_server: UIServer, query: str, message: str) -> None:
     status, headers, body = get(ui_server.url + "api/runs?" + query)
     assert status == 400
     assert headers["Content-Type"] == "application/json"
     assert message in json.loads(body)["error"]
+
+
+def test_offset_past_the_end_keeps_the_true_total(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    fill_store(service, agent_runs=1)
+    data = get_json(ui_server.url + "api/runs?offset=1000000")
+    assert data["runs"] == [] and data["total"] == 3
+
+
+def test_status_filters_find_every_run_where_something_failed(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=2)  # agent runs: a tool fails, the run goes on
+
+    def ids(status: str) -> set[str]:
+        return {r["run_id"] for r in get_json(f"{ui_server.url}api/runs?status={status}")["runs"]}
+
+    assert ids("error") == {*rec.agent_runs, rec.failed_run}
+    assert ids("partial") == set(rec.agent_runs)
+    assert ids("failed") == {rec.failed_run}
+    assert ids("ok") == {rec.xss_run}
+    statuses = {r["run_id"]: r["status"] for r in get_json(ui_server.url + "api/runs")["runs"]}
+    assert statuses[rec.agent_runs[0]] == "partial"
+    assert statuses[rec.failed_run] == "error"
+
+
+def test_sessions_and_a_sessions_runs_in_order(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=4)  # alice s-0 (runs 0, 2), bob s-1 (runs 1, 3)
+    chat = record_chat_session(service)
+    assert service.flush(10)
+    data = get_json(ui_server.url + "api/sessions")
+    assert [s["session_id"] for s in data["sessions"]] == ["s-chat", "s-x", "s-9", "s-1", "s-0"]
+    assert data["total"] == 5
+    s0 = data["sessions"][-1]
+    assert (s0["user_id"], s0["runs"], s0["runs_with_errors"]) == ("alice", 2, 2)
+    assert s0["input_tokens"] == 2 * (412 + 9) and s0["output_tokens"] == 2 * 188
+    assert s0["cost"]["usd"] > 0 and s0["cost"]["unpriced"] == 1  # the embedding model
+    assert [
+        s["session_id"] for s in get_json(ui_server.url + "api/sessions?user=bob")["sessions"]
+    ] == ["s-1"]
+
+    session = get_json(ui_server.url + "api/sessions/s-0")
+    assert [r["run_id"] for r in session["runs"]] == [rec.agent_runs[0], rec.agent_runs[2]]
+    assert session["runs"][0]["inputs"] == {"question": "How are API keys rotated?"}
+    chat_session = get_json(ui_server.url + "api/sessions/s-chat")
+    assert [r["run_id"] for r in chat_session["runs"]] == chat
+    assert chat_session["user_id"] == "erin"
+    status, _, _ = get(ui_server.url + "api/sessions/nope")
+    assert status == 404
+    status, _, _ = get(ui_server.url + "api/sessions/" + "x" * 2000)
+    assert status == 400
 
 
 # -- one run ----------------------------------------------------------------------------
@@ -190,11 +303,20 @@ def test_missing_store_is_empty_and_not_created(tmp_path: Path) -> None:
             "runs": [],
             "total": 0,
             "limit": 50,
-            "offset": 0,
+            "sort": "start",
+            "order": "desc",
+            "next": None,
+            "prev": None,
         }
         assert get(server.url + "api/runs/abc")[0] == 404
         info = get_json(server.url + "api/info")
-        assert info == {"db": str(path), "exists": False, "version": info["version"]}
+        assert info == {
+            "db": str(path),
+            "exists": False,
+            "version": info["version"],
+            "token": server.csrf_token,
+            "can_delete": True,
+        }
     assert not path.exists() and not path.parent.exists()
 
 
@@ -261,13 +383,99 @@ def test_unknown_paths_are_404(ui_server: UIServer, path: str) -> None:
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"])
 def test_only_get_is_allowed(ui_server: UIServer, method: str) -> None:
-    for path in ("", "api/runs", "static/app.js"):
+    # (and POST to /api/runs/delete: see the tests of deleting below)
+    for path in ("", "api/runs", "static/app.js", "api/runs/x"):
         status, headers, body = get(ui_server.url + path, method=method)
         assert status == 405, (method, path)
         assert headers["Allow"] == "GET"
         assert headers["Content-Security-Policy"].startswith("default-src 'self'")
         if method != "HEAD":
             assert "read-only" in json.loads(body)["error"]
+
+
+def _post_delete(server: UIServer, run_ids: object, **overrides: str | None) -> tuple[int, dict]:
+    origin = f"http://127.0.0.1:{server.port}"
+    headers = {
+        "Origin": origin,
+        "X-Tracemux-Token": server.csrf_token,
+        "Content-Type": "application/json",
+        **overrides,
+    }
+    req = urllib.request.Request(
+        server.url + "api/runs/delete",
+        data=json.dumps({"run_ids": run_ids}).encode(),
+        method="POST",
+        headers={k: v for k, v in headers.items() if v is not None},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_delete_needs_the_pages_origin_token_and_json(
+    service: TracingService, ui_server: UIServer, store: SQLiteStore
+) -> None:
+    rec = fill_store(service, agent_runs=2)
+    target = [rec.failed_run]
+    refused = [
+        ({"Origin": None}, "cross-origin request refused"),
+        ({"Origin": "http://evil.example"}, "cross-origin request refused"),
+        ({"Origin": "http://127.0.0.1:1"}, "cross-origin request refused"),
+        ({"Origin": "null"}, "cross-origin request refused"),
+        ({"X-Tracemux-Token": None}, "missing or wrong X-Tracemux-Token"),
+        ({"X-Tracemux-Token": "guess"}, "missing or wrong X-Tracemux-Token"),
+        ({"Content-Type": "text/plain"}, "the body must be application/json"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "must be application/json"),
+        ({"Host": "evil.example"}, "host not allowed"),
+    ]
+    for overrides, message in refused:
+        status, body = _post_delete(ui_server, target, **overrides)
+        assert (status, message in body["error"]) == (403, True), overrides
+    assert store.run(rec.failed_run) is not None
+    for bad in (None, [], "x", [1], ["x" * 2000], ["a"] * 501):
+        status, body = _post_delete(ui_server, bad)
+        assert status == 400 and "run_ids must be a list" in body["error"], bad
+    status, body = _post_delete(ui_server, [rec.failed_run, "no-such-run"])
+    assert (status, body) == (200, {"deleted": 1})
+    assert store.run(rec.failed_run) is None and store.spans(rec.failed_run) == []
+    assert store.count_runs() == 3
+
+
+def test_a_read_only_viewer_deletes_nothing(service: TracingService, store: SQLiteStore) -> None:
+    rec = fill_store(service, agent_runs=1)
+    with UIServer(store, port=0, read_only=True) as server:
+        info = get_json(server.url + "api/info")
+        assert info["token"] is None and info["can_delete"] is False
+        status, body = _post_delete(server, [rec.failed_run])
+        assert (status, body["error"]) == (403, "this viewer is read-only")
+    assert store.run(rec.failed_run) is not None
+
+
+def test_export_downloads_selected_or_filtered_runs(
+    service: TracingService, ui_server: UIServer
+) -> None:
+    rec = fill_store(service, agent_runs=2)
+    status, headers, body = get(
+        ui_server.url + f"api/export?run={rec.xss_run}&run={rec.failed_run}"
+    )
+    assert status == 200
+    assert headers["Content-Disposition"] == 'attachment; filename="tracemux-runs.jsonl"'
+    lines = [json.loads(li) for li in body.splitlines()]
+    assert [li["run_id"] for li in lines if li["type"] == "run"] == [rec.xss_run, rec.failed_run]
+    status, headers, body = get(ui_server.url + "api/export?format=otlp&status=error")
+    assert status == 200 and "otlp" in headers["Content-Disposition"]
+    trace_ids = {
+        s["traceId"]
+        for li in body.splitlines()
+        for rs in json.loads(li)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    }
+    assert len(trace_ids) == 3  # the two agent runs and the failed run
+    assert get(ui_server.url + "api/export?format=xml")[0] == 400
 
 
 def test_host_header_must_be_loopback(ui_server: UIServer) -> None:

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "bench", "doctor")
+COMMANDS += ("export",)
+COMMANDS += ("import_runs",)  # the `tracemux import` command
+COMMANDS += ("delete",)
 
 
 def build_parser() -> argparse.ArgumentParser:

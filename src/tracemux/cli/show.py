@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
 from tracemux.cli.common import add_db_argument, console, fmt_ms, fmt_value, store_for
-from tracemux.destinations.sqlite import StoredSpan
+from tracemux.cli.runs import local_time, status_text
+from tracemux.cost import PriceFileError, PriceTable, fmt_usd
+from tracemux.destinations.sqlite import SQLiteStore, StoredSpan
+
+_MAX_MATCHES = 10
 
 KIND_STYLE = {
     "llm": "magenta",
@@ -29,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _label(span: StoredSpan, width: int) -> str:
+def _label(span: StoredSpan, width: int, prices: PriceTable) -> str:
     style = KIND_STYLE.get(span.kind, "white")
     status = "[red]✗ error[/]" if span.status == "error" else "[green]✓[/]"
     parts = [
@@ -38,9 +43,12 @@ def _label(span: StoredSpan, width: int) -> str:
     ]
     if span.model or span.usage:
         usage = span.usage or {}
+        cost = prices.cost(
+            span.model, usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        )
         parts.append(
             f"  [magenta]{escape(span.model or '')}[/] tokens in {usage.get('input_tokens', '-')}"
-            f" / out {usage.get('output_tokens', '-')}"
+            f" / out {usage.get('output_tokens', '-')}  cost {fmt_usd(cost)}"
         )
     if span.inputs is not None:
         parts.append(f"  [dim]in:[/]  {escape(fmt_value(span.inputs, width))}")
@@ -58,15 +66,36 @@ def _label(span: StoredSpan, width: int) -> str:
     return "\n".join(parts)
 
 
+def _not_found(out: Console, store: SQLiteStore, prefix: str) -> None:
+    """Say that no run has this id; for an ambiguous prefix, list the runs it matches."""
+    matches = store.match_runs(prefix, _MAX_MATCHES + 1)
+    if not matches:
+        out.print(f"[red]No run {escape(prefix)!r} in {store.path}[/].", soft_wrap=True)
+        return
+    more = len(matches) > _MAX_MATCHES
+    out.print(
+        f"[red]{escape(prefix)!r} is the start of {'more than ' if more else ''}"
+        f"{min(len(matches), _MAX_MATCHES)} run ids[/]; give more of the id:"
+    )
+    for r in matches[:_MAX_MATCHES]:
+        out.print(
+            f"  {r.run_id}  {escape(r.name or '')}  {status_text(r)}  {local_time(r.start_ns)}",
+            soft_wrap=True,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     store = store_for(args)
     out = console()
     found = store.run(args.run_id)
     if found is None:
-        out.print(
-            f"[red]No run {escape(args.run_id)!r} in {store.path}[/] (or the prefix is ambiguous)."
-        )
+        _not_found(out, store, args.run_id)
         return 1
+    try:
+        prices = PriceTable.from_env()
+    except PriceFileError as exc:
+        console(stderr=True).print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        return 2
     spans = store.spans(found.run_id)
     children: dict[str | None, list[StoredSpan]] = {}
     ids = {s.span_id for s in spans}
@@ -74,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         parent = s.parent_id if s.parent_id in ids else None
         children.setdefault(parent, []).append(s)
     header = (
-        f"run [bold]{found.run_id}[/]  {escape(found.name or '')}  status {found.status}  "
+        f"run [bold]{found.run_id}[/]  {escape(found.name or '')}  {status_text(found)}  "
         f"{fmt_ms(found.duration_ms)}  {found.span_count} spans"
     )
     if found.user_id or found.session_id:
@@ -85,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     def add(node: Tree, parent: str | None) -> None:
         for s in children.get(parent, []):
-            add(node.add(_label(s, args.width)), s.span_id)
+            add(node.add(_label(s, args.width, prices)), s.span_id)
 
     add(tree, None)
     out.print(tree)

@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from tracemux.cli.common import add_db_argument, store_for
+from tracemux.cost import PriceFileError
 from tracemux.ui.server import DEFAULT_HOST, DEFAULT_PORT, UIServer, is_loopback
 
 log = logging.getLogger("tracemux.ui")
@@ -48,6 +49,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--open", action="store_true", help="open the page in the default web browser"
     )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="refuse to delete runs (deleting also needs a loopback bind and the page's token)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -57,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
     store = store_for(args)
     try:
-        server = UIServer(store, host=args.host, port=args.port)
+        server = UIServer(
+            store, host=args.host, port=args.port, read_only=getattr(args, "read_only", False)
+        )
+    except PriceFileError as exc:
+        err.print(f"tracemux ui: {exc}", style="red", markup=False, highlight=False)
+        return 2
     except OSError as exc:
         err.print(
             f"tracemux ui: cannot listen on {args.host}:{args.port}: {exc}",

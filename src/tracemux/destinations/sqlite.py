@@ -13,7 +13,9 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -30,7 +32,27 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger("tracemux.destinations.sqlite")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 6
+
+#: A run's status: ``running`` until its root span ends; then ``error`` when the run
+#: itself failed (its root span), ``partial`` when it went on to the end although one or
+#: more of its spans failed, else ``ok``. The error filter (``status="error"``) finds
+#: every run where something failed: ``error``, ``partial``, and running runs that
+#: already have a failed span.
+RUN_STATUSES = ("running", "ok", "partial", "error")
+#: The status filters :meth:`SQLiteStore.runs` takes: the statuses, and ``failed`` (only
+#: the runs that failed as a whole).
+RUN_STATUS_FILTERS = (*RUN_STATUSES, "failed")
+#: The longest search text the store takes (longer raises ``ValueError``).
+MAX_SEARCH_CHARS = 1000
+_MAX_IDS_PER_QUERY = 500
+#: How :meth:`SQLiteStore.runs_page` can sort: name -> the indexed expression.
+RUN_SORTS = {
+    "start": "start_ns",
+    "duration": "COALESCE(end_ns - start_ns, -1)",  # running runs count as shortest
+    "tokens": "(input_tokens + output_tokens)",
+    "spans": "span_count",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -99,6 +121,8 @@ _RUN_COUNTS = (
     """ON CONFLICT (run_id) DO UPDATE SET
     span_count = runs.span_count + excluded.span_count,
     error_count = runs.error_count + excluded.error_count,
+    status = CASE WHEN runs.status = 'ok' AND excluded.error_count > 0 THEN 'partial'
+                  ELSE runs.status END,
     input_tokens = runs.input_tokens + excluded.input_tokens,
     output_tokens = runs.output_tokens + excluded.output_tokens,
     start_ns = MIN(runs.start_ns, excluded.start_ns)""",
@@ -109,7 +133,10 @@ _RUN_COUNTS = (
 _RUN_END = (
     "INSERT INTO runs (run_id, trace_id, start_ns, end_ns, status, inputs, outputs, error)",
     """ON CONFLICT (run_id) DO UPDATE SET
-    end_ns = excluded.end_ns, status = excluded.status, inputs = excluded.inputs,
+    end_ns = excluded.end_ns,
+    status = CASE WHEN excluded.status = 'ok' AND runs.error_count > 0 THEN 'partial'
+                  ELSE excluded.status END,
+    inputs = excluded.inputs,
     outputs = excluded.outputs, error = excluded.error, start_ns = excluded.start_ns""",
     8,
 )
@@ -332,6 +359,51 @@ class StoredSpan:
 
 
 @dataclass(frozen=True)
+class StoredSession:
+    """A session: the runs that share a ``session_id``, summed up."""
+
+    session_id: str
+    user_id: str | None
+    runs: int
+    first_ns: int
+    last_ns: int
+    input_tokens: int
+    output_tokens: int
+    runs_with_errors: int
+    error_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    """Raw figures of :meth:`SQLiteStore.dashboard_data`, as rows.
+
+    ``runs``: (step number, runs, runs with errors); ``figures``: (is a flow, flow or
+    component name, kind, time in grains, calls, failures, longest ns, its run, a failed
+    run, histogram JSON [[bucket, count], ...] (see :func:`bucket_ms`)); ``models``: (time
+    in grains, model, calls, input tokens, output tokens); ``grain_ns``: the length of a
+    grain (an hour or a day).
+    """
+
+    grain_ns: int
+    runs: list[tuple[Any, ...]]
+    figures: list[tuple[Any, ...]]
+    models: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """A page of :meth:`SQLiteStore.runs_page`: the runs, and the cursors of the pages
+    after and before it (None at either end)."""
+
+    runs: list[StoredRun]
+    next: str | None
+    prev: str | None
+
+
+@dataclass(frozen=True)
 class SQLiteStore(Destination):
     """The local store: a SQLite file. Equal stores (same path and limits) share one lane.
 
@@ -412,6 +484,22 @@ class SQLiteStore(Destination):
                     conn.close()
             time.sleep(_LOCK_TRY)
 
+    def _filters(
+        self, search: str | None, status: str | None, user_id: str | None, session_id: str | None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of these filters; search uses the full-text index when the
+        store has one (a store not yet upgraded is searched by name and id only)."""
+        fts = False
+        if search:
+            try:
+                _, rows = self._query(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'span_text'"
+                )
+                fts = bool(rows)
+            except sqlite3.OperationalError:
+                fts = False
+        return _run_filters(search, status, user_id, session_id, fts=fts)
+
     def runs(
         self,
         limit: int = 50,
@@ -422,8 +510,17 @@ class SQLiteStore(Destination):
         user_id: str | None = None,
         session_id: str | None = None,
     ) -> list[StoredRun]:
-        """The newest runs first, optionally filtered (``search`` matches name or run id)."""
-        where, args = _run_filters(search, status, user_id, session_id)
+        """The newest runs first, optionally filtered.
+
+        ``search``: runs whose id starts with the text, or one of whose spans holds its
+        words (the last one as a prefix) in its name, inputs, outputs, logs or error
+        (full-text, SQLite FTS5; a store not yet upgraded: id or name contains the text).
+
+        ``status``: one of :data:`RUN_STATUS_FILTERS`; ``"error"`` selects every run with
+        a failed span (see :data:`RUN_STATUSES`), ``"failed"`` only the runs that failed
+        as a whole. An unknown status raises ``ValueError``.
+        """
+        where, args = self._filters(search, status, user_id, session_id)
         sql = f"SELECT * FROM runs {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?"
         try:
             cols, rows = self._query(sql, [*args, int(limit), int(offset)])
@@ -432,6 +529,63 @@ class SQLiteStore(Destination):
                 return []
             raise
         return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def runs_page(
+        self,
+        limit: int = 50,
+        *,
+        sort: str = "start",
+        descending: bool = True,
+        after: str | None = None,
+        before: str | None = None,
+        search: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> RunsPage:
+        """One page of runs in ``sort`` order (one of :data:`RUN_SORTS`), by keyset: pass
+        a page's ``next`` as ``after`` for the following page, its ``prev`` as ``before``
+        for the one above. Each page is an index range scan, however deep (no OFFSET).
+        Filters as in :meth:`runs`; a malformed cursor or sort raises ``ValueError``."""
+        if sort not in RUN_SORTS:
+            raise ValueError(f"sort must be one of {', '.join(RUN_SORTS)}")
+        if after is not None and before is not None:
+            raise ValueError("give after or before, not both")
+        key = RUN_SORTS[sort]
+        where, args = self._filters(search, status, user_id, session_id)
+        backwards = before is not None
+        ascending = descending == backwards  # the direction this query walks
+        cursor = after if after is not None else before
+        if cursor is not None:
+            value, rowid = _parse_cursor(cursor)
+            op = ">" if ascending else "<"
+            # not a row value "(key, rowid) < (?, ?)": SQLite searches an expression index
+            # only by a plain range on the expression
+            keyset = f"{key} {op}= ? AND ({key} {op} ? OR rowid {op} ?)"
+            where += (" AND " if where else "WHERE ") + keyset
+            args = [*args, value, value, rowid]
+        order = "ASC" if ascending else "DESC"
+        sql = (
+            f"SELECT {key} AS sort_key_, rowid AS rowid_, * FROM runs {where}"
+            f" ORDER BY {key} {order}, rowid {order} LIMIT ?"
+        )
+        try:
+            cols, rows = self._query(sql, [*args, int(limit) + 1])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return RunsPage([], None, None)
+            raise
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        cursors = [f"{row[0]}.{row[1]}" for row in rows]
+        runs = [_stored_run(dict(zip(cols[2:], row[2:]))) for row in rows]
+        if not runs:
+            return RunsPage([], None, None)
+        has_next = more if not backwards else True
+        has_prev = (cursor is not None) if not backwards else more
+        return RunsPage(runs, cursors[-1] if has_next else None, cursors[0] if has_prev else None)
 
     def count_runs(
         self,
@@ -442,7 +596,7 @@ class SQLiteStore(Destination):
         session_id: str | None = None,
     ) -> int:
         """How many runs match the same filters as :meth:`runs`."""
-        where, args = _run_filters(search, status, user_id, session_id)
+        where, args = self._filters(search, status, user_id, session_id)
         try:
             _, rows = self._query(f"SELECT COUNT(*) FROM runs {where}", args)
         except sqlite3.OperationalError:
@@ -450,21 +604,214 @@ class SQLiteStore(Destination):
         return int(rows[0][0]) if rows else 0
 
     def run(self, run_id: str) -> StoredRun | None:
-        """One run by id (a unique prefix of the id is enough), or None."""
+        """One run by id (a unique prefix of the id is enough), or None (see
+        :meth:`match_runs` for what an ambiguous prefix matches)."""
+        found = self.match_runs(run_id, 2)
+        if not found or (found[0].run_id != run_id and len(found) > 1):
+            return None
+        return found[0]
+
+    def match_runs(self, prefix: str, limit: int = 10) -> list[StoredRun]:
+        """The runs whose id is ``prefix`` or starts with it (at most ``limit``, the exact
+        match first, then newest first): what an ambiguous prefix could mean."""
         try:
             cols, rows = self._query(
-                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
-                "ORDER BY run_id = ? DESC LIMIT 2",
-                (run_id, _like_prefix(run_id), run_id),
+                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
+                "ORDER BY run_id = ? DESC, start_ns DESC LIMIT ?",
+                (prefix, _like_prefix(prefix), prefix, int(limit)),
             )
         except sqlite3.OperationalError:
-            return None
-        if not rows:
-            return None
-        first = dict(zip(cols, rows[0]))
-        if first["run_id"] != run_id and len(rows) > 1:
-            return None  # ambiguous prefix
-        return _stored_run(first)
+            return []
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def usage_by_run(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """For each of ``run_ids``: (model, input tokens, output tokens) summed over the
+        run's spans that name a model (what its cost is worked out from)."""
+        ids = list(dict.fromkeys(run_ids))[:_MAX_IDS_PER_QUERY]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        try:
+            _, rows = self._query(
+                "SELECT run_id, model,"
+                " SUM(COALESCE(json_extract(usage, '$.input_tokens'), 0)),"
+                " SUM(COALESCE(json_extract(usage, '$.output_tokens'), 0))"
+                f" FROM spans WHERE run_id IN ({marks}) AND model IS NOT NULL"
+                " GROUP BY run_id, model ORDER BY run_id, model",
+                ids,
+            )
+        except sqlite3.OperationalError:
+            return {}
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for run_id, model, input_tokens, output_tokens in rows:
+            out.setdefault(run_id, []).append((model, int(input_tokens), int(output_tokens)))
+        return out
+
+    def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
+        """Write runs and their spans as given (e.g. read back from an export), replacing
+        runs of the same id; returns how many runs were written."""
+        if not runs:
+            return 0
+        writer = _SQLiteExporter(self)
+        try:
+            return writer.import_runs(runs, spans)
+        finally:
+            writer.close()
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (full ids) with their spans and search text; returns how many
+        were deleted. Opens a writing connection of its own (upgrading an old store)."""
+        if not run_ids or not os.path.exists(self.path):
+            return 0
+        writer = _SQLiteExporter(self)
+        try:
+            return writer.delete_runs(run_ids)
+        finally:
+            writer.close()
+
+    def sessions(
+        self, limit: int = 50, offset: int = 0, *, user_id: str | None = None
+    ) -> list[StoredSession]:
+        """Sessions (runs that share a ``session_id``), the most recently active first."""
+        where, args = ("WHERE session_id IS NOT NULL", [])
+        if user_id:
+            where += " AND user_id = ?"
+            args.append(user_id)
+        sql = (
+            "SELECT session_id, MAX(user_id), COUNT(*), MIN(start_ns), MAX(start_ns),"
+            " SUM(input_tokens), SUM(output_tokens), SUM(error_count > 0), SUM(error_count)"
+            f" FROM runs {where} GROUP BY session_id ORDER BY MAX(start_ns) DESC, session_id"
+            " LIMIT ? OFFSET ?"
+        )
+        try:
+            _, rows = self._query(sql, [*args, int(limit), int(offset)])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [StoredSession(*row) for row in rows]
+
+    def count_sessions(self, *, user_id: str | None = None) -> int:
+        """How many sessions :meth:`sessions` can list."""
+        sql = "SELECT COUNT(DISTINCT session_id) FROM runs WHERE session_id IS NOT NULL"
+        args = []
+        if user_id:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        try:
+            _, rows = self._query(sql, args)
+        except sqlite3.OperationalError:
+            return 0
+        return int(rows[0][0]) if rows else 0
+
+    def session_runs(self, session_id: str, limit: int = 500) -> list[StoredRun]:
+        """A session's runs in the order they started (a conversation's turns)."""
+        try:
+            cols, rows = self._query(
+                "SELECT * FROM runs WHERE session_id = ? ORDER BY start_ns, rowid LIMIT ?",
+                (session_id, int(limit)),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
+
+    def usage_by_session(self, session_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """For each session: (model, input tokens, output tokens) over its runs' spans."""
+        ids = list(dict.fromkeys(session_ids))[:_MAX_IDS_PER_QUERY]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        try:
+            _, rows = self._query(
+                "SELECT r.session_id, s.model,"
+                " SUM(COALESCE(json_extract(s.usage, '$.input_tokens'), 0)),"
+                " SUM(COALESCE(json_extract(s.usage, '$.output_tokens'), 0))"
+                f" FROM runs r JOIN spans s ON s.run_id = r.run_id"
+                f" WHERE r.session_id IN ({marks}) AND s.model IS NOT NULL"
+                " GROUP BY r.session_id, s.model",
+                ids,
+            )
+        except sqlite3.OperationalError:
+            return {}
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for session_id, model, input_tokens, output_tokens in rows:
+            out.setdefault(session_id, []).append((model, int(input_tokens), int(output_tokens)))
+        return out
+
+    def dashboard_data(
+        self,
+        since_ns: int,
+        until_ns: int,
+        step_ns: int,
+        *,
+        project: str | None = None,
+        flow: str | None = None,
+    ) -> DashboardData:
+        """The dashboard's raw figures between two times (see :class:`DashboardData`):
+        runs per ``step_ns`` from the runs themselves; the rest from the figures the
+        export thread keeps, per hour when ``step_ns`` is under a day, else per day (whole
+        days: the first may begin before ``since_ns``). ``project``/``flow`` (a run
+        name) narrow everything."""
+        grain = "h" if step_ns < DAY_NS else "d"
+        grain_ns = GRAINS[grain]
+        run_where = "start_ns >= ? AND start_ns < ?"
+        run_args: list[Any] = [since_ns, until_ns]
+        stat_where = "grain = ? AND t >= ? AND t <= ?"
+        stat_args: list[Any] = [grain, since_ns // grain_ns, (until_ns - 1) // grain_ns]
+        for column, value in (("project", project), ("flow", flow)):
+            if value:
+                run_where += f" AND {'name' if column == 'flow' else column} = ?"
+                run_args.append(value)
+                stat_where += f" AND {column} = ?"
+                stat_args.append(value)
+        queries = {
+            # two index-only scans: every run (runs_by_start), runs with errors
+            # (runs_with_errors)
+            "runs": (
+                f"SELECT (start_ns - ?) / ?, COUNT(*) FROM runs WHERE {run_where}"
+                " GROUP BY 1 ORDER BY 1",
+                [since_ns, step_ns, *run_args],
+            ),
+            "errors": (
+                f"SELECT (start_ns - ?) / ?, COUNT(*) FROM runs WHERE {run_where}"
+                " AND error_count > 0 GROUP BY 1 ORDER BY 1",
+                [since_ns, step_ns, *run_args],
+            ),
+            "figures": (
+                "SELECT kind = ?, CASE WHEN kind = ? THEN flow ELSE name END, kind, t, n,"
+                f" errors, max_ns, slowest_run, failed_run, hist FROM stats_spans"
+                f" WHERE {stat_where}",
+                [RUN_KIND, RUN_KIND, *stat_args],
+            ),
+            "models": (
+                "SELECT t, model, SUM(n), SUM(input_tokens), SUM(output_tokens)"
+                f" FROM stats_models WHERE {stat_where} GROUP BY 1, 2 ORDER BY 1, 2",
+                stat_args,
+            ),
+        }
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for key, (sql, args) in queries.items():
+            try:
+                out[key] = self._query(sql, args)[1]
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                out[key] = []  # a store not yet upgraded: no figures yet
+        errors = dict(out.pop("errors"))
+        out["runs"] = [(i, n, errors.get(i, 0)) for i, n in out["runs"]]
+        return DashboardData(grain_ns=grain_ns, **out)
+
+    def flows(self, limit: int = 200) -> list[str]:
+        """The names of the runs in the store (the flows), most recently seen first."""
+        try:
+            _, rows = self._query(
+                "SELECT flow FROM stats_spans WHERE grain = 'd' AND kind = ? AND flow != ''"
+                " GROUP BY flow ORDER BY MAX(t) DESC, flow LIMIT ?",
+                (RUN_KIND, int(limit)),
+            )
+        except sqlite3.OperationalError:
+            return []
+        return [row[0] for row in rows]
 
     def spans(self, run_id: str) -> list[StoredSpan]:
         """The run's spans, in start order, with parent ids, values, logs and usage."""
@@ -477,22 +824,76 @@ class SQLiteStore(Destination):
         return [_stored_span(dict(zip(cols, row))) for row in rows]
 
 
+# What each status filter selects. ``ok`` and ``partial`` also hold for a store that was
+# written by an older tracemux and not yet upgraded (it wrote ``ok`` for a partial run).
+_STATUS_FILTERS = {
+    "running": "status = 'running'",
+    "ok": "status = 'ok' AND error_count = 0",
+    "partial": "status IN ('ok', 'partial') AND error_count > 0",
+    "error": "error_count > 0",
+    "failed": "status = 'error'",
+}
+
+
+_CURSOR = re.compile(r"^(-?\d{1,20})\.(\d{1,20})$")
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    m = _CURSOR.match(cursor)
+    if m is None:
+        raise ValueError("cursor is malformed: pass a page's next or prev as it was given")
+    value, rowid = int(m.group(1)), int(m.group(2))
+    if not (-(2**63) <= value < 2**63 and rowid < 2**63):
+        raise ValueError("cursor is out of range")
+    return value, rowid
+
+
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def fts_query(text: str) -> str | None:
+    """An FTS5 query for what a user typed: every word must appear (the last one as a
+    prefix: ``rotat`` finds "rotated"); None when the text has no word."""
+    words = _WORD.findall(text)[:_MAX_SEARCH_WORDS]
+    if not words:
+        return None
+    return " ".join(f'"{w}"' for w in words) + "*"
+
+
+_WORD = re.compile(r"\w+")
+_MAX_SEARCH_WORDS = 16
+
+
 def _run_filters(
-    search: str | None, status: str | None, user_id: str | None, session_id: str | None
+    search: str | None,
+    status: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    fts: bool = False,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if search and len(search) > MAX_SEARCH_CHARS:
+        raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
     if search:
-        clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
         pattern = "%" + _like_prefix(search)
-        args += [pattern, pattern]
+        match = fts_query(search) if fts else None
+        if match is None:
+            clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern]
+        else:  # a run whose id starts with the text, or one of whose spans (the root's
+            # name included) has its words: two index searches, no scan of the runs
+            clauses.append(
+                "((run_id >= ? AND run_id < ?) OR rowid IN"
+                f" (SELECT rowid >> {_SPANS_PER_RUN_BITS} FROM span_text"
+                " WHERE span_text MATCH ?))"
+            )
+            args += [search, search + "\U0010ffff", match]
     if status:
-        clauses.append("status = ?")
-        args.append(status)
+        if status not in _STATUS_FILTERS:
+            raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
+        clauses.append(_STATUS_FILTERS[status])
     if user_id:
         clauses.append("user_id = ?")
         args.append(user_id)
@@ -515,6 +916,8 @@ def _stored_run(row: dict[str, Any]) -> StoredRun:
     for key in ("tags", "metadata", "inputs", "outputs", "error"):
         row[key] = _load(row[key])
     row["tags"] = row["tags"] or []
+    if row["status"] == "ok" and row["error_count"]:
+        row["status"] = "partial"  # a store not yet upgraded to schema 2
     return StoredRun(**row)
 
 
@@ -547,6 +950,294 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+# Full-text search: one row per span in the FTS5 table span_text, whose rowid is
+# (the run's rowid << 20) + the span's number in its run, so that a match leads to its run
+# and a run's rows are deleted as one range. Written by the export thread with the spans.
+_SPANS_PER_RUN_BITS = 20
+_TEXT_CHARS = 32_768  # of each value (inputs, outputs, logs, error) a span's text holds
+
+# The dashboard's figures, kept as spans are written (by the export thread, a few rows per
+# batch), per hour and per day: for each (project, flow, span name, kind), the calls, the
+# failures, the longest call and its run, a failed run, and a latency histogram (buckets
+# 10% wide, as JSON [[bucket, count], ...]); tokens per model. Root spans are kept as kind
+# '(run)': the flows' latency. Project and flow '' stand for none (keys are NOT NULL).
+HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
+GRAINS = {"h": HOUR_NS, "d": DAY_NS}
+RUN_KIND = "(run)"
+LATENCY_BASE = 1.1
+_STATS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS stats_spans (
+        grain TEXT NOT NULL, t INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL,
+        name TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
+        max_ns INTEGER NOT NULL, slowest_run TEXT, failed_run TEXT, hist TEXT NOT NULL,
+        PRIMARY KEY (grain, t, project, flow, name, kind)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS stats_models (
+        grain TEXT NOT NULL, t INTEGER NOT NULL, project TEXT NOT NULL, flow TEXT NOT NULL,
+        model TEXT NOT NULL, n INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        PRIMARY KEY (grain, t, project, flow, model)) WITHOUT ROWID""",
+)
+_STATS_SPANS = (
+    "INSERT OR REPLACE INTO stats_spans (grain, t, project, flow, name, kind, n, errors,"
+    " max_ns, slowest_run, failed_run, hist)",
+    "",
+    12,
+)
+_STATS_MODELS = (
+    "INSERT INTO stats_models (grain, t, project, flow, model, n, input_tokens, output_tokens)",
+    """ON CONFLICT DO UPDATE SET n = n + excluded.n,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens""",
+    8,
+)
+_LOG_BASE = math.log10(LATENCY_BASE)
+
+
+def latency_bucket(duration_ns: int) -> int:
+    """The histogram bucket of a duration."""
+    return math.floor(math.log10(max(1, duration_ns // 1000)) / _LOG_BASE)
+
+
+def bucket_ms(bucket: int) -> float:
+    """The duration a bucket stands for: the middle of its range, in milliseconds."""
+    return LATENCY_BASE ** (bucket + 0.5) / 1000
+
+
+# Upgrades of a store made by an older tracemux, in place: (version it leads to, statements).
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        2,
+        (
+            "UPDATE runs SET status = 'partial' WHERE status = 'ok' AND error_count > 0",
+            "CREATE INDEX IF NOT EXISTS runs_with_errors ON runs (start_ns DESC)"
+            " WHERE error_count > 0",
+        ),
+    ),
+    (
+        3,
+        (  # what the list sorts by (keyset pages), and a session's runs
+            "CREATE INDEX IF NOT EXISTS runs_by_duration ON runs (COALESCE(end_ns - start_ns, -1))",
+            "CREATE INDEX IF NOT EXISTS runs_by_tokens ON runs ((input_tokens + output_tokens))",
+            "CREATE INDEX IF NOT EXISTS runs_by_span_count ON runs (span_count)",
+            # covering the sessions list (one scan of this index, no table lookups)
+            "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, start_ns,"
+            " user_id, input_tokens, output_tokens, error_count)",
+        ),
+    ),
+    (
+        4,
+        (  # full-text search over the spans' names, inputs, outputs, logs and errors
+            "CREATE VIRTUAL TABLE IF NOT EXISTS span_text USING fts5"
+            "(body, tokenize = 'unicode61 remove_diacritics 2', detail = none)",
+            # the spans already stored: numbered in each run by start
+            f"""INSERT OR REPLACE INTO span_text (rowid, body)
+            SELECT (r.rowid << {_SPANS_PER_RUN_BITS}) + ((ROW_NUMBER() OVER (
+                       PARTITION BY s.run_id ORDER BY s.start_ns, s.span_id) - 1)
+                       & {(1 << _SPANS_PER_RUN_BITS) - 1}),
+                   s.name || ' ' || COALESCE(substr(s.inputs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.outputs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.logs, 1, {_TEXT_CHARS}), '')
+                   || ' ' || COALESCE(substr(s.error, 1, {_TEXT_CHARS}), '')
+            FROM spans s JOIN runs r ON r.run_id = s.run_id""",
+        ),
+    ),
+    (5, _STATS_SCHEMA),  # and _backfill_stats (in Python: the same code as the writes)
+    (
+        6,
+        (  # what a run's or a session's cost is worked out from, without reading every span
+            "CREATE INDEX IF NOT EXISTS spans_with_model ON spans (run_id, model, usage)"
+            " WHERE model IS NOT NULL",
+        ),
+    ),
+)
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside a write
+    transaction): a new store gets the first schema, then every migration since."""
+    statements = [x for x in _SCHEMA.split(";") if x.strip()] if version == 0 else []
+    statements += [sql for to, step in _MIGRATIONS if to > version for sql in step]
+    for statement in statements:
+        conn.execute(statement)
+    if 0 < version < 5:
+        _backfill_stats(conn, _max_variables(conn))
+    if version:  # not a new store
+        log.info(
+            "tracemux: upgraded the store's schema from version %d to %d", version, SCHEMA_VERSION
+        )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+_SPAN_TEXT = ("INSERT OR REPLACE INTO span_text (rowid, body)", "", 2)
+_RUN_FIELDS = (
+    "run_id", "trace_id", "name", "user_id", "session_id", "project", "tags", "metadata",
+    "start_ns", "end_ns", "status", "span_count", "error_count", "input_tokens",
+    "output_tokens", "inputs", "outputs", "error",
+)  # fmt: skip
+_RUN_ROWS = (f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_FIELDS)})", "", len(_RUN_FIELDS))
+_RUN_JSON = frozenset({"tags", "metadata", "inputs", "outputs", "error"})
+_SPAN_FIELDS = (
+    "run_id", "span_id", "parent_id", "name", "kind", "start_ns", "end_ns", "status",
+    "inputs", "outputs", "metadata", "logs", "usage", "model", "error",
+)  # fmt: skip
+_SPAN_JSON = frozenset({"inputs", "outputs", "metadata", "logs", "usage", "error"})
+
+
+def _stored_run_row(run: StoredRun) -> tuple[Any, ...]:
+    return tuple(
+        _json_text(getattr(run, f)) if f in _RUN_JSON else getattr(run, f) for f in _RUN_FIELDS
+    )
+
+
+def _stored_span_row(span: StoredSpan) -> tuple[Any, ...]:
+    row = [
+        _json_text(getattr(span, f)) if f in _SPAN_JSON else getattr(span, f) for f in _SPAN_FIELDS
+    ]
+    if not span.logs:
+        row[_SPAN_FIELDS.index("logs")] = None  # as the export thread writes no logs
+    return tuple(row)
+
+
+def _span_text(span_row: Sequence[Any]) -> str:
+    """What search finds a span by: its name, inputs, outputs, logs and error."""
+    parts = [span_row[3]]
+    for i in (8, 9, 11, 14):  # inputs, outputs, logs, error (see _SQLiteExporter.export)
+        value = span_row[i]
+        if value:
+            parts.append(value[:_TEXT_CHARS])
+    return " ".join(parts)
+
+
+def _search_rows(
+    conn: sqlite3.Connection, spans: list[Any], counts: dict[str, list[Any]]
+) -> list[tuple[int, str]]:
+    """span_text rows for a batch's spans (after their runs' counts were written)."""
+    ids = list(counts)
+    numbered: dict[str, list[int]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT run_id, rowid, span_count FROM runs WHERE run_id IN ({marks})", chunk
+        ).fetchall()
+        for run_id, rowid, span_count in rows:
+            # [next key, the batch's first span's number in its run]
+            numbered[run_id] = [rowid << _SPANS_PER_RUN_BITS, span_count - counts[run_id][9]]
+    mask = (1 << _SPANS_PER_RUN_BITS) - 1
+    out = []
+    for row in spans:
+        slot = numbered.get(row[0])
+        if slot is None:
+            continue
+        out.append((slot[0] + (slot[1] & mask), _span_text(row)))
+        slot[1] += 1
+    return out
+
+
+def _write_stats(
+    conn: sqlite3.Connection,
+    spans: Sequence[Sequence[Any]],
+    runs: dict[str, tuple[str | None, str | None]],
+    limit: int,
+) -> None:
+    """Add spans (rows of the spans table) to the dashboard's figures: aggregated here,
+    merged with the stored rows of the same keys (read and written in this transaction)."""
+    figures: dict[tuple[Any, ...], list[Any]] = {}
+    models: dict[tuple[Any, ...], list[int]] = {}
+    for row in spans:
+        run_id, name, kind, start, end, status = row[0], row[3], row[4], row[5], row[6], row[7]
+        flow, project = runs.get(run_id, (None, None))
+        kind = RUN_KIND if row[2] is None else kind
+        duration = end - start
+        bucket = latency_bucket(duration)
+        model = row[13]
+        usage = orjson.loads(row[12]) if model is not None and row[12] else None
+        for grain, grain_ns in GRAINS.items():
+            key = (grain, start // grain_ns, project or "", flow or "", name, kind)
+            entry = figures.get(key)
+            if entry is None:
+                entry = figures[key] = [0, 0, -1, None, None, {}]
+            entry[0] += 1
+            if status == "error":
+                entry[1] += 1
+                entry[4] = run_id
+            if duration > entry[2]:
+                entry[2], entry[3] = duration, run_id
+            entry[5][bucket] = entry[5].get(bucket, 0) + 1
+            if model is not None:
+                totals = models.setdefault((*key[:4], model), [0, 0, 0])
+                totals[0] += 1
+                totals[1] += int((usage or {}).get("input_tokens") or 0)
+                totals[2] += int((usage or {}).get("output_tokens") or 0)
+    _merge_stored_figures(conn, figures)
+    rows = [
+        (*key, n, errors, max_ns, slowest, failed, orjson.dumps(sorted(hist.items())).decode())
+        for key, (n, errors, max_ns, slowest, failed, hist) in figures.items()
+    ]
+    _insert_rows(conn, _STATS_SPANS, rows, limit)
+    _insert_rows(conn, _STATS_MODELS, [(*k, *v) for k, v in models.items()], limit)
+
+
+def _merge_stored_figures(
+    conn: sqlite3.Connection, figures: dict[tuple[Any, ...], list[Any]]
+) -> None:
+    keys = list(figures)
+    for start in range(0, len(keys), 400):
+        chunk = keys[start : start + 400]
+        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+        stored = conn.execute(
+            "SELECT grain, t, project, flow, name, kind, n, errors, max_ns, slowest_run,"
+            " failed_run, hist FROM stats_spans"
+            f" WHERE (grain, t, project, flow, name, kind) IN (VALUES {values})",
+            list(itertools.chain.from_iterable(chunk)),
+        ).fetchall()
+        for row in stored:
+            entry = figures[row[:6]]
+            entry[0] += row[6]
+            entry[1] += row[7]
+            if row[8] >= entry[2]:
+                entry[2], entry[3] = row[8], row[9]
+            if entry[4] is None:
+                entry[4] = row[10]
+            hist = entry[5]
+            for bucket, count in orjson.loads(row[11]):
+                hist[bucket] = hist.get(bucket, 0) + count
+
+
+def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
+    """The dashboard's figures for the spans a store held before it had them (upgrade)."""
+    runs = {
+        run_id: (name, project)
+        for run_id, name, project in conn.execute("SELECT run_id, name, project FROM runs")
+    }
+    cursor = conn.execute(f"SELECT {', '.join(_SPAN_FIELDS)} FROM spans")
+    while True:
+        rows = cursor.fetchmany(5000)
+        if not rows:
+            return
+        _write_stats(conn, rows, runs, limit)
+
+
+def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
+    """Delete runs with their spans and search text (inside a write transaction)."""
+    deleted = 0
+    for start in range(0, len(run_ids), 500):
+        chunk = list(run_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        rowids = conn.execute(f"SELECT rowid FROM runs WHERE run_id IN ({marks})", chunk)
+        conn.executemany(
+            "DELETE FROM span_text WHERE rowid >= ? AND rowid < ?",
+            [
+                (r << _SPANS_PER_RUN_BITS, (r + 1) << _SPANS_PER_RUN_BITS)
+                for (r,) in rowids.fetchall()
+            ],
+        )
+        conn.execute(f"DELETE FROM spans WHERE run_id IN ({marks})", chunk)
+        deleted += conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
+    return deleted
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -574,10 +1265,7 @@ class _SQLiteExporter:
                 with _fork_guard:
                     conn.execute("PRAGMA journal_mode = WAL")
                 with _write_transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    _migrate(conn, version)
         except BaseException:
             with _fork_guard:
                 conn.close()
@@ -684,8 +1372,42 @@ class _SQLiteExporter:
         if spans:
             _insert_rows(conn, _SPANS, spans, limit)
             _insert_rows(conn, _RUN_COUNTS, list(counts.values()), limit)
+            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, spans, counts), limit)
+            _write_stats(conn, spans, {k: (c[2], c[5]) for k, c in counts.items()}, limit)
         if ends:
             _insert_rows(conn, _RUN_END, ends, limit)
+
+    def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
+        """Write whole runs and spans (see :meth:`SQLiteStore.import_runs`)."""
+        run_rows = [_stored_run_row(r) for r in runs]
+        span_rows = [_stored_span_row(s) for s in spans]
+        counts = {}
+        for row in span_rows:
+            counts.setdefault(row[0], [None] * 9 + [0])[9] += 1
+        conn = self.conn
+        limit = self._max_variables
+        with _write_transaction(conn):
+            _delete_runs(conn, [r.run_id for r in runs])
+            _insert_rows(conn, _RUN_ROWS, run_rows, limit)
+            _insert_rows(conn, _SPANS, span_rows, limit)
+            # number the spans from 0 in each run: the runs' span_count is the full count
+            conn.executemany(
+                "UPDATE runs SET span_count = ? WHERE run_id = ?",
+                [(c[9], run_id) for run_id, c in counts.items()],
+            )
+            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, span_rows, counts), limit)
+            _write_stats(conn, span_rows, {r.run_id: (r.name, r.project) for r in runs}, limit)
+            conn.executemany(
+                "UPDATE runs SET span_count = ? WHERE run_id = ?",
+                [(r.span_count, r.run_id) for r in runs],
+            )
+        return len(runs)
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs, their spans and their search text. Returns how many."""
+        conn = self.conn
+        with _write_transaction(conn):
+            return _delete_runs(conn, run_ids)
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
@@ -703,8 +1425,13 @@ class _SQLiteExporter:
             if not old:
                 return 0
             with _write_transaction(conn):
-                conn.executemany("DELETE FROM spans WHERE run_id = ?", old)
-                conn.executemany("DELETE FROM runs WHERE run_id = ?", old)
+                _delete_runs(conn, [row[0] for row in old])
+                for table in ("stats_spans", "stats_models"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE (grain = 'h' AND t < ?) OR"
+                        " (grain = 'd' AND t < ?)",
+                        (cutoff // HOUR_NS, cutoff // DAY_NS),
+                    )
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:  # _write_transaction rolled back

@@ -8,17 +8,34 @@ What a production server would do that this one does by hand: JSON errors, secur
 headers on every response, a Host check against DNS rebinding, 405 for anything but GET,
 and a clean shutdown that ends every thread it started.
 
-Routes (GET only; anything else is answered 405):
+Routes (GET, and one POST; anything else is answered 405):
 
 * ``/``, ``/runs/<run_id>``: the page (``static/index.html``); the page routes itself.
 * ``/static/app.js``, ``/static/app.css``: its script and style sheet. Nothing else is
   served from disk, and the page loads nothing from the internet.
-* ``/api/runs?search=&status=&user=&session=&limit=&offset=``: runs, newest first, as
-  ``{"runs": [...], "total": N, "limit": L, "offset": O}``. List items leave out the
-  run's inputs, outputs, metadata and traceback (fetch the run for those).
+* ``/api/runs?search=&status=&user=&session=&limit=&sort=&order=&after=&before=``: a
+  page of runs (newest first by default), as ``{"runs": [...], "total": N, "limit": L,
+  "sort": S, "order": O, "next": cursor, "prev": cursor}``: keyset pages (pass ``next``
+  as ``after``, ``prev`` as ``before``), as fast at the millionth run as at the first.
+  ``offset=`` instead gives the older offset pages (``"offset"`` in the answer). List
+  items leave out the run's inputs, outputs, metadata and traceback (fetch the run for
+  those) and add ``models`` and ``cost``.
 * ``/api/runs/<run_id>``: one run (a unique prefix of its id is enough), or 404.
 * ``/api/runs/<run_id>/spans``: ``{"run_id": ..., "start_ns": ..., "spans": [...]}`` in
   start order; each span also carries ``offset_ms``, its start relative to the run's.
+* ``/api/sessions?user=&limit=&offset=``: sessions, most recently active first, each
+  with its user, runs, first and last start, tokens, runs with errors and cost.
+* ``/api/sessions/<session_id>``: the session's runs in the order they started, with
+  their inputs and outputs (its conversation), or 404.
+* ``/api/export?format=jsonl|otlp&run=<id>...`` (or the list's filters): a download of
+  the selected or filtered runs (see :mod:`tracemux.transfer`), up to 10,000 runs.
+* ``POST /api/runs/delete`` with ``{"run_ids": [...]}``: the one write. Refused (403)
+  unless the server is bound to loopback and not read-only, the Host is loopback, the
+  Origin is the page's own, the ``X-Tracemux-Token`` header carries the per-server token
+  of ``/api/info`` (which another origin cannot read), and the body is JSON. The page
+  asks for confirmation first.
+* ``/api/dashboard?range=24h|7d|30d|90d&project=&flow=``: the dashboard's figures (see
+  :mod:`tracemux.ui.dashboard`).
 * ``/api/info``: the store's path, whether it exists yet, and the tracemux version.
 
 Threads: tracemux records from one export thread, and this server is the deliberate
@@ -34,11 +51,13 @@ own short-lived connections with ``PRAGMA query_only``, and never create the fil
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import sqlite3
 import threading
@@ -51,7 +70,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from tracemux.destinations.sqlite import SQLiteStore, StoredRun
+from tracemux.cost import PriceTable
+from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
+from tracemux.transfer import FORMATS, export_runs
+from tracemux.ui import dashboard
 
 log = logging.getLogger("tracemux.ui")
 
@@ -60,7 +82,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-RUN_STATUSES = frozenset({"running", "ok", "error"})
+MAX_OFFSET = 10**9
+MAX_TEXT_PARAM = 1000  # characters of a user or session filter
+MAX_EXPORT_RUNS = 10_000  # runs one download from the viewer holds
+MAX_BODY = 65_536  # bytes of a delete request's body
+MAX_SESSION_RUNS = 500  # runs a session page shows (the first ones)
 
 #: Sent with every response, errors included.
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
@@ -80,7 +106,10 @@ _STATIC_FILES: dict[str, tuple[str, str]] = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
-_PAGE_PATH = re.compile(r"^/(?:index\.html)?$|^/runs/[^/]+/?$")
+_PAGE_PATH = re.compile(
+    r"^/(?:index\.html)?$|^/runs/[^/]+/?$|^/sessions(?:/[^/]+)?/?$|^/dashboard/?$"
+)
+_API_SESSION_PATH = re.compile(r"^/api/sessions/([^/]+)/?$")
 _API_RUN_PATH = re.compile(r"^/api/runs/([^/]+)(/spans)?/?$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _LIST_OMIT = ("inputs", "outputs", "metadata")
@@ -226,8 +255,71 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._send_json({"error": "method not allowed: the viewer is read-only"}, status=405)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _reject
+    do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _reject
     do_TRACE = do_CONNECT = _reject
+
+    def do_POST(self) -> None:
+        """The one write: ``POST /api/runs/delete`` (see :meth:`_delete`)."""
+        if urlsplit(self.path).path.rstrip("/") != "/api/runs/delete":
+            self._reject()
+            return
+        self.close_connection = True
+        try:
+            refusal = self._write_refusal()
+            if refusal is not None:
+                self._send_json({"error": refusal}, status=403)
+                return
+            self._delete()
+        except _BadRequest as exc:
+            self._send_json({"error": str(exc)}, status=400)
+        except sqlite3.Error as exc:
+            log.warning("tracemux ui: deleting runs failed: %s", exc)
+            self._send_json({"error": f"store busy or unreadable: {exc}"}, status=503)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _write_refusal(self) -> str | None:
+        """Why a write request must be refused (None: it may proceed). Only the viewer's
+        own page can delete: a loopback bind, a loopback Host, the page's own Origin, the
+        per-server token the page read from /api/info (other origins cannot read it: no
+        CORS), and a JSON body (a cross-site form cannot send one without a preflight,
+        which is refused)."""
+        viewer = self.server.viewer
+        if viewer.read_only or viewer.allowed_hosts is None:
+            return "this viewer is read-only"
+        if not self._host_allowed():
+            return "host not allowed"
+        if not _same_origin(self.headers.get("Origin"), viewer.port, viewer.allowed_hosts):
+            return "cross-origin request refused"
+        token = self.headers.get("X-Tracemux-Token") or ""
+        if not secrets.compare_digest(token.encode(), viewer.csrf_token.encode()):
+            return "missing or wrong X-Tracemux-Token"
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            return "the body must be application/json"
+        return None
+
+    def _delete(self) -> None:
+        """Delete the runs named in the body ``{"run_ids": [...]}`` (full ids)."""
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            raise _BadRequest("Content-Length required")
+        if not 0 < length <= MAX_BODY:
+            raise _BadRequest(f"the body must be 1 to {MAX_BODY} bytes")
+        try:
+            body = orjson.loads(self.rfile.read(length))
+        except orjson.JSONDecodeError:
+            raise _BadRequest("the body is not JSON")
+        ids = body.get("run_ids") if isinstance(body, dict) else None
+        if (
+            not isinstance(ids, list)
+            or not 0 < len(ids) <= MAX_LIMIT
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_TEXT_PARAM for i in ids)
+        ):
+            raise _BadRequest(f"run_ids must be a list of 1 to {MAX_LIMIT} run ids")
+        deleted = self.server.viewer.store.delete_runs(ids)
+        log.info("tracemux ui: deleted %d runs", deleted)
+        self._send_json({"deleted": deleted})
 
     def do_GET(self) -> None:
         if not self._host_allowed():
@@ -260,15 +352,63 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self._send_json({"error": "internal error"}, status=500)
 
+    def _export(self, store: SQLiteStore, query: dict[str, list[str]]) -> None:
+        """The selected (``run=`` ids) or filtered runs as a download."""
+        fmt = _param(query, "format") or "jsonl"
+        if fmt not in FORMATS:
+            raise _BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        ids = [i for i in query.get("run", []) if i][:MAX_LIMIT]
+        if ids:
+            runs = [r for r in (store.run(i) for i in ids) if r is not None]
+        else:
+            filters = _filters(query)
+            try:
+                total = store.count_runs(**filters)
+                if total > MAX_EXPORT_RUNS:
+                    raise _BadRequest(
+                        f"{total} runs match: the viewer exports up to {MAX_EXPORT_RUNS};"
+                        " narrow the filters, or use tracemux export"
+                    )
+                runs = store.runs(MAX_EXPORT_RUNS, **filters)
+            except ValueError as exc:
+                raise _BadRequest(str(exc))
+        body = io.BytesIO()
+        export_runs(store, runs, body, fmt)
+        name = "tracemux-runs.jsonl" if fmt == "jsonl" else "tracemux-runs.otlp.jsonl"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.send_header("Content-Length", str(len(body.getvalue())))
+        self.end_headers()
+        self.wfile.write(body.getvalue())
+
     # -- API ------------------------------------------------------------------------------
 
     def _api(self, path: str, query: dict[str, list[str]]) -> None:
-        store = self.server.viewer.store
+        viewer = self.server.viewer
+        store = viewer.store
         if path.rstrip("/") == "/api/runs":
-            self._send_json(_list_runs(store, query))
+            self._send_json(_list_runs(store, query, viewer.prices))
             return
         if path.rstrip("/") == "/api/info":
             self._send_json(self.server.viewer.info())
+            return
+        if path.rstrip("/") == "/api/dashboard":
+            self._send_json(_dashboard(store, query, viewer.prices))
+            return
+        if path.rstrip("/") == "/api/export":
+            self._export(store, query)
+            return
+        if path.rstrip("/") == "/api/sessions":
+            self._send_json(_list_sessions(store, query, viewer.prices))
+            return
+        m = _API_SESSION_PATH.match(path)
+        if m is not None:
+            session = _session_payload(store, unquote(m.group(1)), viewer.prices)
+            if session is None:
+                self._send_json({"error": "session not found"}, status=404)
+            else:
+                self._send_json(session)
             return
         m = _API_RUN_PATH.match(path)
         if m is None:
@@ -278,9 +418,21 @@ class _Handler(BaseHTTPRequestHandler):
         if run is None:
             self._send_json({"error": "run not found"}, status=404)
         elif m.group(2):
-            self._send_json(_spans_payload(store, run))
+            self._send_json(_spans_payload(store, run, viewer.prices))
         else:
-            self._send_json(run.to_dict())
+            self._send_json(_run_payload(store, run, viewer.prices))
+
+
+def _same_origin(origin: str | None, port: int, hosts: frozenset[str]) -> bool:
+    """True when ``origin`` (an Origin header) is this server's own: http, a loopback
+    name it answers to, its port."""
+    if not origin:
+        return False
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme == "http" and parts.port == port and (parts.hostname or "") in hosts
+    except ValueError:
+        return False
 
 
 def _param(query: dict[str, list[str]], name: str) -> str | None:
@@ -291,17 +443,38 @@ def _param(query: dict[str, list[str]], name: str) -> str | None:
     return value or None
 
 
-def _int_param(query: dict[str, list[str]], name: str, default: int, lo: int, hi: int) -> int:
+def _int_param(
+    query: dict[str, list[str]], name: str, default: int, lo: int, hi: int, clamp: bool = True
+) -> int:
+    """An integer parameter in [lo, hi]: above ``hi`` it is clamped, or refused when
+    ``clamp`` is false."""
     raw = _param(query, name)
     if raw is None:
         return default
+    if len(raw) > 20:
+        raise _BadRequest(f"{name} must be an integer between {lo} and {hi}")
     try:
         value = int(raw)
     except ValueError:
         raise _BadRequest(f"{name} must be an integer")
     if value < lo:
         raise _BadRequest(f"{name} must be at least {lo}")
+    if value > hi and not clamp:
+        raise _BadRequest(f"{name} must be at most {hi}")
     return min(value, hi)
+
+
+def _with_cost(
+    item: dict[str, Any], usage: list[tuple[str, int, int]], prices: PriceTable
+) -> dict[str, Any]:
+    """The run's dict with ``models`` (names, by tokens) and ``cost`` ({usd, unpriced})."""
+    item["models"] = [m for m, _, _ in sorted(usage, key=lambda u: -(u[1] + u[2]))]
+    item["cost"] = prices.total(usage).to_dict()
+    return item
+
+
+def _run_payload(store: SQLiteStore, run: StoredRun, prices: PriceTable) -> dict[str, Any]:
+    return _with_cost(run.to_dict(), store.usage_by_run([run.run_id]).get(run.run_id, []), prices)
 
 
 def _list_item(run: StoredRun) -> dict[str, Any]:
@@ -317,35 +490,136 @@ def _list_item(run: StoredRun) -> dict[str, Any]:
     return item
 
 
-def _list_runs(store: SQLiteStore, query: dict[str, list[str]]) -> dict[str, Any]:
+def _filters(query: dict[str, list[str]]) -> dict[str, Any]:
+    """The run filters of a query (checked; the store checks the search)."""
     status = _param(query, "status")
-    if status is not None and status not in RUN_STATUSES:
-        raise _BadRequest(f"status must be one of {', '.join(sorted(RUN_STATUSES))}")
-    filters = {
+    if status is not None and status not in RUN_STATUS_FILTERS:
+        raise _BadRequest(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
+    for name in ("user", "session"):
+        value = _param(query, name)
+        if value is not None and len(value) > MAX_TEXT_PARAM:
+            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
+    return {
         "search": _param(query, "search"),
         "status": status,
         "user_id": _param(query, "user"),
         "session_id": _param(query, "session"),
     }
+
+
+def _list_runs(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    filters = _filters(query)
     limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(query, "offset", 0, 0, 2**62)
-    runs = store.runs(limit, offset, **filters)
-    total = store.count_runs(**filters)
+    try:
+        if _param(query, "offset") is not None:
+            offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
+            page = store.runs(limit, offset, **filters)
+            extra: dict[str, Any] = {"offset": offset}
+        else:
+            sort = _param(query, "sort") or "start"
+            order = _param(query, "order") or "desc"
+            if order not in ("asc", "desc"):
+                raise _BadRequest("order must be asc or desc")
+            keyset = store.runs_page(
+                limit,
+                sort=sort,
+                descending=order == "desc",
+                after=_param(query, "after"),
+                before=_param(query, "before"),
+                **filters,
+            )
+            page = keyset.runs
+            extra = {"sort": sort, "order": order, "next": keyset.next, "prev": keyset.prev}
+        total = store.count_runs(**filters)
+    except ValueError as exc:  # a filter, sort or cursor the store cannot use
+        raise _BadRequest(str(exc))
+    if page:  # runs recorded between the two reads
+        total = max(total, extra.get("offset", 0) + len(page))
+    usage = store.usage_by_run([r.run_id for r in page])
     return {
-        "runs": [_list_item(r) for r in runs],
-        "total": max(total, offset + len(runs)),
+        "runs": [_with_cost(_list_item(r), usage.get(r.run_id, []), prices) for r in page],
+        "total": total,
+        "limit": limit,
+        **extra,
+    }
+
+
+def _dashboard(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    texts = {name: _param(query, name) for name in ("project", "flow")}
+    for name, value in texts.items():
+        if value is not None and len(value) > MAX_TEXT_PARAM:
+            raise _BadRequest(f"{name} is longer than {MAX_TEXT_PARAM} characters")
+    try:
+        return dashboard.build(
+            store, prices, _param(query, "range") or dashboard.DEFAULT_RANGE, **texts
+        )
+    except ValueError as exc:
+        raise _BadRequest(str(exc))
+
+
+def _list_sessions(
+    store: SQLiteStore, query: dict[str, list[str]], prices: PriceTable
+) -> dict[str, Any]:
+    user = _param(query, "user")
+    if user is not None and len(user) > MAX_TEXT_PARAM:
+        raise _BadRequest(f"user is longer than {MAX_TEXT_PARAM} characters")
+    limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(query, "offset", 0, 0, MAX_OFFSET, clamp=False)
+    sessions = store.sessions(limit, offset, user_id=user)
+    usage = store.usage_by_session([s.session_id for s in sessions])
+    items = []
+    for session in sessions:
+        item = session.to_dict()
+        item["cost"] = prices.total(usage.get(session.session_id, [])).to_dict()
+        items.append(item)
+    return {
+        "sessions": items,
+        "total": store.count_sessions(user_id=user),
         "limit": limit,
         "offset": offset,
     }
 
 
-def _spans_payload(store: SQLiteStore, run: StoredRun) -> dict[str, Any]:
+def _session_payload(
+    store: SQLiteStore, session_id: str, prices: PriceTable
+) -> dict[str, Any] | None:
+    """A session's runs in order, each with its inputs and outputs (the conversation)."""
+    if len(session_id) > MAX_TEXT_PARAM:
+        raise _BadRequest(f"session id is longer than {MAX_TEXT_PARAM} characters")
+    runs = store.session_runs(session_id, MAX_SESSION_RUNS)
+    if not runs:
+        return None
+    usage = store.usage_by_run([r.run_id for r in runs])
+    items = []
+    for run in runs:
+        item = _with_cost(run.to_dict(), usage.get(run.run_id, []), prices)
+        item.pop("metadata", None)
+        items.append(item)
+    total = prices.total(u for r in runs for u in usage.get(r.run_id, []))
+    return {
+        "session_id": session_id,
+        "user_id": next((r.user_id for r in runs if r.user_id), None),
+        "runs": items,
+        "cost": total.to_dict(),
+        "truncated": len(runs) >= MAX_SESSION_RUNS,
+    }
+
+
+def _spans_payload(store: SQLiteStore, run: StoredRun, prices: PriceTable) -> dict[str, Any]:
     spans = store.spans(run.run_id)
     start = min([run.start_ns, *(s.start_ns for s in spans)])
     out = []
     for span in spans:
         d = span.to_dict()
         d["offset_ms"] = (span.start_ns - start) / 1e6
+        usage = span.usage or {}
+        d["cost_usd"] = prices.cost(
+            span.model, usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        )
         out.append(d)
     return {"run_id": run.run_id, "start_ns": start, "spans": out}
 
@@ -361,9 +635,19 @@ class UIServer:
     """
 
     def __init__(
-        self, store: SQLiteStore, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+        self,
+        store: SQLiteStore,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        prices: PriceTable | None = None,
+        read_only: bool = False,
     ) -> None:
         self.store = store
+        #: refuse every write (deleting runs); a non-loopback bind is always read-only
+        self.read_only = read_only
+        self.csrf_token = secrets.token_urlsafe(32)
+        #: what costs are worked out with (default: ``TRACEMUX_PRICES``, then genai-prices)
+        self.prices = prices if prices is not None else PriceTable.from_env()
         self.static = _load_static()
         self.allowed_hosts: frozenset[str] | None = (
             _LOOPBACK_NAMES | {host.strip("[]").lower()} if is_loopback(host) else None
@@ -404,6 +688,9 @@ class UIServer:
             "db": self.store.path,
             "exists": os.path.exists(self.store.path),
             "version": __version__,
+            # the token a delete request must carry (same-origin pages only can read it)
+            "token": None if self.read_only or self.allowed_hosts is None else self.csrf_token,
+            "can_delete": not self.read_only and self.allowed_hosts is not None,
         }
 
     # -- lifecycle ------------------------------------------------------------------------
