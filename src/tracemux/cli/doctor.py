@@ -35,6 +35,7 @@ from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
 from tracemux.destinations.otlp import CONTENT_TYPE, OTLP, proto
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.probe import run_probe
 from tracemux.destinations.sqlite import SQLiteStore
 
 
@@ -108,9 +109,12 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
 def check_destination(client: Any, dest: Destination) -> Check:
     """Check one destination (never raises)."""
     checker = _CHECKS.get(type(dest))
-    if checker is None:
+    probe = getattr(dest, "probe", None)  # destinations that say how to check themselves
+    if checker is None and probe is None:
         return Check(dest.describe(), True, "no check for this kind of destination")
     try:
+        if checker is None:
+            return Check(dest.describe(), *run_probe(client, probe()))
         return checker(client, dest)
     except Exception as exc:  # a check must not crash the report
         return Check(dest.describe(), False, f"check failed: {type(exc).__name__}: {exc}")
