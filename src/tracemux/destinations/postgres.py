@@ -7,10 +7,12 @@ default), and the same reading API (:class:`~tracemux.destinations.stores.TraceS
 Writes: the export thread holds one connection (psycopg 3, synchronous: it starts no
 thread) and writes each batch in one transaction: spans by ``COPY`` into a temporary
 table, then one ``INSERT ... SELECT ... ON CONFLICT``; runs and figures by pipelined
-upserts, in key order (so that writers in many processes never deadlock). A batch is all
-there or not there. A failure (server down, slow, full, credentials refused) drops the
-connection and raises a retryable :class:`ExportError` (the batch is kept and retried,
-memory stays bounded, drops are counted with a reason); the next batch reconnects.
+upserts (the shared rows, the dashboard's figures, in key order: writers in many
+processes never deadlock on them; a run's rows come from the one process it runs in).
+A batch is all there or not there. A failure (server down, slow, full, credentials
+refused) drops the connection and raises a retryable :class:`ExportError` (the batch is
+kept and retried, memory stays bounded, drops are counted with a reason); the next batch
+reconnects.
 
 Reads open a short-lived connection per call, from any thread or process, as SQLite's
 readers do: no pool, so no thread. Needs the ``postgres`` extra (``psycopg``).
@@ -404,7 +406,7 @@ class PostgresStore(Destination):
         where, args = self._filters(search, status, user_id, session_id)
         sql = (
             f"SELECT {_RUN_COLUMNS} FROM runs {where}"
-            " ORDER BY start_ns DESC, rowid DESC LIMIT %s OFFSET %s"
+            " ORDER BY start_ns DESC, rowid LIMIT %s OFFSET %s"  # ties as SQLite's index gives them
         )
         return self._runs(sql, [*args, int(limit), int(offset)])
 
@@ -664,10 +666,6 @@ def ts_query(text: str) -> str | None:
     return " & ".join(f"'{w}'" for w in words) + ":*"
 
 
-def _first(row: Sequence[Any]) -> Any:
-    return row[0]
-
-
 def _no_nul(row: Sequence[Any]) -> tuple[Any, ...]:
     """PostgreSQL text holds no NUL character: each is replaced by U+FFFD."""
     return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v for v in row)
@@ -768,22 +766,23 @@ class _PostgresExporter:
         counts: dict[str, list[Any]],
         ends: list[Any],
     ) -> None:
+        spans = [_no_nul(row) for row in spans]
+        counts = {k: list(_no_nul(c)) for k, c in counts.items()}
         with conn.cursor() as cur:
             if starts:
-                cur.executemany(_RUN_START, sorted(map(_no_nul, starts), key=_first))
+                cur.executemany(_RUN_START, list(map(_no_nul, starts)))
             if spans:
                 self._copy_spans(cur, spans)
-                cur.executemany(_RUN_COUNTS, sorted(map(_no_nul, counts.values()), key=_first))
-                runs = {k: (c[2], c[5]) for k, c in counts.items()}
-                _write_stats(cur, [_no_nul(s) for s in spans], runs)
+                cur.executemany(_RUN_COUNTS, list(counts.values()))
+                _write_stats(cur, spans, {k: (c[2], c[5]) for k, c in counts.items()})
             if ends:
-                cur.executemany(_RUN_END, sorted(map(_no_nul, ends), key=_first))
+                cur.executemany(_RUN_END, list(map(_no_nul, ends)))
 
     @staticmethod
     def _copy_spans(cur: Any, spans: Sequence[Sequence[Any]]) -> None:
         with cur.copy(f"COPY spans_in ({_SPAN_COLUMNS}) FROM STDIN") as copy:
             for row in spans:
-                copy.write_row(_no_nul(row))
+                copy.write_row(row)
         cur.execute(_SPANS_FROM_IN)
 
     def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
@@ -792,8 +791,7 @@ class _PostgresExporter:
         span_rows = [_no_nul(_stored_span_row(s)) for s in spans]
         with conn.transaction(), conn.cursor() as cur:
             _delete(cur, [r.run_id for r in runs])
-            rows = sorted((_no_nul(_stored_run_row(r)) for r in runs), key=_first)
-            cur.executemany(_RUN_ROWS, rows)
+            cur.executemany(_RUN_ROWS, [_no_nul(_stored_run_row(r)) for r in runs])
             self._copy_spans(cur, span_rows)
             _write_stats(cur, span_rows, {r.run_id: (r.name, r.project) for r in runs})
         return len(runs)
