@@ -107,3 +107,29 @@ def received() -> dict[str, list[Record]]:
     with _RECEIVED_LOCK:
         RECEIVED.clear()
     return RECEIVED
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole session (see
+    tests/pgserver.py); stopped and removed at the end."""
+    from tests.pgserver import PgCluster, bin_dir
+
+    bindir = bin_dir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: Any) -> str:
+    """The DSN of a fresh, empty database in the session's cluster."""
+    return str(pg_cluster.new_database())

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tracemux.destinations.base import Destination
-from tracemux.destinations.sqlite import SQLiteStore
+from tracemux.destinations.stores import TraceStore, open_store
 from tracemux.pipeline.worker import PipelineSettings
 
 T = TypeVar("T")
@@ -162,14 +162,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def store_from_env(env: Mapping[str, str]) -> SQLiteStore:
-    """The local store as ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
+def store_from_env(env: Mapping[str, str]) -> TraceStore:
+    """The store (a SQLite file, or PostgreSQL for a ``postgresql://`` DSN) as
+    ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
     path = env.get("TRACEMUX_DB") or None
     max_runs = _get(env, "TRACEMUX_STORE_MAX_RUNS", lambda n, r: parse_int(n, r, 1), 100_000)
     max_age = _get(
         env, "TRACEMUX_STORE_MAX_AGE_DAYS", lambda n, r: parse_seconds(n, r, 0.001), 30.0
     )
-    return SQLiteStore(path, max_runs=max_runs, max_age_days=max_age)
+    return open_store(path, max_runs=max_runs, max_age_days=max_age)
 
 
 def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:

@@ -9,21 +9,22 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from tracemux.destinations.sqlite import SQLiteStore
+from tracemux.destinations.stores import TraceStore, open_store
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        metavar="PATH",
+        metavar="PATH|DSN",
         default=None,
-        help="the SQLite store (default: $TRACEMUX_DB, else the user data directory)",
+        help="the store: a SQLite file or a postgresql:// DSN"
+        " (default: $TRACEMUX_DB, else the user data directory)",
     )
 
 
-def store_for(args: argparse.Namespace) -> SQLiteStore:
+def store_for(args: argparse.Namespace) -> TraceStore:
     """The store named by ``--db``, else ``TRACEMUX_DB``, else the default path."""
-    return SQLiteStore(args.db or os.environ.get("TRACEMUX_DB") or None)
+    return open_store(args.db or os.environ.get("TRACEMUX_DB") or None)
 
 
 def console(stderr: bool = False) -> Console:

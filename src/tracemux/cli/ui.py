@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import webbrowser
 from typing import Any
 
@@ -21,6 +20,7 @@ from rich.console import Console
 
 from tracemux.cli.common import add_db_argument, store_for
 from tracemux.cost import PriceFileError
+from tracemux.destinations.stores import store_exists
 from tracemux.ui.server import DEFAULT_HOST, DEFAULT_PORT, UIServer, is_loopback
 
 log = logging.getLogger("tracemux.ui")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         url = server.url
         console.print(f"[bold]tracemux ui[/bold] serving [link={url}]{url}[/link]")
         console.print(f"store: {store.path}", markup=False, highlight=False)
-        if not os.path.exists(store.path):
+        if not store_exists(store):
             console.print("the store does not exist yet: runs appear once recorded", style="yellow")
         if not is_loopback(args.host):
             err.print(

@@ -1135,14 +1135,13 @@ def _search_rows(
     return out
 
 
-def _write_stats(
-    conn: sqlite3.Connection,
-    spans: Sequence[Sequence[Any]],
-    runs: dict[str, tuple[str | None, str | None]],
-    limit: int,
-) -> None:
-    """Add spans (rows of the spans table) to the dashboard's figures: aggregated here,
-    merged with the stored rows of the same keys (read and written in this transaction)."""
+def aggregate_stats(
+    spans: Sequence[Sequence[Any]], runs: dict[str, tuple[str | None, str | None]]
+) -> tuple[dict[tuple[Any, ...], list[Any]], dict[tuple[Any, ...], list[int]]]:
+    """The dashboard's figures of spans (rows of the spans table; ``runs``: run id ->
+    (flow, project)): {(grain, t, project, flow, name, kind): [calls, failures, longest ns,
+    its run, a failed run, {bucket: count}]} and {(grain, t, project, flow, model): [calls,
+    input tokens, output tokens]}."""
     figures: dict[tuple[Any, ...], list[Any]] = {}
     models: dict[tuple[Any, ...], list[int]] = {}
     for row in spans:
@@ -1170,6 +1169,18 @@ def _write_stats(
                 totals[0] += 1
                 totals[1] += int((usage or {}).get("input_tokens") or 0)
                 totals[2] += int((usage or {}).get("output_tokens") or 0)
+    return figures, models
+
+
+def _write_stats(
+    conn: sqlite3.Connection,
+    spans: Sequence[Sequence[Any]],
+    runs: dict[str, tuple[str | None, str | None]],
+    limit: int,
+) -> None:
+    """Add spans (rows of the spans table) to the dashboard's figures: aggregated here,
+    merged with the stored rows of the same keys (read and written in this transaction)."""
+    figures, models = aggregate_stats(spans, runs)
     _merge_stored_figures(conn, figures)
     rows = [
         (*key, n, errors, max_ns, slowest, failed, orjson.dumps(sorted(hist.items())).decode())
@@ -1238,6 +1249,87 @@ def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
     return deleted
 
 
+def batch_rows(
+    batch: Sequence[Record],
+) -> tuple[list[Any], list[Any], dict[str, list[Any]], list[Any]]:
+    """A batch as rows: run starts, spans (the spans table's columns), per run its counts
+    (run columns, first start, spans, errors, input and output tokens) and run ends."""
+    starts = []
+    spans = []
+    counts: dict[str, list[Any]] = {}
+    ends = []
+    for rec in batch:
+        run = rec.run
+        if type(rec) is RunStart:
+            starts.append((*_run_columns(run), run.start_ns))
+            continue
+        span: SpanRecord = rec  # type: ignore[assignment]
+        usage = span.usage
+        error = span.error
+        spans.append(
+            (
+                run.run_id,
+                format_span_id(span.span_id),
+                None if span.parent_id is None else format_span_id(span.parent_id),
+                span.name,
+                span.kind,
+                span.start_ns,
+                span.end_ns,
+                span.status,
+                _text(span.inputs),
+                _text(span.outputs),
+                _text(span.metadata),
+                _json_text(
+                    [
+                        {
+                            "time_ns": lg.time_ns,
+                            "level": lg.level,
+                            "message": lg.message,
+                            "fields": None if lg.fields is None else orjson.loads(lg.fields),
+                        }
+                        for lg in span.logs
+                    ]
+                )
+                if span.logs
+                else None,
+                _json_text(usage),
+                span.model,
+                _json_text(error._asdict()) if error is not None else None,
+            )
+        )
+        c = counts.get(run.run_id)
+        if c is None:
+            c = counts[run.run_id] = [
+                *_run_columns(run),
+                span.start_ns,
+                0,
+                0,
+                0,
+                0,
+            ]
+        c[8] = min(c[8], span.start_ns)
+        c[9] += 1
+        if span.status == "error":
+            c[10] += 1
+        if usage:
+            c[11] += int(usage.get("input_tokens") or 0)
+            c[12] += int(usage.get("output_tokens") or 0)
+        if span.is_root:
+            ends.append(
+                (
+                    run.run_id,
+                    c[1],
+                    span.start_ns,
+                    span.end_ns,
+                    span.status,
+                    _text(span.inputs),
+                    _text(span.outputs),
+                    _json_text(error._asdict()) if error is not None else None,
+                )
+            )
+    return starts, spans, counts, ends
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -1273,79 +1365,7 @@ class _SQLiteExporter:
         return conn
 
     def export(self, batch: Sequence[Record]) -> None:
-        starts = []
-        spans = []
-        counts: dict[str, list[Any]] = {}
-        ends = []
-        for rec in batch:
-            run = rec.run
-            if type(rec) is RunStart:
-                starts.append((*_run_columns(run), run.start_ns))
-                continue
-            span: SpanRecord = rec  # type: ignore[assignment]
-            usage = span.usage
-            error = span.error
-            spans.append(
-                (
-                    run.run_id,
-                    format_span_id(span.span_id),
-                    None if span.parent_id is None else format_span_id(span.parent_id),
-                    span.name,
-                    span.kind,
-                    span.start_ns,
-                    span.end_ns,
-                    span.status,
-                    _text(span.inputs),
-                    _text(span.outputs),
-                    _text(span.metadata),
-                    _json_text(
-                        [
-                            {
-                                "time_ns": lg.time_ns,
-                                "level": lg.level,
-                                "message": lg.message,
-                                "fields": None if lg.fields is None else orjson.loads(lg.fields),
-                            }
-                            for lg in span.logs
-                        ]
-                    )
-                    if span.logs
-                    else None,
-                    _json_text(usage),
-                    span.model,
-                    _json_text(error._asdict()) if error is not None else None,
-                )
-            )
-            c = counts.get(run.run_id)
-            if c is None:
-                c = counts[run.run_id] = [
-                    *_run_columns(run),
-                    span.start_ns,
-                    0,
-                    0,
-                    0,
-                    0,
-                ]
-            c[8] = min(c[8], span.start_ns)
-            c[9] += 1
-            if span.status == "error":
-                c[10] += 1
-            if usage:
-                c[11] += int(usage.get("input_tokens") or 0)
-                c[12] += int(usage.get("output_tokens") or 0)
-            if span.is_root:
-                ends.append(
-                    (
-                        run.run_id,
-                        c[1],
-                        span.start_ns,
-                        span.end_ns,
-                        span.status,
-                        _text(span.inputs),
-                        _text(span.outputs),
-                        _json_text(error._asdict()) if error is not None else None,
-                    )
-                )
+        starts, spans, counts, ends = batch_rows(batch)
         conn = self.conn
         try:
             with _write_transaction(conn):

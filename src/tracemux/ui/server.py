@@ -55,7 +55,6 @@ import io
 import ipaddress
 import itertools
 import logging
-import os
 import re
 import secrets
 import socket
@@ -72,6 +71,7 @@ import orjson
 
 from tracemux.cost import PriceTable
 from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, StoredRun
+from tracemux.destinations.stores import store_exists
 from tracemux.transfer import FORMATS, export_runs
 from tracemux.ui import dashboard
 
@@ -686,7 +686,7 @@ class UIServer:
 
         return {
             "db": self.store.path,
-            "exists": os.path.exists(self.store.path),
+            "exists": store_exists(self.store),
             "version": __version__,
             # the token a delete request must carry (same-origin pages only can read it)
             "token": None if self.read_only or self.allowed_hosts is None else self.csrf_token,
