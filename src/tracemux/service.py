@@ -240,10 +240,11 @@ class Span(SpanRecord):
         cap = self._capture
         try:
             if isinstance(error, BaseException):
+                message = cap.text(error, 8192)  # str(error) once: it may be slow
                 self.error = ErrorInfo(
-                    type(error).__qualname__,
-                    cap.text(error, 8192),
-                    cap.text(format_traceback(error), 32768),
+                    cap.text(type(error).__qualname__, 256),
+                    message,
+                    cap.text(format_traceback(error, message), 32768),
                 )
             else:
                 self.error = ErrorInfo("Error", cap.text(error, 8192), "")

@@ -34,6 +34,8 @@ DROP_EXPORT_ERROR = "export_error"
 DROP_TOO_LARGE = "too_large"
 DROP_SHUTDOWN = "shutdown"
 DROP_EVICTED = "destination_evicted"
+#: the destination's export hung a thread that a shutdown abandoned, and has not returned
+DROP_STUCK = "destination_stuck"
 
 #: an unexpected exception (a bug, not the network) is retried this many times, then dropped
 MAX_UNEXPECTED_FAILURES = 3
@@ -82,6 +84,9 @@ class Lane:
         # nothing is booked, so no record is counted both as dropped and as exported
         self._books = books if books is not None else contextlib.nullcontext()
         self.abandoned = False
+        # the abandoned export thread still stuck in this destination's exporter, if any:
+        # while it is alive, nothing more is sent there (counted ``destination_stuck``)
+        self.blocked_by: Any = None
         self.stats = LaneStats()
         self._release = release
         self._on_drop = on_drop
@@ -147,6 +152,12 @@ class Lane:
         """Start an export if one is due and none is running."""
         if self.task is not None or not self._buffer or now < self._not_before or self.abandoned:
             return
+        if self.blocked_by is not None:
+            if self.blocked_by.is_alive():
+                self.drop_all(DROP_STUCK)
+                self._on_done(self)
+                return
+            self.blocked_by = None
         if (
             urgent
             or len(self._buffer) >= self._batch_limit

@@ -43,6 +43,8 @@ _warn = RateLimitedLog(log, interval=60.0)
 THREAD_NAME = "tracemux-export"
 #: items routed per pass of the export loop; lanes get to export between passes
 DRAIN_CHUNK = 512
+#: spans recorded after the exit deadline was spent (or once the interpreter is finalizing)
+DROP_EXIT = "after_exit"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class _Session:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wake_event: asyncio.Event | None = None
         self.stop: _Stop | None = None
+        self.stop_requested = False  # a _Stop is on its way through the queue
+        self.shutdown_drops_before = 0
         self.started = threading.Event()
         self.stopped = threading.Event()
         self.abandoned = False
@@ -279,6 +283,7 @@ class _Session:
             max_bytes=max(1024, settings.max_queue_bytes * 3 // 4),
             interval=settings.flush_interval,
         )
+        lane.blocked_by = self.worker._stuck.get(dest)
         self.lanes[dest] = lane
         self.worker._lane_opened(lane)
         return lane
@@ -367,11 +372,14 @@ class _Session:
             count = not self.counted  # False: a shutdown gave up on us and counted already
             self.counted = True
             self._drain(limit=len(self.queue))
-            for item in self.queue.take_all():  # anything that raced in after the drain
-                if isinstance(item, (_FlushMarker, _Stop)):
-                    continue
-                if count and item.is_span:
-                    self.queue.count_drop(DROP_SHUTDOWN, len(item.run.destinations))
+            left = [
+                item
+                for item in self.queue.take_all()  # anything that raced in after the drain
+                if not isinstance(item, (_FlushMarker, _Stop))
+            ]
+            if count:
+                self.worker._count_unrouted(self.queue, left, DROP_SHUTDOWN)
+            for item in left:
                 self.queue.release(1, item.nbytes)
             for lane in self.lanes.values():
                 lane.drop_all(DROP_SHUTDOWN, count=count)
@@ -432,10 +440,19 @@ class ExportWorker:
 
     def __init__(self, settings: PipelineSettings | None = None) -> None:
         self.settings = settings or PipelineSettings()
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler may record (and so start the thread) or shut down
+        # while its own thread is inside one of these sections
+        self._lock = threading.RLock()
         self.queue = self._new_queue()
         self._session: _Session | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # set until that thread ended or is abandoned
+        self._starting = False
+        # destinations whose export blocked a thread that a shutdown abandoned, with that
+        # thread: their spans are dropped (``destination_stuck``) until it returns, so the
+        # next shutdown is not stranded on the same export again
+        self._stuck: dict[Destination, threading.Thread] = {}
+        self._exit_deadline: float | None = None  # set once the exit shutdown started
+        self._late_dropped = 0
         self._closed_stats: dict[str, LaneStats] = {}
         self._live_lanes: dict[int, Lane] = {}
         self._inherited: list[Any] = []  # a parent's lanes, kept alive (never closed) in a child
@@ -459,31 +476,47 @@ class ExportWorker:
     # -- hot path ------------------------------------------------------------------------
 
     def submit(self, record: Record) -> bool:
-        """Queue a finished record; start the export thread if needed. Never blocks long."""
+        """Queue a finished record; start the export thread if needed. Never blocks long
+        (except during interpreter exit, see :meth:`_deliver_late`)."""
         if self._thread is None:
             self._start()
-        return self.queue.put(record, record.nbytes)
+        while True:
+            queued = self.queue.put(record, record.nbytes)
+            if queued is not None:  # None: a shutdown swapped the queue under us
+                break
+        if self._exit_deadline is not None:
+            self._deliver_late(record)
+        return queued
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or self._starting:
+                return  # started, stopping, or being started by the code we interrupted
+            if sys.is_finalizing():
                 return
-            session = _Session(self, self.queue)
-            thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
+            self._starting = True
             try:
-                thread.start()
-            except RuntimeError as exc:  # interpreter shutting down: cannot start threads
-                log.debug("tracemux: cannot start the export thread: %s", exc)
-                return
-            session.started.wait(5.0)
-            self.queue.wake = session.wake
-            self._session = session
-            self._thread = thread
-            if not self._atexit_registered:
-                atexit.register(_at_exit, weakref.ref(self))
-                self._atexit_registered = True
+                self._start_locked()
+            finally:
+                self._starting = False
+
+    def _start_locked(self) -> None:
+        session = _Session(self, self.queue)
+        thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # interpreter shutting down: cannot start threads
+            log.debug("tracemux: cannot start the export thread: %s", exc)
+            return
+        session.started.wait(5.0)
+        self.queue.wake = session.wake
+        self._session = session
+        self._thread = thread
+        if not self._atexit_registered:
+            atexit.register(_at_exit, weakref.ref(self))
+            self._atexit_registered = True
 
     @property
     def running(self) -> bool:
@@ -499,7 +532,8 @@ class ExportWorker:
         if threading.current_thread() is self._thread:
             return False  # an exporter cannot wait for itself
         done = threading.Event()
-        self.queue.put_control(_FlushMarker(done.set))
+        if not self.queue.put_control(_FlushMarker(done.set)):
+            return False  # a shutdown gave up on the thread meanwhile
         return done.wait(max(0.0, timeout)) and session is self._session
 
     async def aflush(self, timeout: float = 5.0) -> bool:
@@ -527,44 +561,58 @@ class ExportWorker:
         """Flush, stop the export thread and close every exporter, within ``timeout``.
 
         Returns True when everything was delivered and the thread ended. Whatever could not
-        be delivered in time is counted as dropped with reason ``shutdown``. Recording
-        afterwards starts a new export thread.
+        be delivered in time is counted as dropped with reason ``shutdown``. Records that
+        arrive while it stops are delivered, counted, or left queued for the next thread;
+        recording afterwards starts a new export thread. Safe to call from several threads
+        at once, and from a signal handler: there is never more than one export thread.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             session, thread = self._session, self._thread
             if session is None or thread is None:
                 return self.queue.in_flight[0] == 0
+            if session.stop is None and not session.stop_requested:
+                session.stop_requested = True
+                session.shutdown_drops_before = self._shutdown_drops()
+                # deliver what it can until shortly before the deadline
+                margin = min(0.25, max(0.0, timeout) * 0.2)
+                self.queue.put_control(_Stop(deadline - margin))
+        if thread is threading.current_thread():
+            return False  # an exporter cannot wait for its own thread: it stops after this
+        thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._session is not session:  # another shutdown finished it meanwhile
+                return self._last_shutdown_undelivered == 0 and not thread.is_alive()
+            if thread.is_alive():
+                self._abandon(session, thread)
+                return False
             self._session = None
             self._thread = None
-        before = self._shutdown_drops()
-        # ask the worker to deliver what it can until shortly before the deadline
-        margin = min(0.25, max(0.0, timeout) * 0.2)
-        self.queue.put_control(_Stop(deadline - margin))
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            self._abandon(session, before)
-            return False
-        self.queue.wake = None
-        undelivered = self._shutdown_drops() - before
-        self._last_shutdown_undelivered = undelivered
-        return undelivered == 0
+            self.queue.wake = None
+            undelivered = self._shutdown_drops() - session.shutdown_drops_before
+            self._last_shutdown_undelivered = undelivered
+            return undelivered == 0
 
     def _shutdown_drops(self) -> int:
         return self.queue.dropped.get(DROP_SHUTDOWN, 0)
 
-    def _abandon(self, session: _Session, before: int) -> None:
-        """The thread is stuck in an exporter: leave it (it is a daemon) and start clean."""
+    def _abandon(self, session: _Session, thread: threading.Thread) -> None:
+        """The thread is stuck in an exporter: leave it (it is a daemon) and start clean.
+
+        Called with ``self._lock`` held."""
         session.abandoned = True
         old = self.queue
+        fresh = self._new_queue()
+        self.queue = fresh  # new records go here from now on...
+        left = old.close()  # ...and a put racing with the swap is refused and retried
         # Count as every other path does: spans (not run starts), once per destination that
-        # did not get them, in the lane's own counters too. The thread may be slow rather
-        # than stuck and counting them itself: the lock makes sure only one of us does.
+        # did not get them, in the destination's own counters too. The thread may be slow
+        # rather than stuck and counting them itself: the lock makes sure only one does.
         locked = session.count_lock.acquire(timeout=0.2)
         try:
             lanes = list(session.lanes.values())
             if session.counted:
-                count = old.dropped.get(DROP_SHUTDOWN, 0) - before
+                count = old.dropped.get(DROP_SHUTDOWN, 0) - session.shutdown_drops_before
             else:
                 session.counted = True
                 count = 0
@@ -573,25 +621,112 @@ class ExportWorker:
                     if n:
                         dropped = lane.stats.dropped
                         dropped[DROP_SHUTDOWN] = dropped.get(DROP_SHUTDOWN, 0) + n
+                        old.count_drop(DROP_SHUTDOWN, n)
                         count += n
-                for lane in lanes:  # an export finishing now books nothing more
-                    lane.abandoned = True
-                for item in tuple(old._items):  # not routed to a lane yet
-                    if getattr(item, "is_span", False):
-                        count += len(item.run.destinations)
-                old.count_drop(DROP_SHUTDOWN, count)
-            fresh = self._new_queue()
+                    lane.abandoned = True  # an export finishing now books nothing more
+                count += self._count_unrouted(old, left, DROP_SHUTDOWN)
             fresh._dropped = old.dropped
             fresh.accepted = old.accepted
         finally:
             if locked:
                 session.count_lock.release()
+        for lane in lanes:
+            if lane.busy:  # never call into this destination again while that export hangs
+                self._stuck[lane.destination] = thread
         log.warning("tracemux: export thread did not stop in time; %d spans not delivered", count)
-        with self._lock:
-            self.queue = fresh
-            for lane in lanes:
-                self._lane_closed(lane)
+        for lane in lanes:
+            self._lane_closed(lane)
+        self._session = None
+        self._thread = None
         self._last_shutdown_undelivered = count
+
+    def _count_unrouted(self, queue: SpanQueue, items: Iterable[Any], reason: str) -> int:
+        """Count queued spans that no lane got as dropped, once per destination, in the
+        pipeline's and in each destination's counters. Returns how many."""
+        per_dest: dict[Destination, int] = {}
+        for item in items:
+            if getattr(item, "is_span", False):
+                for dest in item.run.destinations:
+                    per_dest[dest] = per_dest.get(dest, 0) + 1
+        total = 0
+        for dest, n in per_dest.items():
+            self._book_drop(dest, reason, n)
+            total += n
+        if total:
+            queue.count_drop(reason, total)
+        return total
+
+    def _book_drop(self, dest: Destination, reason: str, n: int) -> None:
+        """Count ``n`` drops in ``dest``'s own counters (kept with the closed lanes')."""
+        try:
+            label = dest.describe()
+        except Exception:
+            label = type(dest).__name__
+        stats = self._closed_stats.get(label)
+        if stats is None:
+            stats = self._closed_stats[label] = LaneStats()
+        stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+
+    # -- interpreter exit -----------------------------------------------------------------
+
+    def exit(self) -> None:
+        """At interpreter exit: deliver what is queued within ``exit_timeout``, then say in
+        one WARNING line what was dropped or left undelivered, by destination and reason.
+
+        Records made after this (in an atexit hook that ran later, or a thread still
+        recording) are delivered as they come, each waiting for the rest of the same
+        deadline (see :meth:`_deliver_late`)."""
+        if self._exit_deadline is not None:
+            return
+        self._exit_deadline = time.monotonic() + self.settings.exit_timeout
+        if self._session is None and self.queue.in_flight[0]:
+            self._start()  # records queued after the last shutdown, with no thread yet
+        if self._session is not None:
+            self.shutdown(self.settings.exit_timeout)
+        self._warn_undelivered()
+
+    def _deliver_late(self, record: Record) -> None:
+        """A record made after the exit shutdown: no later hook will flush it, so wait for
+        it now, within what is left of the exit deadline; past it, count it dropped."""
+        deadline = self._exit_deadline or 0.0
+        left = deadline - time.monotonic()
+        if left <= 0 or sys.is_finalizing() or threading.current_thread() is self._thread:
+            if left <= 0 or sys.is_finalizing():
+                self._late_dropped += 1
+            return
+        if self._thread is None:
+            self._start()
+        if not self.flush(left) and self._late_dropped == 0:
+            self._late_dropped = 1
+        self._warn_undelivered(late=True)
+
+    def _warn_undelivered(self, late: bool = False) -> None:
+        summary = self.undelivered_summary()
+        if late and self._late_dropped:
+            summary = (summary + "; " if summary else "") + (
+                f"{self._late_dropped} recorded after the exit deadline ({DROP_EXIT})"
+            )
+        if summary and summary != getattr(self, "_warned", None):
+            self._warned = summary
+            log.warning("tracemux: at exit, spans not delivered: %s", summary)
+
+    def undelivered_summary(self) -> str:
+        """Spans dropped or still queued, by destination and reason, as one line ('' if
+        every span recorded so far was delivered)."""
+        stats = self.stats()
+        parts = []
+        for label, dest in sorted(stats["destinations"].items()):
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(dest["dropped"].items()) if n)
+            if reasons:
+                parts.append(f"{label}: {reasons}")
+        queued = stats["dropped"].get(DROP_QUEUE_FULL, 0) + stats["dropped"].get(
+            DROP_QUEUE_BYTES, 0
+        )
+        if queued:
+            parts.append(f"before any destination: queue full {queued}")
+        if stats["queue_size"]:
+            parts.append(f"still queued {stats['queue_size']}")
+        return "; ".join(parts)
 
     @property
     def last_shutdown_undelivered(self) -> int:
@@ -654,7 +789,10 @@ class ExportWorker:
     def _after_fork_in_child(self) -> None:
         # Everything the parent's thread owned stays untouched (never closed) in the child.
         self._inherited.append((self._session, self.queue, list(self._live_lanes.values())))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._starting = False
+        self._stuck = {}
+        self._exit_deadline = None
         self.queue = self._new_queue()
         self._session = None
         self._thread = None
@@ -677,8 +815,8 @@ def _register_mp_finalizer(worker: ExportWorker) -> None:
 
 def _at_exit(ref: weakref.ReferenceType[ExportWorker]) -> None:
     worker = ref()
-    if worker is not None and worker._session is not None:
-        worker.shutdown(worker.settings.exit_timeout)
+    if worker is not None:
+        worker.exit()
 
 
 def _register_fork_hook(worker: ExportWorker) -> None:
