@@ -2,8 +2,9 @@
 
 Every value a caller hands to tracemux (inputs, outputs, metadata, log fields) is turned
 into JSON bytes at once, so later mutation of the caller's objects cannot change what is
-exported. The fast path is one ``orjson.dumps`` with no ``default`` hook, so that orjson
-never runs Python code while it walks the caller's containers (orjson holds borrowed
+exported. The fast path copies the value with ``marshal`` (C code that accepts only exact
+builtin types) and hands the copy to one ``orjson.dumps`` with no ``default`` hook, so
+that orjson never runs Python code while it walks a container anyone else can touch (orjson holds borrowed
 references into a list or dict while it serializes it: Python code that runs meanwhile,
 a ``default`` hook, a ``__repr__`` it calls, or another thread given the GIL by it, can
 shrink the container under it and crash the process; see docs/orjson-mutation-crash.md).
@@ -19,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import enum
+import marshal
 import math
 import traceback
 import uuid
@@ -34,6 +36,22 @@ _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 #: properties, a datetime's custom ``tzinfo``) are passed through, that is refused, and
 #: take the Python walk instead
 _FAST_OPTIONS = _DUMPS_OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+_marshal_dumps = marshal.dumps
+_marshal_loads = marshal.loads
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of ``value`` in fresh containers that no other code can reach, made without
+    running any Python code (so no other thread is handed the GIL meanwhile); raises
+    ValueError unless ``value`` holds only exact builtin types (no Enum, no subclass, no
+    object). orjson, given this copy and no ``default`` hook, runs no Python code either:
+    nothing can change a container while orjson holds borrowed references into it."""
+    if type(value) in _SCALARS:
+        return value
+    return _marshal_loads(_marshal_dumps(value, 0))
+
 
 #: A copy of a bytes object that owns exactly its length. orjson (3.13) returns bytes that
 #: keep its whole output buffer (about 4 KiB even for a 50-byte value); a snapshot waiting
@@ -67,7 +85,7 @@ class Capturer:
         budget = self.max_value_bytes
         try:
             try:
-                data = orjson.dumps(value, option=_FAST_OPTIONS)
+                data = orjson.dumps(_plain_copy(value), option=_FAST_OPTIONS)
             except Exception:
                 plain = _to_plain(value, 0, set(), budget)
                 data = _dumps_plain(plain)

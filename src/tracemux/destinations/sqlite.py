@@ -547,6 +547,37 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+def _check_usable(path: Path) -> None:
+    """Raise a non-retryable ExportError, naming the path, when the store can never be
+    written as things stand: a parent is a file, the path is a directory, or the nearest
+    existing directory is not writable (on a file system mounted read-write: a read-only
+    mount may be remounted, so that is retried like a full disk)."""
+    why = None
+    if path.is_dir():
+        why = "it is a directory"
+    else:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            why = f"{parent} is not a directory"
+        elif not os.access(parent if not path.exists() else path, os.W_OK) and not _read_only(
+            parent
+        ):
+            why = "not writable"
+    if why is not None:
+        raise ExportError(
+            f"store unusable: {path}: {why}", retryable=False, reason=f"store_unusable:{path}"
+        )
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -559,6 +590,7 @@ class _SQLiteExporter:
     def _connect(self) -> sqlite3.Connection:
         path = self.store.path
         if path != ":memory:":
+            _check_usable(Path(path))
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         with _fork_guard:  # every call into SQLite: its global mutexes must not cross a fork
             conn = sqlite3.connect(
