@@ -3,11 +3,11 @@
 Every value a caller hands to tracemux (inputs, outputs, metadata, log fields) is turned
 into JSON bytes at once, so later mutation of the caller's objects cannot change what is
 exported. The fast path copies the value with ``marshal`` (C code that accepts only exact
-builtin types) and hands the copy to one ``orjson.dumps`` with no ``default`` hook, so
-that orjson never runs Python code while it walks a container anyone else can touch (orjson holds borrowed
-references into a list or dict while it serializes it: Python code that runs meanwhile,
-a ``default`` hook, a ``__repr__`` it calls, or another thread given the GIL by it, can
-shrink the container under it and crash the process; see docs/orjson-mutation-crash.md).
+builtin types) and hands the copy to one ``orjson.dumps`` with no ``default`` hook: orjson
+holds borrowed references into a list or dict while it serializes it, and Python code
+running meanwhile (a ``default`` hook, a ``__repr__``, an Enum's ``.value``, or another
+thread handed the GIL by any of them) could shrink the container under it and crash the
+process (see docs/orjson-mutation-crash.md).
 Everything else (sets, pydantic models, arbitrary objects, cycles, huge ints, values too
 big) takes the Python walk, which first copies the value into fresh plain containers that
 no user code can reach, calling user code (``repr``, ``model_dump``...) at most once per
