@@ -157,7 +157,7 @@ def test_flush_times_out_on_a_hanging_destination(make_service):
 
 # A destination that blocks the export thread forever is abandoned by shutdown() (that is
 # the behaviour under test), so the daemon thread it holds is expected to outlive the test.
-@pytest.mark.threadleak(allow=["name:tracemux-export"])
+@pytest.mark.threadleak(allow=["name:tracemux-export*"])
 @pytest.mark.parametrize("use_async", [True, False], ids=["async-hang", "blocking-hang"])
 def test_shutdown_returns_within_timeout_when_a_destination_hangs(make_service, use_async):
     svc = make_service([Recorder(f"hang-{use_async}", hang=True, use_async=use_async)])

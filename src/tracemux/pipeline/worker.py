@@ -41,6 +41,8 @@ log = logging.getLogger("tracemux.pipeline")
 _warn = RateLimitedLog(log, interval=60.0)
 
 THREAD_NAME = "tracemux-export"
+#: what an export thread a shutdown gave up on (stuck in an exporter) is renamed to
+ABANDONED_THREAD_NAME = "tracemux-export-abandoned"
 #: items routed per pass of the export loop; lanes get to export between passes
 DRAIN_CHUNK = 512
 #: spans recorded after the exit deadline was spent (or once the interpreter is finalizing)
@@ -634,6 +636,7 @@ class ExportWorker:
             if lane.busy:  # never call into this destination again while that export hangs
                 self._stuck[lane.destination] = thread
         log.warning("tracemux: export thread did not stop in time; %d spans not delivered", count)
+        thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
         for lane in lanes:
             self._lane_closed(lane)
         self._session = None
