@@ -95,6 +95,25 @@ class SpanQueue:
             wake()
         return True
 
+    def requeue_front(self, items: deque[Any]) -> None:
+        """Put back ``items`` (taken by :meth:`take`, still counted) at the front, in order."""
+        if items:
+            with self._lock:
+                self._items.extendleft(reversed(items))
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What is queued now, in order (nothing is removed)."""
+        with self._lock:
+            return tuple(self._items)
+
+    def absorb_counts(self, old: SpanQueue) -> None:
+        """Add the counters of ``old`` (a closed queue this one replaces) to this one's."""
+        accepted, dropped = old.accepted, old.dropped
+        with self._lock:
+            self.accepted += accepted
+            for reason, n in dropped.items():
+                self._dropped[reason] = self._dropped.get(reason, 0) + n
+
     def close(self) -> tuple[Any, ...]:
         """Refuse further puts; returns what is still queued (it stays counted)."""
         with self._lock:

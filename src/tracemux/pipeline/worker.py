@@ -81,10 +81,11 @@ class PipelineSettings:
 class _FlushMarker:
     """Travels through the queue; done when every lane has completed what came before."""
 
-    __slots__ = ("callback", "targets")
+    __slots__ = ("aborted", "callback", "targets")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
+        self.aborted = False  # the thread stopped before it got to this marker
         self.targets: list[tuple[Lane, int]] = []
 
     def is_done(self) -> bool:
@@ -163,7 +164,7 @@ class _Session:
             if self.abandoned:  # a shutdown gave up on this thread and counted what is left
                 break
             self._drain()
-            if len(self.queue):  # a backlog: another pass right after the lanes had a turn
+            if self.stop is None and len(self.queue):  # a backlog: another pass soon
                 event.set()
             now = time.monotonic()
             stop = self.stop
@@ -177,16 +178,16 @@ class _Session:
         await self._finish(self.stop.deadline if self.stop else time.monotonic())
 
     def _all_idle(self) -> bool:
-        return not len(self.queue) and all(
-            not lane.pending and not lane.busy for lane in self.lanes.values()
-        )
+        return all(not lane.pending and not lane.busy for lane in self.lanes.values())
 
     def _drain(self, limit: int = DRAIN_CHUNK) -> None:
         """Route up to ``limit`` queued items to their lanes (the rest wait for the next
         pass, so that lanes export between passes and a big backlog cannot overflow a
         healthy destination's buffer)."""
         with self.count_lock:
-            if not self.abandoned:  # else: _abandon counted what is queued
+            # abandoned: _abandon counted what is queued; stopping: the rest is the next
+            # thread's
+            if not self.abandoned and self.stop is None:
                 self._route_pass(limit)
 
     def _route_pass(self, limit: int) -> None:
@@ -197,16 +198,20 @@ class _Session:
         last_dests: object = None
         lanes: list[Lane] = []
         group: list[Record] = []  # consecutive records going to the same lanes
-        for item in items:
+        popleft = items.popleft
+        while items:
+            item = popleft()
             kind = type(item)
             if kind is _FlushMarker or kind is _Stop:
                 self._route(group, lanes)
                 group = []
                 if kind is _FlushMarker:
                     self._place_marker(item)
-                else:
-                    self.stop = item
-                continue
+                    continue
+                # stop: what was recorded after the shutdown began waits for the next thread
+                self.stop = item
+                self.queue.requeue_front(items)
+                break
             if item.is_span:
                 if dropped and id(item) in dropped:
                     continue
@@ -373,18 +378,16 @@ class _Session:
         with self.count_lock:  # synchronous: no await while it is held
             count = not self.counted  # False: a shutdown gave up on us and counted already
             self.counted = True
-            self._drain(limit=len(self.queue))
-            left = [
-                item
-                for item in self.queue.take_all()  # anything that raced in after the drain
-                if not isinstance(item, (_FlushMarker, _Stop))
-            ]
-            if count:
-                self.worker._count_unrouted(self.queue, left, DROP_SHUTDOWN)
-            for item in left:
-                self.queue.release(1, item.nbytes)
+            while self.stop is None and not self.abandoned and len(self.queue):
+                self._route_pass(len(self.queue))  # the backlog up to the stop marker
             for lane in self.lanes.values():
                 lane.drop_all(DROP_SHUTDOWN, count=count)
+        # what was queued after the stop marker stays queued (still counted) for the next
+        # thread; flushes waiting behind it are told now that this thread will not do it
+        for item in self.queue.snapshot():
+            if type(item) is _FlushMarker:
+                item.aborted = True
+                _call_quietly(item.callback)
         self._check_markers()
         for marker in self.markers:  # nothing more will be done: let waiters go
             _call_quietly(marker.callback)
@@ -450,10 +453,11 @@ class ExportWorker:
         self._thread: threading.Thread | None = None  # set until that thread ended or is abandoned
         self._starting = False
         # destinations whose export blocked a thread that a shutdown abandoned, with that
-        # thread: their spans are dropped (``destination_stuck``) until it returns, so the
-        # next shutdown is not stranded on the same export again
+        # thread: their spans wait in their buffer (bounded) until it returns, so the next
+        # shutdown is not stranded on the same export again
         self._stuck: dict[Destination, threading.Thread] = {}
         self._exit_deadline: float | None = None  # set once the exit shutdown started
+        self._late_lanes: list[Lane] = []  # abandoned lanes with a batch still in an export
         self._late_dropped = 0
         self._closed_stats: dict[str, LaneStats] = {}
         self._live_lanes: dict[int, Lane] = {}
@@ -534,9 +538,10 @@ class ExportWorker:
         if threading.current_thread() is self._thread:
             return False  # an exporter cannot wait for itself
         done = threading.Event()
-        if not self.queue.put_control(_FlushMarker(done.set)):
+        marker = _FlushMarker(done.set)
+        if not self.queue.put_control(marker):
             return False  # a shutdown gave up on the thread meanwhile
-        return done.wait(max(0.0, timeout)) and session is self._session
+        return done.wait(max(0.0, timeout)) and not marker.aborted and session is self._session
 
     async def aflush(self, timeout: float = 5.0) -> bool:
         """Like :meth:`flush`, awaited on the caller's event loop without blocking it."""
@@ -552,10 +557,12 @@ class ExportWorker:
 
             loop.call_soon_threadsafe(set_result)
 
-        self.queue.put_control(_FlushMarker(done))
+        marker = _FlushMarker(done)
+        if not self.queue.put_control(marker):
+            return False
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, timeout))
-            return True
+            return not marker.aborted
         except asyncio.TimeoutError:
             return False
 
@@ -613,35 +620,59 @@ class ExportWorker:
         locked = session.count_lock.acquire(timeout=0.2)
         try:
             lanes = list(session.lanes.values())
+            late = 0
             if session.counted:
                 count = old.dropped.get(DROP_SHUTDOWN, 0) - session.shutdown_drops_before
             else:
                 session.counted = True
-                count = 0
-                for lane in lanes:  # tuple() copies a deque without running Python code
-                    n = sum(1 for r in tuple(lane._buffer) if r.is_span)
+                count = late = 0
+                for lane in lanes:
+                    lane.on_late = self._book_late
+                    n = lane.abandon(DROP_SHUTDOWN)
                     if n:
-                        dropped = lane.stats.dropped
-                        dropped[DROP_SHUTDOWN] = dropped.get(DROP_SHUTDOWN, 0) + n
                         old.count_drop(DROP_SHUTDOWN, n)
                         count += n
-                    lane.abandoned = True  # an export finishing now books nothing more
+                    if lane.late:
+                        self._late_lanes.append(lane)
+                        late += lane.late_spans
                 count += self._count_unrouted(old, left, DROP_SHUTDOWN)
-            fresh._dropped = old.dropped
-            fresh.accepted = old.accepted
+            fresh.absorb_counts(old)  # old is closed: its counts are final
         finally:
             if locked:
                 session.count_lock.release()
         for lane in lanes:
-            if lane.busy:  # never call into this destination again while that export hangs
+            if lane.calling:  # the thread is stuck in this exporter's own synchronous code:
+                # never call into it again while that call hangs
                 self._stuck[lane.destination] = thread
-        log.warning("tracemux: export thread did not stop in time; %d spans not delivered", count)
+        log.warning(
+            "tracemux: export thread did not stop in time; %d spans not delivered"
+            " (%d more in an export that has not returned)",
+            count,
+            late,
+        )
         thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
         for lane in lanes:
             self._lane_closed(lane)
         self._session = None
         self._thread = None
-        self._last_shutdown_undelivered = count
+        self._last_shutdown_undelivered = count + late
+
+    def _book_late(self, lane: Lane, exported: int, dropped: int) -> None:
+        """The outcome of the batch an abandoned export thread was in, when it returned."""
+        with self._lock:
+            stats = self._stats_for(lane.label)
+            stats.exported += exported
+            if dropped:
+                stats.dropped[DROP_SHUTDOWN] = stats.dropped.get(DROP_SHUTDOWN, 0) + dropped
+                self.queue.count_drop(DROP_SHUTDOWN, dropped)
+            if lane in self._late_lanes:
+                self._late_lanes.remove(lane)
+
+    def _stats_for(self, label: str) -> LaneStats:
+        stats = self._closed_stats.get(label)
+        if stats is None:
+            stats = self._closed_stats[label] = LaneStats()
+        return stats
 
     def _count_unrouted(self, queue: SpanQueue, items: Iterable[Any], reason: str) -> int:
         """Count queued spans that no lane got as dropped, once per destination, in the
@@ -665,9 +696,7 @@ class ExportWorker:
             label = dest.describe()
         except Exception:
             label = type(dest).__name__
-        stats = self._closed_stats.get(label)
-        if stats is None:
-            stats = self._closed_stats[label] = LaneStats()
+        stats = self._stats_for(label)
         stats.dropped[reason] = stats.dropped.get(reason, 0) + n
 
     # -- interpreter exit -----------------------------------------------------------------
@@ -769,6 +798,10 @@ class ExportWorker:
                     dropped[reason] = dropped.get(reason, 0) + n
                 d["dropped"] = dropped
             per_dest[lane.label] = d
+        for lane in list(self._late_lanes):
+            n = lane.late_spans
+            d = per_dest.setdefault(lane.label, LaneStats().as_dict())
+            d["abandoned_in_flight"] = int(d.get("abandoned_in_flight", 0)) + n  # type: ignore[call-overload]
         q = self.queue
         count, nbytes = q.in_flight
         dropped = q.dropped
@@ -779,6 +812,11 @@ class ExportWorker:
             "exported": sum(int(d["exported"]) for d in per_dest.values()),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
+            # spans in an export a shutdown gave up on: delivered or not, if it returns
+            "abandoned_in_flight": sum(
+                int(d.get("abandoned_in_flight", 0))  # type: ignore[call-overload]
+                for d in per_dest.values()
+            ),
             "queue_size": count,
             "queue_bytes": nbytes,
             "queue_max_spans": q.max_spans,
@@ -795,6 +833,7 @@ class ExportWorker:
         self._lock = threading.RLock()
         self._starting = False
         self._stuck = {}
+        self._late_lanes = []
         self._exit_deadline = None
         self.queue = self._new_queue()
         self._session = None
