@@ -45,8 +45,6 @@ THREAD_NAME = "tracemux-export"
 ABANDONED_THREAD_NAME = "tracemux-export-abandoned"
 #: items routed per pass of the export loop; lanes get to export between passes
 DRAIN_CHUNK = 512
-#: spans recorded after the exit deadline was spent (or once the interpreter is finalizing)
-DROP_EXIT = "after_exit"
 
 
 @dataclass(frozen=True)
@@ -458,7 +456,8 @@ class ExportWorker:
         self._stuck: dict[Destination, threading.Thread] = {}
         self._exit_deadline: float | None = None  # set once the exit shutdown started
         self._late_lanes: list[Lane] = []  # abandoned lanes with a batch still in an export
-        self._late_dropped = 0
+        self._late_warned = False
+        self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
         self._live_lanes: dict[int, Lane] = {}
         self._inherited: list[Any] = []  # a parent's lanes, kept alive (never closed) in a child
@@ -719,26 +718,22 @@ class ExportWorker:
 
     def _deliver_late(self, record: Record) -> None:
         """A record made after the exit shutdown: no later hook will flush it, so wait for
-        it now, within what is left of the exit deadline; past it, count it dropped."""
-        deadline = self._exit_deadline or 0.0
-        left = deadline - time.monotonic()
-        if left <= 0 or sys.is_finalizing() or threading.current_thread() is self._thread:
-            if left <= 0 or sys.is_finalizing():
-                self._late_dropped += 1
-            return
-        if self._thread is None:
-            self._start()
-        if not self.flush(left) and self._late_dropped == 0:
-            self._late_dropped = 1
-        self._warn_undelivered(late=True)
+        it now, within what is left of the exit deadline. Past the deadline (or once the
+        interpreter is finalizing) it stays queued, and one more WARNING says so."""
+        left = (self._exit_deadline or 0.0) - time.monotonic()
+        delivered = False
+        if left > 0 and not sys.is_finalizing() and threading.current_thread() is not self._thread:
+            if self._thread is None:
+                self._start()
+            delivered = self.flush(left)
+        if not delivered and not self._late_warned:
+            self._late_warned = True
+            self._warned = None
+            self._warn_undelivered()
 
-    def _warn_undelivered(self, late: bool = False) -> None:
+    def _warn_undelivered(self) -> None:
         summary = self.undelivered_summary()
-        if late and self._late_dropped:
-            summary = (summary + "; " if summary else "") + (
-                f"{self._late_dropped} recorded after the exit deadline ({DROP_EXIT})"
-            )
-        if summary and summary != getattr(self, "_warned", None):
+        if summary and summary != self._warned:
             self._warned = summary
             log.warning("tracemux: at exit, spans not delivered: %s", summary)
 
@@ -751,13 +746,16 @@ class ExportWorker:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(dest["dropped"].items()) if n)
             if reasons:
                 parts.append(f"{label}: {reasons}")
-        queued = stats["dropped"].get(DROP_QUEUE_FULL, 0) + stats["dropped"].get(
-            DROP_QUEUE_BYTES, 0
+        dropped = stats["dropped"]
+        early = ", ".join(
+            f"{r} {dropped[r]}" for r in (DROP_QUEUE_FULL, DROP_QUEUE_BYTES) if dropped.get(r)
         )
-        if queued:
-            parts.append(f"before any destination: queue full {queued}")
+        if early:
+            parts.append(f"before any destination: {early}")
         if stats["queue_size"]:
-            parts.append(f"still queued {stats['queue_size']}")
+            parts.append(f"still queued: {stats['queue_size']}")
+        if stats["abandoned_in_flight"]:
+            parts.append(f"inside an export that never returned: {stats['abandoned_in_flight']}")
         return "; ".join(parts)
 
     @property
