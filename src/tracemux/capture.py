@@ -50,7 +50,7 @@ def _plain_copy(value: Any) -> Any:
     nothing can change a container while orjson holds borrowed references into it."""
     if type(value) in _SCALARS:
         return value
-    return _marshal_loads(_marshal_dumps(value, 0))
+    return _marshal_loads(_marshal_dumps(value, 3))  # 3+: shared and cyclic parts once
 
 
 #: A copy of a bytes object that owns exactly its length. orjson (3.13) returns bytes that

@@ -185,3 +185,63 @@ def test_a_blocking_exporter_strands_one_thread_in_all(tmp_path: Path) -> None:
     assert _span_rows(db) == out["destinations"][store_label]["exported"]
     in_export = sum(d.get("abandoned_in_flight", 0) for d in out["destinations"].values())
     assert out["exported"] + sum(out["dropped"].values()) + in_export == 2 * recorded
+
+
+_FORK = """
+import json, os, sys, threading, time
+from tracemux import TracingService
+from tracemux.destinations import SQLiteStore
+
+svc = TracingService([SQLiteStore(sys.argv[1])])
+stop = threading.Event()
+
+def shut_down_again_and_again():
+    while not stop.is_set():
+        svc.shutdown(1)
+        time.sleep(0.001)
+
+def record():
+    while not stop.is_set():
+        svc.trace_run("parent").end()
+
+threads = [threading.Thread(target=shut_down_again_and_again), threading.Thread(target=record)]
+for t in threads:
+    t.start()
+children = []
+for i in range(int(sys.argv[2])):
+    time.sleep(0.02)
+    pid = os.fork()
+    if pid == 0:  # the child: record one run, leave through a normal exit (atexit)
+        with svc.trace_run(f"child-{i}") as run:
+            run.span("s").end()
+        sys.exit(0)
+    children.append(pid)
+slow = []
+for pid in children:
+    t0 = time.monotonic()
+    _, status = os.waitpid(pid, 0)
+    slow.append((time.monotonic() - t0, os.waitstatus_to_exitcode(status)))
+stop.set()
+for t in threads:
+    t.join()
+print(json.dumps({"codes": [code for _, code in slow]}))
+"""
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known: a child forked while another parent thread shuts down again and again "
+    "sometimes loses its committed run from the shared SQLite store (about 1 run in 20 "
+    "children, in half the runs); under investigation, see docs/guarantees.md (Fork)",
+)
+def test_fork_while_another_thread_shuts_down(tmp_path: Path) -> None:
+    script = write_script(tmp_path, "fork.py", _FORK)
+    db = tmp_path / "t.db"
+    forks = 20
+    proc = run_python(script, str(db), str(forks), timeout=120)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [0] * forks
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT name, span_count FROM runs WHERE name LIKE 'child-%'")
+        children = dict(rows.fetchall())
+    assert children == {f"child-{i}": 2 for i in range(forks)}, proc.stderr[-3000:]

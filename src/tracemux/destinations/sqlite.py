@@ -219,9 +219,20 @@ def _after_fork_in_parent() -> None:
     _fork_guard.after_fork_in_parent()
 
 
+#: the export connections open in this process. A forked child must never close one it
+#: inherited (not even by garbage collection, when the thread that used it is gone): closing
+#: any descriptor of a file drops every POSIX lock the process holds on it, including the
+#: locks of the child's own connection, and the child's writes were lost ("disk I/O error",
+#: committed runs missing). So in the child they are kept, unused, for good.
+_export_connections: set[sqlite3.Connection] = set()
+_inherited_connections: list[sqlite3.Connection] = []
+
+
 def _after_fork_in_child() -> None:
     global _fork_guard
     _fork_guard = _ForkGuard()  # the child has no other thread that could hold it
+    _inherited_connections.extend(_export_connections)
+    _export_connections.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -547,6 +558,13 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+def _close(conn: sqlite3.Connection) -> None:
+    """Close an export connection, unless this process inherited it through fork()."""
+    if conn in _export_connections:
+        _export_connections.discard(conn)
+        conn.close()
+
+
 def _check_usable(path: Path) -> None:
     """Raise a non-retryable ExportError, naming the path, when the store can never be
     written as things stand: a parent is a file, the path is a directory, or the nearest
@@ -596,6 +614,7 @@ class _SQLiteExporter:
             conn = sqlite3.connect(
                 path, timeout=_LOCK_TRY, isolation_level=None, check_same_thread=False
             )
+        _export_connections.add(conn)
         try:
             with _fork_guard:
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -612,7 +631,7 @@ class _SQLiteExporter:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             with _fork_guard:
-                conn.close()
+                _close(conn)
             raise
         return conn
 
@@ -745,4 +764,4 @@ class _SQLiteExporter:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error), _fork_guard:
-            self.conn.close()
+            _close(self.conn)

@@ -315,7 +315,7 @@ class Lane:
         ``reason`` (in this lane's counters only; returns how many spans), except the batch
         in the exporter right now, whose outcome is booked if its export ever returns."""
         records = tuple(self._buffer)  # tuple() copies a deque without running Python code
-        self.late = min(self._batch_len, len(records)) if self.busy else 0
+        self.late = min(self._batch_len, len(records)) if self.calling else 0
         spans = sum(1 for r in records[self.late :] if r.is_span)
         if spans:
             self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + spans

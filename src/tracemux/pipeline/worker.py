@@ -456,6 +456,9 @@ class ExportWorker:
         self._stuck: dict[Destination, threading.Thread] = {}
         self._exit_deadline: float | None = None  # set once the exit shutdown started
         self._late_lanes: list[Lane] = []  # abandoned lanes with a batch still in an export
+        # sessions given up on whose thread still runs: after fork() the child must keep
+        # them (their exporters' connections) alive, never closing what the parent uses
+        self._abandoned: list[tuple[_Session, threading.Thread]] = []
         self._late_warned = False
         self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
@@ -609,6 +612,8 @@ class ExportWorker:
 
         Called with ``self._lock`` held."""
         session.abandoned = True
+        self._abandoned = [(s, t) for s, t in self._abandoned if t.is_alive()]
+        self._abandoned.append((session, thread))
         old = self.queue
         fresh = self._new_queue()
         self.queue = fresh  # new records go here from now on...
@@ -700,7 +705,7 @@ class ExportWorker:
 
     # -- interpreter exit -----------------------------------------------------------------
 
-    def exit(self) -> None:
+    def at_exit(self) -> None:
         """At interpreter exit: deliver what is queued within ``exit_timeout``, then say in
         one WARNING line what was dropped or left undelivered, by destination and reason.
 
@@ -827,12 +832,17 @@ class ExportWorker:
 
     def _after_fork_in_child(self) -> None:
         # Everything the parent's thread owned stays untouched (never closed) in the child.
-        self._inherited.append((self._session, self.queue, list(self._live_lanes.values())))
+        self._inherited.append(
+            (self._session, self.queue, list(self._live_lanes.values()), self._abandoned)
+        )
+        self._abandoned = []
         self._lock = threading.RLock()
         self._starting = False
         self._stuck = {}
         self._late_lanes = []
         self._exit_deadline = None
+        self._late_warned = False
+        self._warned = None
         self.queue = self._new_queue()
         self._session = None
         self._thread = None
@@ -856,7 +866,7 @@ def _register_mp_finalizer(worker: ExportWorker) -> None:
 def _at_exit(ref: weakref.ReferenceType[ExportWorker]) -> None:
     worker = ref()
     if worker is not None:
-        worker.exit()
+        worker.at_exit()
 
 
 def _register_fork_hook(worker: ExportWorker) -> None:
