@@ -69,7 +69,7 @@ def test_a_signal_handler_that_records_or_shuts_down_never_deadlocks(
 ) -> None:
     script = write_script(tmp_path, "signals.py", _SCRIPT)
     db = tmp_path / "t.db"
-    proc = run_python(script, str(db), mode, "3", timeout=90)
+    proc = run_python(script, str(db), mode, "2", timeout=90)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["handled"] > 100 and out["main_runs"] > 100
     assert out["flushed"] is True
