@@ -2,9 +2,16 @@
 
 Every value a caller hands to tracemux (inputs, outputs, metadata, log fields) is turned
 into JSON bytes at once, so later mutation of the caller's objects cannot change what is
-exported. The fast path is one ``orjson.dumps``; only values that are too big or that
-orjson cannot encode (cycles, huge ints, broken objects) take the slower Python walk.
-Nothing here raises.
+exported. The fast path copies the value with ``marshal`` (C code that accepts only exact
+builtin types) and hands the copy to one ``orjson.dumps`` with no ``default`` hook: orjson
+holds borrowed references into a list or dict while it serializes it, and Python code
+running meanwhile (a ``default`` hook, a ``__repr__``, an Enum's ``.value``, or another
+thread handed the GIL by any of them) could shrink the container under it and crash the
+process (see docs/orjson-mutation-crash.md).
+Everything else (sets, pydantic models, arbitrary objects, cycles, huge ints, values too
+big) takes the Python walk, which first copies the value into fresh plain containers that
+no user code can reach, calling user code (``repr``, ``model_dump``...) at most once per
+object, and only then hands the copy to orjson. Nothing here raises.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import enum
+import marshal
 import math
 import traceback
 import uuid
@@ -24,6 +32,26 @@ import orjson
 TRUNCATED = "…[truncated by tracemux: {n} more bytes]"
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+#: the fast path: types whose orjson serializer may run Python code (a dataclass's field
+#: properties, a datetime's custom ``tzinfo``) are passed through, that is refused, and
+#: take the Python walk instead
+_FAST_OPTIONS = _DUMPS_OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+_marshal_dumps = marshal.dumps
+_marshal_loads = marshal.loads
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of ``value`` in fresh containers that no other code can reach, made without
+    running any Python code (so no other thread is handed the GIL meanwhile); raises
+    ValueError unless ``value`` holds only exact builtin types (no Enum, no subclass, no
+    object). orjson, given this copy and no ``default`` hook, runs no Python code either:
+    nothing can change a container while orjson holds borrowed references into it."""
+    if type(value) in _SCALARS:
+        return value
+    return _marshal_loads(_marshal_dumps(value, 3))  # 3+: shared and cyclic parts once
+
 
 #: A copy of a bytes object that owns exactly its length. orjson (3.13) returns bytes that
 #: keep its whole output buffer (about 4 KiB even for a 50-byte value); a snapshot waiting
@@ -47,16 +75,26 @@ class Capturer:
         self.max_value_bytes = int(max_value_bytes)
 
     def value(self, value: Any) -> bytes | None:
-        """Snapshot ``value`` as JSON bytes (None stays None). Never raises."""
+        """Snapshot ``value`` as JSON bytes (None stays None). Never raises.
+
+        User code reachable from ``value`` (``__repr__``, ``model_dump``, a mapping's
+        ``items``...) is called at most once per object, and never while orjson is inside
+        one of the caller's containers."""
         if value is None:
             return None
+        budget = self.max_value_bytes
         try:
             try:
-                data = orjson.dumps(value, default=_default, option=_DUMPS_OPTIONS)
+                data = orjson.dumps(_plain_copy(value), option=_FAST_OPTIONS)
             except Exception:
-                data = _dumps_plain(_to_plain(value, 0, set(), self.max_value_bytes))
-            if len(data) > self.max_value_bytes:
-                data = self._truncate(value)
+                plain = _to_plain(value, 0, set(), budget)
+                data = _dumps_plain(plain)
+            else:
+                if len(data) <= budget:
+                    return exact_copy(data)
+                plain = _to_plain(value, 0, set(), budget)  # native types only: no user code
+            if len(data) > budget:
+                data = self._truncate(plain)
             return exact_copy(data)
         except Exception as exc:  # a last resort: the caller's flow must go on
             return exact_copy(orjson.dumps(f"<not captured: {type(exc).__name__}>"))
@@ -74,9 +112,10 @@ class Capturer:
         except Exception:
             return "<unprintable>"
 
-    def _truncate(self, value: Any) -> bytes:
+    def _truncate(self, plain: Any) -> bytes:
+        """``plain`` (already a copy made of plain data) cut down to the budget."""
         budget = self.max_value_bytes
-        data = _dumps_plain(_to_plain(value, 0, set(), max(64, budget // 4)))
+        data = _dumps_plain(_to_plain(plain, 0, set(), max(64, budget // 4)))
         if len(data) <= budget:
             return data
         keep = budget - 80
@@ -88,7 +127,9 @@ class Capturer:
             keep -= len(out) - budget + 16
 
 
-_ORJSON_NATIVE = (datetime.date, datetime.time, uuid.UUID, enum.Enum)
+#: types orjson encodes without running Python code (a datetime only with a standard tzinfo)
+_ORJSON_NATIVE = (datetime.date, datetime.time, uuid.UUID)
+_PLAIN_TZ = (type(None), datetime.timezone)
 
 
 def clean_text(s: str) -> str:
@@ -104,7 +145,12 @@ def clean_text(s: str) -> str:
 
 
 def _dumps_plain(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_safe_repr, option=_DUMPS_OPTIONS)
+    """Encode the output of :func:`_to_plain` (fresh containers no user code can reach)."""
+    return orjson.dumps(obj, default=_type_name, option=_DUMPS_OPTIONS)
+
+
+def _type_name(obj: Any) -> str:
+    return f"<{type.__dict__['__name__'].__get__(type(obj))}>"  # no metaclass code
 
 
 def _safe_str(value: Any) -> str:
@@ -179,7 +225,11 @@ def _to_plain(obj: Any, depth: int, seen: set[int], max_str: int) -> Any:
         f = float.__float__(obj)
         return f if math.isfinite(f) else str(f)
     if isinstance(obj, _ORJSON_NATIVE):
-        return obj
+        if type(obj) in _ORJSON_EXACT and type(getattr(obj, "tzinfo", None)) in _PLAIN_TZ:
+            return obj
+        return _to_plain(_safe_str(obj), depth, seen, max_str)
+    if isinstance(obj, enum.Enum):
+        return _to_plain(_enum_value(obj), depth + 1, seen, max_str)
     if depth >= 32:
         return "<max depth>"
     oid = id(obj)
@@ -238,6 +288,16 @@ def _to_plain(obj: Any, depth: int, seen: set[int], max_str: int) -> Any:
         seen.discard(oid)
 
 
+_ORJSON_EXACT = frozenset({datetime.datetime, datetime.date, datetime.time, uuid.UUID})
+
+
+def _enum_value(member: enum.Enum) -> Any:
+    try:
+        return object.__getattribute__(member, "_value_")
+    except Exception:
+        return _safe_repr(member)
+
+
 def _safe_items(obj: Any) -> list[tuple[Any, Any]]:
     try:
         return list(obj.items())
@@ -245,9 +305,50 @@ def _safe_items(obj: Any) -> list[tuple[Any, Any]]:
         return []
 
 
-def format_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` as text; never raises."""
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_traceback(exc: BaseException, message: str | None = None) -> str:
+    """The traceback of ``exc`` as text, chained exceptions and notes included; never raises.
+
+    ``str()`` of each exception in the chain is called once at most, and not at all for
+    ``exc`` itself when its ``message`` is given (a slow or blocking ``__str__`` is not
+    paid twice)."""
     try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        parts: list[str] = []
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen and len(seen) < 100:
+            seen.add(id(current))
+            text = message if current is exc and message is not None else _safe_str(current)
+            parts.append(_format_one(current, text))
+            cause = current.__cause__
+            if cause is not None:
+                current = cause
+                parts.append(_CAUSE)
+            elif current.__context__ is not None and not current.__suppress_context__:
+                current = current.__context__
+                parts.append(_CONTEXT)
+            else:
+                current = None
+        if parts and parts[-1] in (_CAUSE, _CONTEXT):
+            parts.pop()  # the chain was cut (a cycle, or 100 deep)
+        return "".join(reversed(parts))
     except Exception:
         return f"{type(exc).__qualname__}: <traceback unavailable>"
+
+
+def _format_one(exc: BaseException, message: str) -> str:
+    tb = exc.__traceback__
+    head = "Traceback (most recent call last):\n" + "".join(traceback.format_tb(tb)) if tb else ""
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__
+    if module not in ("builtins", "__main__"):
+        name = f"{module}.{name}"
+    line = f"{name}: {message}\n" if message else f"{name}\n"
+    notes = exc.__dict__.get("__notes__") if hasattr(exc, "__dict__") else None
+    if isinstance(notes, list):
+        line += "".join(f"{note}\n" for note in notes if type(note) is str)
+    return head + line

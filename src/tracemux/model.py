@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sys
 import uuid
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -98,6 +99,7 @@ class RunInfo:
         "destinations",
         "metadata",
         "name",
+        "nbytes",
         "project",
         "redacted",
         "redactor",
@@ -140,6 +142,18 @@ class RunInfo:
         self.start_ns = start_ns
         self.redactor = redactor
         self.redacted = False
+        #: what the run's shared fields cost in memory, charged to its run start and its
+        #: root span against the pipeline's bound (the spans of a run all point here)
+        self.nbytes = (
+            _RUN_OVERHEAD
+            + text_bytes(name)
+            + text_bytes(run_id)
+            + text_bytes(user_id)
+            + text_bytes(session_id)
+            + text_bytes(project)
+            + sum([_TAG_OVERHEAD + text_bytes(t) for t in tags])
+            + (len(metadata) if metadata is not None else 0)
+        )
 
 
 class RunStart:
@@ -151,8 +165,20 @@ class RunStart:
 
     def __init__(self, run: RunInfo) -> None:
         self.run = run
-        self.nbytes = 256
+        self.nbytes = 256 + run.nbytes
         self.refs = 0
+
+
+_RUN_OVERHEAD = 400  # a RunInfo and its tuples, beyond the text it holds (estimate)
+_TAG_OVERHEAD = 8  # a tuple slot
+
+
+def text_bytes(s: str | None) -> int:
+    """What a string held by a record costs in memory: its characters at the width Python
+    stores them (1, 2 or 4 bytes each) plus the object header. 0 for None."""
+    if s is None:
+        return 0
+    return sys.getsizeof(s) if type(s) is str else 64
 
 
 class SpanRecord:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,7 @@ _current: ContextVar[Span | None] = ContextVar("tracemux_current_span", default=
 MAX_LOGS_PER_SPAN = 1000
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _RECORD_OVERHEAD = 200  # bytes a record costs beyond its captured values (estimate)
+_sizeof = sys.getsizeof
 
 
 def current_span() -> Span | None:
@@ -241,10 +243,11 @@ class Span(SpanRecord):
         cap = self._capture
         try:
             if isinstance(error, BaseException):
+                message = cap.text(error, 8192)  # str(error) once: it may be slow
                 self.error = ErrorInfo(
-                    type(error).__qualname__,
-                    cap.text(error, 8192),
-                    cap.text(format_traceback(error), 32768),
+                    cap.text(type(error).__qualname__, 256),
+                    message,
+                    cap.text(format_traceback(error, message), 32768),
                 )
             else:
                 self.error = ErrorInfo("Error", cap.text(error, 8192), "")
@@ -276,12 +279,16 @@ class Span(SpanRecord):
         try:
             if self.status == STATUS_UNSET:
                 self.status = STATUS_OK
-            n = _RECORD_OVERHEAD + len(self.name)
+            n = _RECORD_OVERHEAD + _sizeof(self.name)
             if self.inputs is not None:
                 n += len(self.inputs)
             if self.outputs is not None:
                 n += len(self.outputs)
-            if self.metadata is not None:
+            if self.is_root:  # the run's shared fields (tags, metadata...) live as long
+                n += self.run.nbytes
+                if self.metadata is not None and self.metadata is not self.run.metadata:
+                    n += len(self.metadata)
+            elif self.metadata is not None:
                 n += len(self.metadata)
             logs = self.logs
             if logs:
@@ -296,9 +303,15 @@ class Span(SpanRecord):
                         )
                     )
                 for entry in logs:
-                    n += 64 + len(entry.message) + (len(entry.fields) if entry.fields else 0)
-            if self.error is not None:
-                n += len(self.error.message) + len(self.error.traceback)
+                    n += 64 + _sizeof(entry.message) + (len(entry.fields) if entry.fields else 0)
+            error = self.error
+            if error is not None:
+                n += _sizeof(error.type) + _sizeof(error.message) + _sizeof(error.traceback)
+            usage = self.usage
+            if usage is not None:
+                n += _sizeof(usage) + sum([_sizeof(k) + 32 for k in usage])
+            if self.model is not None:
+                n += _sizeof(self.model)
             self.nbytes = n
             self.refs = 0
             self._worker.submit(self)

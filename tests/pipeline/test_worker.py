@@ -157,7 +157,7 @@ def test_flush_times_out_on_a_hanging_destination(make_service):
 
 # A destination that blocks the export thread forever is abandoned by shutdown() (that is
 # the behaviour under test), so the daemon thread it holds is expected to outlive the test.
-@pytest.mark.threadleak(allow=["name:tracemux-export"])
+@pytest.mark.threadleak(allow=["name:tracemux-export*"])
 @pytest.mark.parametrize("use_async", [True, False], ids=["async-hang", "blocking-hang"])
 def test_shutdown_returns_within_timeout_when_a_destination_hangs(make_service, use_async):
     svc = make_service([Recorder(f"hang-{use_async}", hang=True, use_async=use_async)])
@@ -171,7 +171,12 @@ def test_shutdown_returns_within_timeout_when_a_destination_hangs(make_service, 
     elapsed = time.monotonic() - t0
     assert ok is False
     assert 0.5 <= elapsed < 1.6
-    assert svc.stats()["dropped"]["shutdown"] - before == 101
+    stats = svc.stats()
+    if use_async:  # the export is cancelled: counted as dropped
+        assert stats["dropped"]["shutdown"] - before == 101
+    else:  # the thread is stuck inside the exporter: that batch's outcome is not known
+        assert stats["dropped"].get("shutdown", 0) - before == 0
+        assert stats["destinations"]["recorder:hang-False"]["abandoned_in_flight"] == 101
     assert svc._worker.last_shutdown_undelivered == 101
 
 
@@ -317,8 +322,8 @@ def test_forked_child_exports_its_own_spans_and_parent_is_unaffected(tmp_path):
 
 
 def test_a_batch_delivered_after_shutdown_gave_up_is_not_counted_twice(make_service, received):
-    """shutdown() gives up on a thread stuck in an export and counts the batch as dropped;
-    when that export then succeeds, the batch must not also count as exported."""
+    """shutdown() gives up on a thread stuck in an export: that batch is neither exported
+    nor dropped until the export returns; when it succeeds, it counts as exported, once."""
     svc = make_service([Recorder("late", delay=1.0, use_async=False)])
     with svc.trace_run("r") as run:
         for _ in range(99):
@@ -328,8 +333,8 @@ def test_a_batch_delivered_after_shutdown_gave_up_is_not_counted_twice(make_serv
     time.sleep(2.5)  # the export has returned (successfully) on the abandoned thread
     assert len(received["late"]) == 100  # once: an abandoned lane does not export again
     late = svc.stats()["destinations"]["recorder:late"]  # (process-wide totals hold
-    assert late["dropped"] == {"shutdown": 100}  # earlier tests' counts too)
-    assert late["exported"] + sum(late["dropped"].values()) == 100
+    assert late["exported"] == 100  # earlier tests' counts too)
+    assert late["dropped"] == {} and "abandoned_in_flight" not in late
 
 
 def test_aflush_that_timed_out_on_a_closed_loop_is_silent(make_service, received, caplog):

@@ -246,9 +246,20 @@ def _after_fork_in_parent() -> None:
     _fork_guard.after_fork_in_parent()
 
 
+#: the export connections open in this process. A forked child must never close one it
+#: inherited (not even by garbage collection, when the thread that used it is gone): closing
+#: any descriptor of a file drops every POSIX lock the process holds on it, including the
+#: locks of the child's own connection, and the child's writes were lost ("disk I/O error",
+#: committed runs missing). So in the child they are kept, unused, for good.
+_export_connections: set[sqlite3.Connection] = set()
+_inherited_connections: list[sqlite3.Connection] = []
+
+
 def _after_fork_in_child() -> None:
     global _fork_guard
     _fork_guard = _ForkGuard()  # the child has no other thread that could hold it
+    _inherited_connections.extend(_export_connections)
+    _export_connections.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -1330,6 +1341,44 @@ def batch_rows(
     return starts, spans, counts, ends
 
 
+def _close(conn: sqlite3.Connection) -> None:
+    """Close an export connection, unless this process inherited it through fork()."""
+    if conn in _export_connections:
+        _export_connections.discard(conn)
+        conn.close()
+
+
+def _check_usable(path: Path) -> None:
+    """Raise a non-retryable ExportError, naming the path, when the store can never be
+    written as things stand: a parent is a file, the path is a directory, or the nearest
+    existing directory is not writable (on a file system mounted read-write: a read-only
+    mount may be remounted, so that is retried like a full disk)."""
+    why = None
+    if path.is_dir():
+        why = "it is a directory"
+    else:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            why = f"{parent} is not a directory"
+        elif not os.access(parent if not path.exists() else path, os.W_OK) and not _read_only(
+            parent
+        ):
+            why = "not writable"
+    if why is not None:
+        raise ExportError(
+            f"store unusable: {path}: {why}", retryable=False, reason=f"store_unusable:{path}"
+        )
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 class _SQLiteExporter:
     """Writes batches into the store. Lives on the export thread."""
 
@@ -1342,11 +1391,13 @@ class _SQLiteExporter:
     def _connect(self) -> sqlite3.Connection:
         path = self.store.path
         if path != ":memory:":
+            _check_usable(Path(path))
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         with _fork_guard:  # every call into SQLite: its global mutexes must not cross a fork
             conn = sqlite3.connect(
                 path, timeout=_LOCK_TRY, isolation_level=None, check_same_thread=False
             )
+        _export_connections.add(conn)
         try:
             with _fork_guard:
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -1360,7 +1411,7 @@ class _SQLiteExporter:
                     _migrate(conn, version)
         except BaseException:
             with _fork_guard:
-                conn.close()
+                _close(conn)
             raise
         return conn
 
@@ -1460,4 +1511,4 @@ class _SQLiteExporter:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error), _fork_guard:
-            self.conn.close()
+            _close(self.conn)

@@ -82,6 +82,15 @@ class Lane:
         # nothing is booked, so no record is counted both as dropped and as exported
         self._books = books if books is not None else contextlib.nullcontext()
         self.abandoned = False
+        # records of the batch in the exporter when the lane was abandoned: its outcome
+        # (delivered or not) is booked through ``on_late`` if the export ever returns
+        self.late = 0
+        self.on_late: Callable[[Lane, int, int], None] | None = None
+        self._batch_len = 0
+        # the abandoned export thread still stuck in this destination's exporter, if any:
+        # while it is alive, nothing more is sent there (the buffer holds, within its bound)
+        self.blocked_by: Any = None
+        self.calling = False  # inside the exporter's (or open's) own code right now
         self.stats = LaneStats()
         self._release = release
         self._on_drop = on_drop
@@ -147,6 +156,10 @@ class Lane:
         """Start an export if one is due and none is running."""
         if self.task is not None or not self._buffer or now < self._not_before or self.abandoned:
             return
+        if self.blocked_by is not None:
+            if self.blocked_by.is_alive():
+                return
+            self.blocked_by = None
         if (
             urgent
             or len(self._buffer) >= self._batch_limit
@@ -157,28 +170,39 @@ class Lane:
 
     async def _export_front(self) -> None:
         batch = list(itertools.islice(self._buffer, self._batch_limit))
+        self._batch_len = len(batch)
         try:
             try:
-                exporter = self.exporter
-                if exporter is None:
-                    exporter = self.exporter = self._open()
-                result = exporter.export(batch)
+                self.calling = True  # a synchronous call that never returns is seen here
+                try:
+                    exporter = self.exporter
+                    if exporter is None:
+                        exporter = self.exporter = self._open()
+                    result = exporter.export(batch)
+                finally:
+                    self.calling = False
                 if inspect.isawaitable(result):
                     await result
             except ExportError as exc:
                 with self._books:
                     if not self.abandoned:
                         self._failed(batch, exc)
+                    else:
+                        self._book_late(batch, delivered=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 with self._books:
                     if not self.abandoned:
                         self._unexpected_failure(batch, exc)
+                    else:
+                        self._book_late(batch, delivered=False)
             else:
                 with self._books:
                     if not self.abandoned:
                         self._delivered(batch)
+                    else:
+                        self._book_late(batch, delivered=True)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in the bookkeeping itself: say so, keep the thread alive
@@ -285,6 +309,31 @@ class Lane:
         self.completed += n
         if buf:
             self._oldest = time.monotonic()
+
+    def abandon(self, reason: str) -> int:
+        """The export thread is given up on: count what is buffered as dropped for
+        ``reason`` (in this lane's counters only; returns how many spans), except the batch
+        in the exporter right now, whose outcome is booked if its export ever returns."""
+        records = tuple(self._buffer)  # tuple() copies a deque without running Python code
+        self.late = min(self._batch_len, len(records)) if self.calling else 0
+        spans = sum(1 for r in records[self.late :] if r.is_span)
+        if spans:
+            self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + spans
+        self.abandoned = True  # an export finishing now books only that batch
+        return spans
+
+    @property
+    def late_spans(self) -> int:
+        """Spans of the batch still in an abandoned export (neither delivered nor dropped)."""
+        return sum(1 for r in tuple(self._buffer)[: self.late] if r.is_span)
+
+    def _book_late(self, batch: list[Record], *, delivered: bool) -> None:
+        if not self.late:
+            return
+        spans = sum(1 for r in batch[: self.late] if r.is_span)
+        self.late = 0
+        if self.on_late is not None:
+            self.on_late(self, spans if delivered else 0, 0 if delivered else spans)
 
     def drop_all(self, reason: str, *, count: bool = True) -> int:
         """Give up everything still buffered (shutdown, eviction). Returns spans dropped.

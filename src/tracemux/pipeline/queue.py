@@ -4,6 +4,10 @@ Bounded by count and by bytes. The bound covers a record from the moment it is p
 every destination it goes to is done with it (exported or dropped), so a destination that
 is down cannot make memory grow past the bound: new records are dropped instead, and
 every drop is counted by reason. The lock is held only for O(1) work on either side.
+
+The lock is re-entrant: a signal handler (or any code the interrupted thread runs) that
+records a span while its own thread is inside ``put`` must not deadlock on it. Between
+two bytecodes the queue's state is consistent, so a nested ``put`` is safe.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class SpanQueue:
         "_items",
         "_lock",
         "accepted",
+        "closed",
         "max_bytes",
         "max_spans",
         "wake",
@@ -39,16 +44,22 @@ class SpanQueue:
         self.max_bytes = max_bytes
         self.wake_at = wake_at
         self.wake: Callable[[], None] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._items: deque[Any] = deque()
         self._count = 0  # records in flight: in the queue or in a destination lane
         self._bytes = 0
         self._dropped: dict[str, int] = {}
         self.accepted = 0  # spans accepted (run-start records are not counted)
+        self.closed = False  # replaced by a fresh queue: put() refuses, the caller retries
 
-    def put(self, item: Any, nbytes: int) -> bool:
-        """Add a record, or count it as dropped if the bound is reached. Never blocks long."""
+    def put(self, item: Any, nbytes: int) -> bool | None:
+        """Add a record, or count it as dropped if the bound is reached. Never blocks long.
+
+        True: queued; False: dropped (counted); None: this queue was closed (replaced by a
+        fresh one), nothing counted: put it on the current queue instead."""
         with self._lock:
+            if self.closed:
+                return None
             if self._count >= self.max_spans:
                 reason = DROP_QUEUE_FULL
             elif self._bytes + nbytes > self.max_bytes:
@@ -72,13 +83,42 @@ class SpanQueue:
                 wake()
         return True
 
-    def put_control(self, item: Any) -> None:
-        """Add an unbounded control item (a flush marker) and wake the consumer."""
+    def put_control(self, item: Any) -> bool:
+        """Add an unbounded control item (a flush marker) and wake the consumer; False if
+        this queue was closed."""
         with self._lock:
+            if self.closed:
+                return False
             self._items.append(item)
         wake = self.wake
         if wake is not None:
             wake()
+        return True
+
+    def requeue_front(self, items: deque[Any]) -> None:
+        """Put back ``items`` (taken by :meth:`take`, still counted) at the front, in order."""
+        if items:
+            with self._lock:
+                self._items.extendleft(reversed(items))
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What is queued now, in order (nothing is removed)."""
+        with self._lock:
+            return tuple(self._items)
+
+    def absorb_counts(self, old: SpanQueue) -> None:
+        """Add the counters of ``old`` (a closed queue this one replaces) to this one's."""
+        accepted, dropped = old.accepted, old.dropped
+        with self._lock:
+            self.accepted += accepted
+            for reason, n in dropped.items():
+                self._dropped[reason] = self._dropped.get(reason, 0) + n
+
+    def close(self) -> tuple[Any, ...]:
+        """Refuse further puts; returns what is still queued (it stays counted)."""
+        with self._lock:
+            self.closed = True
+            return tuple(self._items)
 
     def take_all(self) -> deque[Any]:
         """Everything queued so far, in order (the records stay counted until released)."""

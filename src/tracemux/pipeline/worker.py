@@ -35,12 +35,15 @@ from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
 from tracemux.ratelimit import RateLimitedLog
+from tracemux.reaper import open_runs
 from tracemux.redact import MaskingPass
 
 log = logging.getLogger("tracemux.pipeline")
 _warn = RateLimitedLog(log, interval=60.0)
 
 THREAD_NAME = "tracemux-export"
+#: what an export thread a shutdown gave up on (stuck in an exporter) is renamed to
+ABANDONED_THREAD_NAME = "tracemux-export-abandoned"
 #: items routed per pass of the export loop; lanes get to export between passes
 DRAIN_CHUNK = 512
 
@@ -77,10 +80,11 @@ class PipelineSettings:
 class _FlushMarker:
     """Travels through the queue; done when every lane has completed what came before."""
 
-    __slots__ = ("callback", "targets")
+    __slots__ = ("aborted", "callback", "targets")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
+        self.aborted = False  # the thread stopped before it got to this marker
         self.targets: list[tuple[Lane, int]] = []
 
     def is_done(self) -> bool:
@@ -105,6 +109,8 @@ class _Session:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wake_event: asyncio.Event | None = None
         self.stop: _Stop | None = None
+        self.stop_requested = False  # a _Stop is on its way through the queue
+        self.shutdown_drops_before = 0
         self.started = threading.Event()
         self.stopped = threading.Event()
         self.abandoned = False
@@ -157,7 +163,7 @@ class _Session:
             if self.abandoned:  # a shutdown gave up on this thread and counted what is left
                 break
             self._drain()
-            if len(self.queue):  # a backlog: another pass right after the lanes had a turn
+            if self.stop is None and len(self.queue):  # a backlog: another pass soon
                 event.set()
             now = time.monotonic()
             stop = self.stop
@@ -171,16 +177,16 @@ class _Session:
         await self._finish(self.stop.deadline if self.stop else time.monotonic())
 
     def _all_idle(self) -> bool:
-        return not len(self.queue) and all(
-            not lane.pending and not lane.busy for lane in self.lanes.values()
-        )
+        return all(not lane.pending and not lane.busy for lane in self.lanes.values())
 
     def _drain(self, limit: int = DRAIN_CHUNK) -> None:
         """Route up to ``limit`` queued items to their lanes (the rest wait for the next
         pass, so that lanes export between passes and a big backlog cannot overflow a
         healthy destination's buffer)."""
         with self.count_lock:
-            if not self.abandoned:  # else: _abandon counted what is queued
+            # abandoned: _abandon counted what is queued; stopping: the rest is the next
+            # thread's
+            if not self.abandoned and self.stop is None:
                 self._route_pass(limit)
 
     def _route_pass(self, limit: int) -> None:
@@ -191,16 +197,20 @@ class _Session:
         last_dests: object = None
         lanes: list[Lane] = []
         group: list[Record] = []  # consecutive records going to the same lanes
-        for item in items:
+        popleft = items.popleft
+        while items:
+            item = popleft()
             kind = type(item)
             if kind is _FlushMarker or kind is _Stop:
                 self._route(group, lanes)
                 group = []
                 if kind is _FlushMarker:
                     self._place_marker(item)
-                else:
-                    self.stop = item
-                continue
+                    continue
+                # stop: what was recorded after the shutdown began waits for the next thread
+                self.stop = item
+                self.queue.requeue_front(items)
+                break
             if item.is_span:
                 if dropped and id(item) in dropped:
                     continue
@@ -279,6 +289,7 @@ class _Session:
             max_bytes=max(1024, settings.max_queue_bytes * 3 // 4),
             interval=settings.flush_interval,
         )
+        lane.blocked_by = self.worker._stuck.get(dest)
         self.lanes[dest] = lane
         self.worker._lane_opened(lane)
         return lane
@@ -366,15 +377,16 @@ class _Session:
         with self.count_lock:  # synchronous: no await while it is held
             count = not self.counted  # False: a shutdown gave up on us and counted already
             self.counted = True
-            self._drain(limit=len(self.queue))
-            for item in self.queue.take_all():  # anything that raced in after the drain
-                if isinstance(item, (_FlushMarker, _Stop)):
-                    continue
-                if count and item.is_span:
-                    self.queue.count_drop(DROP_SHUTDOWN, len(item.run.destinations))
-                self.queue.release(1, item.nbytes)
+            while self.stop is None and not self.abandoned and len(self.queue):
+                self._route_pass(len(self.queue))  # the backlog up to the stop marker
             for lane in self.lanes.values():
                 lane.drop_all(DROP_SHUTDOWN, count=count)
+        # what was queued after the stop marker stays queued (still counted) for the next
+        # thread; flushes waiting behind it are told now that this thread will not do it
+        for item in self.queue.snapshot():
+            if type(item) is _FlushMarker:
+                item.aborted = True
+                _call_quietly(item.callback)
         self._check_markers()
         for marker in self.markers:  # nothing more will be done: let waiters go
             _call_quietly(marker.callback)
@@ -432,10 +444,24 @@ class ExportWorker:
 
     def __init__(self, settings: PipelineSettings | None = None) -> None:
         self.settings = settings or PipelineSettings()
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler may record (and so start the thread) or shut down
+        # while its own thread is inside one of these sections
+        self._lock = threading.RLock()
         self.queue = self._new_queue()
         self._session: _Session | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # set until that thread ended or is abandoned
+        self._starting = False
+        # destinations whose export blocked a thread that a shutdown abandoned, with that
+        # thread: their spans wait in their buffer (bounded) until it returns, so the next
+        # shutdown is not stranded on the same export again
+        self._stuck: dict[Destination, threading.Thread] = {}
+        self._exit_deadline: float | None = None  # set once the exit shutdown started
+        self._late_lanes: list[Lane] = []  # abandoned lanes with a batch still in an export
+        # sessions given up on whose thread still runs: after fork() the child must keep
+        # them (their exporters' connections) alive, never closing what the parent uses
+        self._abandoned: list[tuple[_Session, threading.Thread]] = []
+        self._late_warned = False
+        self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
         self._live_lanes: dict[int, Lane] = {}
         self._inherited: list[Any] = []  # a parent's lanes, kept alive (never closed) in a child
@@ -459,31 +485,47 @@ class ExportWorker:
     # -- hot path ------------------------------------------------------------------------
 
     def submit(self, record: Record) -> bool:
-        """Queue a finished record; start the export thread if needed. Never blocks long."""
+        """Queue a finished record; start the export thread if needed. Never blocks long
+        (except during interpreter exit, see :meth:`_deliver_late`)."""
         if self._thread is None:
             self._start()
-        return self.queue.put(record, record.nbytes)
+        while True:
+            queued = self.queue.put(record, record.nbytes)
+            if queued is not None:  # None: a shutdown swapped the queue under us
+                break
+        if self._exit_deadline is not None:
+            self._deliver_late(record)
+        return queued
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or self._starting:
+                return  # started, stopping, or being started by the code we interrupted
+            if sys.is_finalizing():
                 return
-            session = _Session(self, self.queue)
-            thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
+            self._starting = True
             try:
-                thread.start()
-            except RuntimeError as exc:  # interpreter shutting down: cannot start threads
-                log.debug("tracemux: cannot start the export thread: %s", exc)
-                return
-            session.started.wait(5.0)
-            self.queue.wake = session.wake
-            self._session = session
-            self._thread = thread
-            if not self._atexit_registered:
-                atexit.register(_at_exit, weakref.ref(self))
-                self._atexit_registered = True
+                self._start_locked()
+            finally:
+                self._starting = False
+
+    def _start_locked(self) -> None:
+        session = _Session(self, self.queue)
+        thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # interpreter shutting down: cannot start threads
+            log.debug("tracemux: cannot start the export thread: %s", exc)
+            return
+        session.started.wait(5.0)
+        self.queue.wake = session.wake
+        self._session = session
+        self._thread = thread
+        if not self._atexit_registered:
+            atexit.register(_at_exit, weakref.ref(self))
+            self._atexit_registered = True
 
     @property
     def running(self) -> bool:
@@ -491,20 +533,29 @@ class ExportWorker:
         t = self._thread
         return t is not None and t.is_alive()
 
+    def _resume_if_queued(self) -> _Session | None:
+        """The running session; one is started if records wait in the queue without a
+        thread (recorded while a shutdown was stopping the last one)."""
+        if self._session is None and self._thread is None and self.queue.in_flight[0]:
+            self._start()
+        return self._session
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded before the call is exported or counted dropped."""
-        session = self._session
+        session = self._resume_if_queued()
         if session is None:
             return self.queue.in_flight[0] == 0
         if threading.current_thread() is self._thread:
             return False  # an exporter cannot wait for itself
         done = threading.Event()
-        self.queue.put_control(_FlushMarker(done.set))
-        return done.wait(max(0.0, timeout)) and session is self._session
+        marker = _FlushMarker(done.set)
+        if not self.queue.put_control(marker):
+            return False  # a shutdown gave up on the thread meanwhile
+        return done.wait(max(0.0, timeout)) and not marker.aborted and session is self._session
 
     async def aflush(self, timeout: float = 5.0) -> bool:
         """Like :meth:`flush`, awaited on the caller's event loop without blocking it."""
-        if self._session is None:
+        if self._resume_if_queued() is None:
             return self.queue.in_flight[0] == 0
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -519,10 +570,12 @@ class ExportWorker:
             except RuntimeError:  # the caller gave up (timeout) and its loop is closed
                 pass
 
-        self.queue.put_control(_FlushMarker(done))
+        marker = _FlushMarker(done)
+        if not self.queue.put_control(marker):
+            return False
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, timeout))
-            return True
+            return not marker.aborted
         except asyncio.TimeoutError:
             return False
 
@@ -530,71 +583,196 @@ class ExportWorker:
         """Flush, stop the export thread and close every exporter, within ``timeout``.
 
         Returns True when everything was delivered and the thread ended. Whatever could not
-        be delivered in time is counted as dropped with reason ``shutdown``. Recording
-        afterwards starts a new export thread.
+        be delivered in time is counted as dropped with reason ``shutdown``. Records that
+        arrive while it stops are delivered, counted, or left queued for the next thread;
+        recording afterwards starts a new export thread. Safe to call from several threads
+        at once, and from a signal handler: there is never more than one export thread.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             session, thread = self._session, self._thread
             if session is None or thread is None:
                 return self.queue.in_flight[0] == 0
+            if session.stop is None and not session.stop_requested:
+                session.stop_requested = True
+                session.shutdown_drops_before = self._shutdown_drops()
+                # deliver what it can until shortly before the deadline
+                margin = min(0.25, max(0.0, timeout) * 0.2)
+                self.queue.put_control(_Stop(deadline - margin))
+        if thread is threading.current_thread():
+            return False  # an exporter cannot wait for its own thread: it stops after this
+        thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._session is not session:  # another shutdown finished it meanwhile
+                return self._last_shutdown_undelivered == 0 and not thread.is_alive()
+            if thread.is_alive():
+                self._abandon(session, thread)
+                return False
             self._session = None
             self._thread = None
-        before = self._shutdown_drops()
-        # ask the worker to deliver what it can until shortly before the deadline
-        margin = min(0.25, max(0.0, timeout) * 0.2)
-        self.queue.put_control(_Stop(deadline - margin))
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            self._abandon(session, before)
-            return False
-        self.queue.wake = None
-        undelivered = self._shutdown_drops() - before
-        self._last_shutdown_undelivered = undelivered
-        return undelivered == 0
+            self.queue.wake = None
+            undelivered = self._shutdown_drops() - session.shutdown_drops_before
+            self._last_shutdown_undelivered = undelivered
+            return undelivered == 0
 
     def _shutdown_drops(self) -> int:
         return self.queue.dropped.get(DROP_SHUTDOWN, 0)
 
-    def _abandon(self, session: _Session, before: int) -> None:
-        """The thread is stuck in an exporter: leave it (it is a daemon) and start clean."""
+    def _abandon(self, session: _Session, thread: threading.Thread) -> None:
+        """The thread is stuck in an exporter: leave it (it is a daemon) and start clean.
+
+        Called with ``self._lock`` held."""
         session.abandoned = True
+        self._abandoned = [(s, t) for s, t in self._abandoned if t.is_alive()]
+        self._abandoned.append((session, thread))
         old = self.queue
+        fresh = self._new_queue()
+        self.queue = fresh  # new records go here from now on...
+        left = old.close()  # ...and a put racing with the swap is refused and retried
         # Count as every other path does: spans (not run starts), once per destination that
-        # did not get them, in the lane's own counters too. The thread may be slow rather
-        # than stuck and counting them itself: the lock makes sure only one of us does.
+        # did not get them, in the destination's own counters too. The thread may be slow
+        # rather than stuck and counting them itself: the lock makes sure only one does.
         locked = session.count_lock.acquire(timeout=0.2)
         try:
             lanes = list(session.lanes.values())
+            late = 0
             if session.counted:
-                count = old.dropped.get(DROP_SHUTDOWN, 0) - before
+                count = old.dropped.get(DROP_SHUTDOWN, 0) - session.shutdown_drops_before
             else:
                 session.counted = True
-                count = 0
-                for lane in lanes:  # tuple() copies a deque without running Python code
-                    n = sum(1 for r in tuple(lane._buffer) if r.is_span)
+                count = late = 0
+                for lane in lanes:
+                    lane.on_late = self._book_late
+                    n = lane.abandon(DROP_SHUTDOWN)
                     if n:
-                        dropped = lane.stats.dropped
-                        dropped[DROP_SHUTDOWN] = dropped.get(DROP_SHUTDOWN, 0) + n
+                        old.count_drop(DROP_SHUTDOWN, n)
                         count += n
-                for lane in lanes:  # an export finishing now books nothing more
-                    lane.abandoned = True
-                for item in tuple(old._items):  # not routed to a lane yet
-                    if getattr(item, "is_span", False):
-                        count += len(item.run.destinations)
-                old.count_drop(DROP_SHUTDOWN, count)
-            fresh = self._new_queue()
-            fresh._dropped = old.dropped
-            fresh.accepted = old.accepted
+                    if lane.late:
+                        self._late_lanes.append(lane)
+                        late += lane.late_spans
+                count += self._count_unrouted(old, left, DROP_SHUTDOWN)
+            fresh.absorb_counts(old)  # old is closed: its counts are final
         finally:
             if locked:
                 session.count_lock.release()
-        log.warning("tracemux: export thread did not stop in time; %d spans not delivered", count)
+        for lane in lanes:
+            if lane.calling:  # the thread is stuck in this exporter's own synchronous code:
+                # never call into it again while that call hangs
+                self._stuck[lane.destination] = thread
+        log.warning(
+            "tracemux: export thread did not stop in time; %d spans not delivered"
+            " (%d more in an export that has not returned)",
+            count,
+            late,
+        )
+        thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
+        for lane in lanes:
+            self._lane_closed(lane)
+        self._session = None
+        self._thread = None
+        self._last_shutdown_undelivered = count + late
+
+    def _book_late(self, lane: Lane, exported: int, dropped: int) -> None:
+        """The outcome of the batch an abandoned export thread was in, when it returned."""
         with self._lock:
-            self.queue = fresh
-            for lane in lanes:
-                self._lane_closed(lane)
-        self._last_shutdown_undelivered = count
+            stats = self._stats_for(lane.label)
+            stats.exported += exported
+            if dropped:
+                stats.dropped[DROP_SHUTDOWN] = stats.dropped.get(DROP_SHUTDOWN, 0) + dropped
+                self.queue.count_drop(DROP_SHUTDOWN, dropped)
+            if lane in self._late_lanes:
+                self._late_lanes.remove(lane)
+
+    def _stats_for(self, label: str) -> LaneStats:
+        stats = self._closed_stats.get(label)
+        if stats is None:
+            stats = self._closed_stats[label] = LaneStats()
+        return stats
+
+    def _count_unrouted(self, queue: SpanQueue, items: Iterable[Any], reason: str) -> int:
+        """Count queued spans that no lane got as dropped, once per destination, in the
+        pipeline's and in each destination's counters. Returns how many."""
+        per_dest: dict[Destination, int] = {}
+        for item in items:
+            if getattr(item, "is_span", False):
+                for dest in item.run.destinations:
+                    per_dest[dest] = per_dest.get(dest, 0) + 1
+        total = 0
+        for dest, n in per_dest.items():
+            self._book_drop(dest, reason, n)
+            total += n
+        if total:
+            queue.count_drop(reason, total)
+        return total
+
+    def _book_drop(self, dest: Destination, reason: str, n: int) -> None:
+        """Count ``n`` drops in ``dest``'s own counters (kept with the closed lanes')."""
+        try:
+            label = dest.describe()
+        except Exception:
+            label = type(dest).__name__
+        stats = self._stats_for(label)
+        stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+
+    # -- interpreter exit -----------------------------------------------------------------
+
+    def at_exit(self) -> None:
+        """At interpreter exit: deliver what is queued within ``exit_timeout``, then say in
+        one WARNING line what was dropped or left undelivered, by destination and reason.
+
+        Records made after this (in an atexit hook that ran later, or a thread still
+        recording) are delivered as they come, each waiting for the rest of the same
+        deadline (see :meth:`_deliver_late`)."""
+        if self._exit_deadline is not None:
+            return
+        self._exit_deadline = time.monotonic() + self.settings.exit_timeout
+        if self._session is None and self.queue.in_flight[0]:
+            self._start()  # records queued after the last shutdown, with no thread yet
+        if self._session is not None:
+            self.shutdown(self.settings.exit_timeout)
+        self._warn_undelivered()
+
+    def _deliver_late(self, record: Record) -> None:
+        """A record made after the exit shutdown: no later hook will flush it, so wait for
+        it now, within what is left of the exit deadline. Past the deadline (or once the
+        interpreter is finalizing) it stays queued, and one more WARNING says so."""
+        left = (self._exit_deadline or 0.0) - time.monotonic()
+        delivered = False
+        if left > 0 and not sys.is_finalizing() and threading.current_thread() is not self._thread:
+            if self._thread is None:
+                self._start()
+            delivered = self.flush(left)
+        if not delivered and not self._late_warned:
+            self._late_warned = True
+            self._warned = None
+            self._warn_undelivered()
+
+    def _warn_undelivered(self) -> None:
+        summary = self.undelivered_summary()
+        if summary and summary != self._warned:
+            self._warned = summary
+            log.warning("tracemux: at exit, spans not delivered: %s", summary)
+
+    def undelivered_summary(self) -> str:
+        """Spans dropped or still queued, by destination and reason, as one line ('' if
+        every span recorded so far was delivered)."""
+        stats = self.stats()
+        parts = []
+        for label, dest in sorted(stats["destinations"].items()):
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(dest["dropped"].items()) if n)
+            if reasons:
+                parts.append(f"{label}: {reasons}")
+        dropped = stats["dropped"]
+        early = ", ".join(
+            f"{r} {dropped[r]}" for r in (DROP_QUEUE_FULL, DROP_QUEUE_BYTES) if dropped.get(r)
+        )
+        if early:
+            parts.append(f"before any destination: {early}")
+        if stats["queue_size"]:
+            parts.append(f"still queued: {stats['queue_size']}")
+        if stats["abandoned_in_flight"]:
+            parts.append(f"inside an export that never returned: {stats['abandoned_in_flight']}")
+        return "; ".join(parts)
 
     @property
     def last_shutdown_undelivered(self) -> int:
@@ -634,6 +812,10 @@ class ExportWorker:
                     dropped[reason] = dropped.get(reason, 0) + n
                 d["dropped"] = dropped
             per_dest[lane.label] = d
+        for lane in list(self._late_lanes):
+            n = lane.late_spans
+            d = per_dest.setdefault(lane.label, LaneStats().as_dict())
+            d["abandoned_in_flight"] = int(d.get("abandoned_in_flight", 0)) + n  # type: ignore[call-overload]
         q = self.queue
         count, nbytes = q.in_flight
         dropped = q.dropped
@@ -644,6 +826,11 @@ class ExportWorker:
             "exported": sum(int(d["exported"]) for d in per_dest.values()),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
+            # spans in an export a shutdown gave up on: delivered or not, if it returns
+            "abandoned_in_flight": sum(
+                int(d.get("abandoned_in_flight", 0))  # type: ignore[call-overload]
+                for d in per_dest.values()
+            ),
             "queue_size": count,
             "queue_bytes": nbytes,
             "queue_max_spans": q.max_spans,
@@ -656,8 +843,17 @@ class ExportWorker:
 
     def _after_fork_in_child(self) -> None:
         # Everything the parent's thread owned stays untouched (never closed) in the child.
-        self._inherited.append((self._session, self.queue, list(self._live_lanes.values())))
-        self._lock = threading.Lock()
+        self._inherited.append(
+            (self._session, self.queue, list(self._live_lanes.values()), self._abandoned)
+        )
+        self._abandoned = []
+        self._lock = threading.RLock()
+        self._starting = False
+        self._stuck = {}
+        self._late_lanes = []
+        self._exit_deadline = None
+        self._late_warned = False
+        self._warned = None
         self.queue = self._new_queue()
         self._session = None
         self._thread = None
@@ -680,11 +876,9 @@ def _register_mp_finalizer(worker: ExportWorker) -> None:
 
 def _at_exit(ref: weakref.ReferenceType[ExportWorker]) -> None:
     worker = ref()
-    if worker is not None and worker._session is not None:
-        from tracemux.reaper import open_runs
-
+    if worker is not None:
         open_runs.end_all("still open at exit")  # exported with the rest, as incomplete
-        worker.shutdown(worker.settings.exit_timeout)
+        worker.at_exit()
 
 
 def _register_fork_hook(worker: ExportWorker) -> None:
