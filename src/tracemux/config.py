@@ -27,9 +27,10 @@ Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LAN
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -41,7 +42,23 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """A configuration value is missing or invalid; the message names the variable.
+
+    ``problems``: every problem found, one message each (the configuration is checked
+    whole, so one error lists them all).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+    @classmethod
+    def of(cls, problems: Sequence[str]) -> ConfigError:
+        """One error for several problems."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        listed = "; ".join(problems)
+        return cls(f"{len(problems)} configuration problems: {listed}", problems)
 
 
 @dataclass(frozen=True)
@@ -57,8 +74,35 @@ class Config:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG](?:i?[bB])?|[bB])?\s*$")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"^\s*(\d{1,30})\s*([kKmMgGtT](?:i?[bB])?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_MAX_DIGITS = 30  # longer numbers are out of every range (and slow to convert)
+
+#: The accepted range of each numeric variable: (least, most). A value outside it is a
+#: ConfigError when the service is configured, never an overflow later.
+RANGES: dict[str, tuple[float, float]] = {
+    "TRACEMUX_MAX_QUEUE_SPANS": (1, 100_000_000),
+    "TRACEMUX_MAX_QUEUE_BYTES": (1024, 1024**4),
+    "TRACEMUX_BATCH_SIZE": (1, 1_000_000),
+    "TRACEMUX_FLUSH_INTERVAL": (0.001, 3600.0),
+    "TRACEMUX_EXIT_TIMEOUT": (0.0, 3600.0),
+    "TRACEMUX_MAX_VALUE_BYTES": (256, 1024**3),
+    "TRACEMUX_STORE_MAX_RUNS": (1, 1_000_000_000),
+    "TRACEMUX_STORE_MAX_AGE_DAYS": (0.001, 36_500.0),
+    "TRACEMUX_MAX_DESTINATIONS": (1, 1_000_000),
+    "TRACEMUX_DESTINATION_IDLE_TTL": (0.001, 30 * 86400.0),
+}
+
+
+def _range_error(name: str, raw: str, unit: str = "") -> ConfigError:
+    low, high = RANGES[name]
+    shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
+    return ConfigError(f"{name}={shown!r} is out of range: use {low:,g} to {high:,g}{unit}")
+
+
+def _in_range(name: str, value: float) -> bool:
+    low, high = RANGES.get(name, (float("-inf"), float("inf")))
+    return low <= value <= high
 
 
 def parse_bool(name: str, raw: str) -> bool:
@@ -67,95 +111,92 @@ def parse_bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+    raise ConfigError(f"{name}={raw[:40]!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
-def parse_int(name: str, raw: str, minimum: int = 0) -> int:
-    try:
-        value = int(raw.strip().replace("_", ""))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
+def parse_int(name: str, raw: str) -> int:
+    text = raw.strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ConfigError(f"{name}={raw[:40]!r} is not a whole number")
+    if len(text) > _MAX_DIGITS or not _in_range(name, int(text)):
+        raise _range_error(name, raw)
+    return int(text)
 
 
-def parse_size(name: str, raw: str, minimum: int = 0) -> int:
+def parse_size(name: str, raw: str) -> int:
     m = _SIZE.match(raw)
     if not m:
-        raise ConfigError(f"{name}={raw!r} is not a size (examples: 65536, 64k, 32M, 1G)")
+        if re.fullmatch(r"\s*\d{31,}.*", raw):
+            raise _range_error(name, raw, " bytes")
+        raise ConfigError(f"{name}={raw[:40]!r} is not a size (examples: 65536, 64k, 32M, 1G)")
     unit = (m.group(2) or "").lower()[:1]
     value = int(m.group(1)) * _SIZE_UNITS[unit]
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum} bytes")
+    if not _in_range(name, value):
+        raise _range_error(name, raw, " bytes")
     return value
 
 
-def parse_seconds(name: str, raw: str, minimum: float = 0.0) -> float:
+def parse_seconds(name: str, raw: str) -> float:
+    text = raw.strip()
     try:
-        value = float(raw.strip())
+        value = float(text) if len(text) <= 64 else float("nan")
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not (value >= minimum) or value != value or value == float("inf"):
-        raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
+        raise ConfigError(f"{name}={raw[:40]!r} is not a number") from None
+    if not math.isfinite(value) or not _in_range(name, value):
+        raise _range_error(name, raw)
     return value
 
 
-def _get(env: Mapping[str, str], name: str, parse: Callable[[str, str], T], default: T) -> T:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return parse(name, raw)
+class _Reader:
+    """Reads variables from ``env``, collecting every problem instead of stopping at one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        return self.attempt(lambda: parse(name, raw), default)
+
+    def attempt(self, build: Callable[[], T], default: T) -> T:
+        try:
+            return build()
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return default
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the ``TRACEMUX_*`` variables (and, via destinations, the rest)."""
+    """Read and validate the ``TRACEMUX_*`` variables (and, via destinations, the rest).
+
+    Every variable is checked; a :class:`ConfigError` lists every problem found. This is
+    the one validation: ``TracingService.from_env`` and ``tracemux doctor`` both run it.
+    """
     env = os.environ if env is None else env
-    disabled = _get(env, "TRACEMUX_DISABLED", parse_bool, False)
-    defaults = PipelineSettings()
+    read = _Reader(env)
+    disabled = read.get("TRACEMUX_DISABLED", parse_bool, False)
+    d = PipelineSettings()
     pipeline = PipelineSettings(
-        max_queue_spans=_get(
-            env,
-            "TRACEMUX_MAX_QUEUE_SPANS",
-            lambda n, r: parse_int(n, r, 1),
-            defaults.max_queue_spans,
-        ),
-        max_queue_bytes=_get(
-            env,
-            "TRACEMUX_MAX_QUEUE_BYTES",
-            lambda n, r: parse_size(n, r, 1024),
-            defaults.max_queue_bytes,
-        ),
-        batch_size=_get(
-            env, "TRACEMUX_BATCH_SIZE", lambda n, r: parse_int(n, r, 1), defaults.batch_size
-        ),
-        flush_interval=_get(
-            env,
-            "TRACEMUX_FLUSH_INTERVAL",
-            lambda n, r: parse_seconds(n, r, 0.001),
-            defaults.flush_interval,
-        ),
-        exit_timeout=_get(env, "TRACEMUX_EXIT_TIMEOUT", parse_seconds, defaults.exit_timeout),
-        max_destinations=_get(
-            env,
-            "TRACEMUX_MAX_DESTINATIONS",
-            lambda n, r: parse_int(n, r, 1),
-            defaults.max_destinations,
-        ),
-        idle_ttl=_get(
-            env,
-            "TRACEMUX_DESTINATION_IDLE_TTL",
-            lambda n, r: parse_seconds(n, r, 0.001),
-            defaults.idle_ttl,
-        ),
+        max_queue_spans=read.get("TRACEMUX_MAX_QUEUE_SPANS", parse_int, d.max_queue_spans),
+        max_queue_bytes=read.get("TRACEMUX_MAX_QUEUE_BYTES", parse_size, d.max_queue_bytes),
+        batch_size=read.get("TRACEMUX_BATCH_SIZE", parse_int, d.batch_size),
+        flush_interval=read.get("TRACEMUX_FLUSH_INTERVAL", parse_seconds, d.flush_interval),
+        exit_timeout=read.get("TRACEMUX_EXIT_TIMEOUT", parse_seconds, d.exit_timeout),
+        max_destinations=read.get("TRACEMUX_MAX_DESTINATIONS", parse_int, d.max_destinations),
+        idle_ttl=read.get("TRACEMUX_DESTINATION_IDLE_TTL", parse_seconds, d.idle_ttl),
     )
-    max_value_bytes = _get(
-        env, "TRACEMUX_MAX_VALUE_BYTES", lambda n, r: parse_size(n, r, 256), 64 * 1024
-    )
-    mask = _get(env, "TRACEMUX_MASK_SECRETS", parse_bool, True)
+    max_value_bytes = read.get("TRACEMUX_MAX_VALUE_BYTES", parse_size, 64 * 1024)
+    mask = read.get("TRACEMUX_MASK_SECRETS", parse_bool, True)
+    destinations: tuple[Destination, ...] = ()
+    if not disabled:
+        destinations = read.attempt(lambda: destinations_from_env(env), ())
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return Config(
         disabled=disabled,
-        destinations=() if disabled else destinations_from_env(env),
+        destinations=destinations,
         max_value_bytes=max_value_bytes,
         mask_secrets=mask,
         pipeline=pipeline,
@@ -165,10 +206,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
 def store_from_env(env: Mapping[str, str]) -> SQLiteStore:
     """The local store as ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
     path = env.get("TRACEMUX_DB") or None
-    max_runs = _get(env, "TRACEMUX_STORE_MAX_RUNS", lambda n, r: parse_int(n, r, 1), 100_000)
-    max_age = _get(
-        env, "TRACEMUX_STORE_MAX_AGE_DAYS", lambda n, r: parse_seconds(n, r, 0.001), 30.0
-    )
+    read = _Reader(env)
+    max_runs = read.get("TRACEMUX_STORE_MAX_RUNS", parse_int, 100_000)
+    max_age = read.get("TRACEMUX_STORE_MAX_AGE_DAYS", parse_seconds, 30.0)
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return SQLiteStore(path, max_runs=max_runs, max_age_days=max_age)
 
 
@@ -181,7 +223,12 @@ def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
     """
     from tracemux.destinations.env import remote_destinations_from_env
 
+    read = _Reader(env)
     remote: list[Destination] = remote_destinations_from_env(env)
     if not remote or env.get("TRACEMUX_DB"):
-        return (store_from_env(env), *remote)
+        store = read.attempt(lambda: store_from_env(env), None)
+        if store is not None:
+            remote.insert(0, store)
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return tuple(remote)

@@ -26,13 +26,20 @@ log = logging.getLogger("tracemux.redact")
 
 MASK = "[masked]"
 
-#: Key names whose values are secrets (matched case-insensitively, at the end of the key).
+#: Key names whose values are secrets (matched case-insensitively, at the end of the key,
+#: after camelCase is split: ``openaiApiKey`` is read as ``openai_Api_Key``). A plural
+#: (``api-keys``) or a number (``api_key_1``, ``password2``) may follow; not for ``token``,
+#: whose plural names counts (``max_tokens``).
 SECRET_KEY_PATTERN = (
-    r"(?:^|[_\-. ])(?:api[_\-]?key|apikey|secret|secret[_\-]?key|client[_\-]?secret|password"
-    r"|passwd|pwd|passphrase|token|access[_\-]?token|refresh[_\-]?token|auth[_\-]?token"
-    r"|session[_\-]?token|id[_\-]?token|bearer|authorization|proxy[_\-]?authorization"
-    r"|private[_\-]?key|access[_\-]?key|cookie|set[_\-]?cookie|credentials?)$"
+    r"(?:^|[_\-. ])(?:"
+    r"(?:api[_\-]?key|apikey|secret|secret[_\-]?key|client[_\-]?secret|password|passwd|pwd"
+    r"|passphrase|private[_\-]?key|access[_\-]?key|cookie|set[_\-]?cookie|credential)s?"
+    r"|token|access[_\-]?token|refresh[_\-]?token|auth[_\-]?token|session[_\-]?token"
+    r"|id[_\-]?token|bearer|authorization|proxy[_\-]?authorization"
+    r")(?:[_\-. ]?\d{1,4})?$"
 )
+#: camelCase boundaries, where a separator is read into a key name before matching
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 #: Substrings shaped like credentials, masked inside any string.
 SECRET_VALUE_PATTERN = (
     r"(?:\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"
@@ -83,16 +90,37 @@ _KEY_WORDS = (
     "credentials",
 )
 # Text can hold JSON too (tool-call arguments, a payload in a log line, a value truncated
-# to text by capture): a key word before a quote sends it through the key-pair rule below.
-# Inside a snapshot, such JSON-in-a-string has its quotes escaped (key\").
-_TEXT_HINTS = ahocorasick_rs.AhoCorasick(list(_VALUE_HINTS) + [f'{w}"' for w in _KEY_WORDS])
-_JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
-    [h.encode() for h in _VALUE_HINTS]
-    + [f'{w}"'.encode() for w in _KEY_WORDS]
-    + [f'{w}\\"'.encode() for w in _KEY_WORDS]
+# to text by capture), a Python dict's repr (an exception message), ``key=value`` pairs
+# (a URL's query, a log line) and URLs with a password: a key word (maybe plural or
+# numbered) before a quote or an equals sign, or ``://``, sends the text through the
+# rules below. Inside a snapshot, JSON-in-a-string has its quotes escaped (key\").
+_KEY_ENDINGS = ("", "s", *(f"{sep}{d}" for sep in ("", "_", "-") for d in "0123456789"))
+_KEY_HINTS = tuple(
+    f"{w}{end}{close}"
+    for w in _KEY_WORDS
+    for end in _KEY_ENDINGS
+    for close in ('"', "'", "=", '\\"')
 )
-#: a ``"key": "value"`` pair inside text; the value may be cut short (no closing quote)
-_JSON_PAIR = re.compile(r'"((?:[^"\\\n]|\\.){1,100})"\s*:\s*"((?:[^"\\]|\\.)*)')
+_URL_HINT = "://"
+_TEXT_HINTS = ahocorasick_rs.AhoCorasick([*_VALUE_HINTS, *_KEY_HINTS, _URL_HINT])
+_JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
+    [h.encode() for h in (*_VALUE_HINTS, *_KEY_HINTS, _URL_HINT)]
+)
+#: a ``"key": value`` (JSON) or ``'key': value`` (Python repr) pair inside text; a quoted
+#: value may be cut short (no closing quote)
+_PAIR = re.compile(
+    r"""(["'])((?:(?!\1)[^\\\n]|\\.){1,100})\1\s*:\s*"""
+    r"""(?:"((?:[^"\\]|\\.)*)|'((?:[^'\\]|\\.)*)|([^\s,;)}\]"']+))"""
+)
+#: ``name=value`` where a query string or free text names a secret (``?api_key=...``)
+_KEY_VALUE = re.compile(r"(?<![\w.\-])([A-Za-z][\w.\-]{0,63})=([^\s&#;,'\"<>]+)")
+#: the password of a URL's userinfo (``https://user:PASSWORD@host``)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:\"']*:)([^\s/?#@\"']+)(?=@)")
+_LITERALS = frozenset({"null", "None", "true", "false", "True", "False"})
+
+
+def _mask_url_password(m: re.Match[str]) -> str:
+    return m.group(1) + MASK
 
 
 class Redactor:
@@ -150,6 +178,9 @@ class Redactor:
         if span.error is not None:
             err = span.error
             span.error = ErrorInfo(err.type, self.text(err.message), self.text(err.traceback))
+        usage = getattr(span, "usage", None)
+        if usage:
+            span.usage = {self.text(k): v for k, v in usage.items()}
 
     # -- values -----------------------------------------------------------------------
 
@@ -163,16 +194,29 @@ class Redactor:
     def mask_text(self, s: str) -> str:
         """Like :meth:`text`, without the hint pre-check (the caller ran it)."""
         s = self._value_re.sub(MASK, s)
-        if '"' in s:
-            s = _JSON_PAIR.sub(self._mask_pair, s)
+        if '"' in s or "'" in s:
+            s = _PAIR.sub(self._mask_pair, s)
+        if "=" in s:
+            s = _KEY_VALUE.sub(self._mask_key_value, s)
+        if "://" in s:
+            s = _URL_PASSWORD.sub(_mask_url_password, s)
         return s
 
     def _mask_pair(self, m: re.Match[str]) -> str:
-        if not self._is_secret_key(m.group(1)):
+        if not self._is_secret_key(m.group(2)):
             return m.group(0)
+        group = next(g for g in (3, 4, 5) if m.group(g) is not None)
+        if group == 5 and m.group(5) in _LITERALS:
+            return m.group(0)
+        mask = MASK if group != 5 else f"{m.group(1)}{MASK}{m.group(1)}"
         base = m.start(0)
         whole = m.group(0)
-        return whole[: m.start(2) - base] + MASK + whole[m.end(2) - base :]
+        return whole[: m.start(group) - base] + mask + whole[m.end(group) - base :]
+
+    def _mask_key_value(self, m: re.Match[str]) -> str:
+        if m.group(2) == MASK or not self._is_secret_key(m.group(1)):
+            return m.group(0)
+        return f"{m.group(1)}={MASK}"
 
     def json(self, data: bytes) -> bytes:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""
@@ -193,7 +237,7 @@ class Redactor:
         cache = self._key_cache
         hit = cache.get(key)
         if hit is None:
-            hit = bool(self._key_re.search(key))
+            hit = bool(self._key_re.search(key) or self._key_re.search(_CAMEL.sub("_", key)))
             if len(cache) < 10_000:
                 cache[key] = hit
         return hit
@@ -286,6 +330,9 @@ class MaskingPass:
             if err is not None:
                 parts.append(err.message.encode("utf-8", "surrogatepass"))
                 parts.append(err.traceback.encode("utf-8", "surrogatepass"))
+            usage = getattr(span, "usage", None)
+            if usage:
+                parts.extend(k.encode("utf-8", "surrogatepass") for k in usage)
         except Exception:  # a field of an unexpected type: the field-by-field path decides
             self._always.append(span)
             del parts[self._ends[-1] if self._ends else 0 :]
@@ -331,3 +378,15 @@ def _mask_run(run: RunInfo) -> None:
     run.name = redactor.text(run.name)
     if run.metadata is not None:
         run.metadata = redactor.json(run.metadata)
+
+
+_LOG_REDACTOR = Redactor()
+
+
+def mask_for_log(text: str) -> str:
+    """``text`` with the default rules applied, for tracemux's own log messages (a span
+    kind or a usage key a caller passed may be a credential)."""
+    try:
+        return _LOG_REDACTOR.text(text)
+    except Exception:
+        return MASK
