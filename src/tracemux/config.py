@@ -94,8 +94,21 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+#: every ``TRACEMUX_*`` variable read here (``tracemux doctor`` lists those that are set)
+TRACEMUX_VARIABLES: tuple[str, ...] = (
+    "TRACEMUX_DISABLED",
+    "TRACEMUX_DB",
+    *RANGES,
+    "TRACEMUX_MASK_SECRETS",
+)
+
+
+_UNITS = {"TRACEMUX_STORE_MAX_AGE_DAYS": " days", "TRACEMUX_MAX_QUEUE_SPANS": " spans"}
+
+
 def _range_error(name: str, raw: str, unit: str = "") -> ConfigError:
     low, high = RANGES[name]
+    unit = _UNITS.get(name, unit)
     shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
     return ConfigError(f"{name}={shown!r} is out of range: use {low:,g} to {high:,g}{unit}")
 
@@ -143,7 +156,7 @@ def parse_seconds(name: str, raw: str) -> float:
     except ValueError:
         raise ConfigError(f"{name}={raw[:40]!r} is not a number") from None
     if not math.isfinite(value) or not _in_range(name, value):
-        raise _range_error(name, raw)
+        raise _range_error(name, raw, " seconds")
     return value
 
 
