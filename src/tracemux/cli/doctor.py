@@ -34,7 +34,7 @@ from tracemux.config import TRACEMUX_VARIABLES, ConfigError
 from tracemux.config import from_env as config_from_env
 from tracemux.destinations.base import Destination
 from tracemux.destinations.env import SECRET_VARIABLES, VARIABLES
-from tracemux.destinations.http import mask_secret, safe_url
+from tracemux.destinations.http import mask_secret, move_userinfo, safe_url
 from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
 from tracemux.destinations.otlp import CONTENT_TYPE, OTLP, parse_otlp_headers, proto
@@ -192,8 +192,9 @@ def _get(client: Any, url: str, headers: Mapping[str, str]) -> tuple[int | None,
     """(status, error text, response) of a GET; status None when it could not connect."""
     import httpx
 
+    url, moved = move_userinfo(url, headers)
     try:
-        r = client.get(url, headers=dict(headers))
+        r = client.get(url, headers=moved)
     except httpx.TimeoutException:
         return None, "timed out", None
     except httpx.HTTPError as exc:
@@ -282,7 +283,7 @@ def check_otlp(client: Any, dest: OTLP) -> Check:
 
     label = dest.describe()
     url = dest.traces_url()
-    headers = {**dest.request_headers(), "Content-Type": CONTENT_TYPE}
+    url, headers = move_userinfo(url, {**dest.request_headers(), "Content-Type": CONTENT_TYPE})
     try:
         r = client.post(url, content=proto().Request().SerializeToString(), headers=headers)
     except httpx.TimeoutException:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tracemux.destinations.base import ExportError
+from tracemux.redact import mask_for_log
 
 if TYPE_CHECKING:
     import httpx
@@ -245,7 +246,7 @@ def _snippet(body: bytes, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, mask_secret(secret))
-    return text
+    return mask_for_log(text)
 
 
 _HINTS = {
@@ -273,6 +274,8 @@ async def post(
     """
     import httpx
 
+    if "@" in url:
+        url, headers = move_userinfo(url, headers)
     client = shared_client()
     origins: OriginSlots = _local.origins
     origin = _origin(url)
@@ -297,7 +300,7 @@ async def post(
         ) from None
     except (httpx.TransportError, OSError) as exc:
         raise ExportError(
-            f"cannot connect ({type(exc).__name__}: {exc})",
+            f"cannot connect ({type(exc).__name__}: {mask_for_log(str(exc))})",
             retryable=True,
             reason="connection_error",
         ) from None
@@ -349,6 +352,25 @@ def mask_secret(value: str | None) -> str:
     if len(value) - len(prefix) - 4 < 4:
         prefix = ""
     return f"{prefix}...{value[-4:]}"
+
+
+def move_userinfo(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``url`` without its ``user:password@`` part, and ``headers`` with that part as Basic
+    authentication (unless they already authenticate): a URL is logged by HTTP clients
+    (httpx logs every request at INFO), a header is not."""
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, dict(headers)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    out = dict(headers)
+    if not any(k.lower() == "authorization" for k in out):
+        user, _, password = userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        out["Authorization"] = f"Basic {token}"
+    return parts._replace(netloc=host).geturl(), out
 
 
 def safe_url(url: object) -> str:
