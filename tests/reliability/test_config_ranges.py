@@ -17,7 +17,7 @@ import pytest
 
 from tests.reliability.conftest import child_env
 from tracemux import ConfigError, TracingService
-from tracemux.config import RANGES, TRACEMUX_VARIABLES, from_env
+from tracemux.config import from_env
 
 pytestmark = pytest.mark.reliability
 
@@ -51,6 +51,8 @@ def test_a_hostile_value_is_a_config_error_naming_the_variable(name: str, raw: s
 
 
 def test_every_numeric_variable_has_a_range_and_its_ends_are_accepted() -> None:
+    from tracemux.config import RANGES, TRACEMUX_VARIABLES
+
     assert set(RANGES) <= set(TRACEMUX_VARIABLES)
     for name, (low, high) in RANGES.items():
         for value in (low, high):
@@ -94,6 +96,8 @@ def test_the_largest_accepted_values_work_at_exit_and_when_pruning(tmp_path: Pat
             """
         )
     )
+    from tracemux.config import RANGES
+
     env = child_env(TRACEMUX_DB=str(db))
     for name, (_, high) in RANGES.items():
         env[name] = str(int(high)) if float(high).is_integer() else repr(high)
