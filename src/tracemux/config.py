@@ -1,25 +1,31 @@
 """Configuration from the environment: every variable is read and validated here.
 
 A bad value is a :class:`ConfigError` naming the variable, raised when the service is
-configured, never later inside a flow.
+configured, never later inside a flow. The whole environment is checked before the error
+is raised, so one error lists every problem (``ConfigError.problems``). Numbers are
+range-checked here, so that no value can overflow later (at exit, when pruning).
+``TracingService.from_env()`` and ``tracemux doctor`` both run :func:`from_env`: doctor
+passes exactly what the service accepts.
 
-==================================  ===========================================  =========
-variable                            meaning                                      default
-==================================  ===========================================  =========
-``TRACEMUX_DISABLED``               tracing becomes a no-op (1/true/yes/on)      off
-``TRACEMUX_DB``                     path of the local SQLite store               user data dir
-``TRACEMUX_MAX_QUEUE_SPANS``        spans held in memory at most                 100000
-``TRACEMUX_MAX_QUEUE_BYTES``        bytes held in memory at most (k/M/G suffix)  64M
-``TRACEMUX_BATCH_SIZE``             spans that wake the export thread            512
-``TRACEMUX_FLUSH_INTERVAL``         seconds a span may wait before export        1.0
-``TRACEMUX_EXIT_TIMEOUT``           seconds to deliver at interpreter exit       10.0
-``TRACEMUX_MAX_VALUE_BYTES``        size of one captured value before truncation 64k
-``TRACEMUX_MASK_SECRETS``           mask secret keys and values (1/0)            on
-``TRACEMUX_STORE_MAX_RUNS``         runs the local store keeps                   100000
-``TRACEMUX_STORE_MAX_AGE_DAYS``     days the local store keeps a run             30
-``TRACEMUX_MAX_DESTINATIONS``       distinct destinations alive at once          256
-``TRACEMUX_DESTINATION_IDLE_TTL``   seconds before an idle destination closes    300
-==================================  ===========================================  =========
+=================================  ======================================  =======  =============
+variable                           meaning                                 default  accepted
+=================================  ======================================  =======  =============
+``TRACEMUX_DISABLED``              tracing becomes a no-op (1/true/yes)    off      a boolean
+``TRACEMUX_DB``                    path of the local SQLite store          [1]_     a path
+``TRACEMUX_MAX_QUEUE_SPANS``       spans held in memory at most            100000   1 to 1e8
+``TRACEMUX_MAX_QUEUE_BYTES``       bytes held in memory at most (k/M/G/T)  64M      1k to 1T
+``TRACEMUX_BATCH_SIZE``            spans that wake the export thread       512      1 to 1e6
+``TRACEMUX_FLUSH_INTERVAL``        seconds a span may wait before export   1.0      0.001 to 3600
+``TRACEMUX_EXIT_TIMEOUT``          seconds to deliver at interpreter exit  10.0     0 to 3600
+``TRACEMUX_MAX_VALUE_BYTES``       a captured value's size before cut      64k      256 to 1G
+``TRACEMUX_MASK_SECRETS``          mask secret keys and values (1/0)       on       a boolean
+``TRACEMUX_STORE_MAX_RUNS``        runs the local store keeps              100000   1 to 1e9
+``TRACEMUX_STORE_MAX_AGE_DAYS``    days the local store keeps a run        30       0.001 to 36500
+``TRACEMUX_MAX_DESTINATIONS``      distinct destinations alive at once     256      1 to 1e6
+``TRACEMUX_DESTINATION_IDLE_TTL``  seconds an idle destination stays open  300      0.001 to 30 d
+=================================  ======================================  =======  =============
+
+.. [1] the user data directory (``~/.local/share/tracemux/traces.db`` on Linux)
 
 Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LANGSMITH_*``,
 ``PHOENIX_*``, ``OTEL_EXPORTER_OTLP_*``): see :mod:`tracemux.destinations.env`.
