@@ -94,18 +94,28 @@ _KEY_WORDS = (
 # (a URL's query, a log line) and URLs with a password: a key word (maybe plural or
 # numbered) before a quote or an equals sign, or ``://``, sends the text through the
 # rules below. Inside a snapshot, JSON-in-a-string has its quotes escaped (key\").
-_KEY_ENDINGS = ("", "s", *(f"{sep}{d}" for sep in ("", "_", "-") for d in "0123456789"))
-_KEY_HINTS = tuple(
-    f"{w}{end}{close}"
-    for w in _KEY_WORDS
-    for end in _KEY_ENDINGS
-    for close in ('"', "'", "=", '\\"')
+_KEY_CLOSES = ('"', "'", "=", '\\"')  # JSON, a repr, key=value, JSON inside a string
+_KEY_HINTS = (
+    *(f"{w}{end}{close}" for w in _KEY_WORDS for end in ("", "s") for close in _KEY_CLOSES),
+    # a numbered key ("api_key_1"): the number is specific enough without what follows
+    *(f"{w}{sep}{d}" for w in _KEY_WORDS for sep in ("", "_", "-") for d in "0123456789"),
 )
-_URL_HINT = "://"
-_TEXT_HINTS = ahocorasick_rs.AhoCorasick([*_VALUE_HINTS, *_KEY_HINTS, _URL_HINT])
+# a DFA: with ~450 hints it scans about as fast as the default NFA did with 40
+_DFA = ahocorasick_rs.Implementation.DFA
+_TEXT_HINTS = ahocorasick_rs.AhoCorasick([*_VALUE_HINTS, *_KEY_HINTS], implementation=_DFA)
 _JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
-    [h.encode() for h in (*_VALUE_HINTS, *_KEY_HINTS, _URL_HINT)]
+    [h.encode() for h in (*_VALUE_HINTS, *_KEY_HINTS)], implementation=_DFA
 )
+# URLs are common and rarely carry a password: rather than a hint, text with an "@" in it
+# is searched for a URL with a password (``://user:password@``); a fast literal search
+_URL_WITH_PASSWORD = re.compile(rb"://[^/\s@\"'\\\x00]*:[^/\s@\"'\\\x00]*@")
+
+
+def _has_url_password(data: bytes | str) -> bool:
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return b"@" in raw and _URL_WITH_PASSWORD.search(raw) is not None
+
+
 #: a ``"key": value`` (JSON) or ``'key': value`` (Python repr) pair inside text; a quoted
 #: value may be cut short (no closing quote)
 _PAIR = re.compile(
@@ -187,7 +197,11 @@ class Redactor:
     def text(self, s: str) -> str:
         """``s`` with credential-shaped parts masked, and the values of secret keys in any
         JSON it holds (``{"api_key": "..."}`` as a string)."""
-        if self._use_hints and not _TEXT_HINTS.find_matches_as_indexes(s.lower()):
+        if (
+            self._use_hints
+            and not _TEXT_HINTS.find_matches_as_indexes(s.lower())
+            and not _has_url_password(s)
+        ):
             return s
         return self.mask_text(s)
 
@@ -220,7 +234,11 @@ class Redactor:
 
     def json(self, data: bytes) -> bytes:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""
-        if self._use_hints and not _JSON_HINTS.find_matches_as_indexes(data.lower()):
+        if (
+            self._use_hints
+            and not _JSON_HINTS.find_matches_as_indexes(data.lower())
+            and not _has_url_password(data)
+        ):
             return data
         return self.mask_json(data)
 
@@ -346,12 +364,15 @@ class MaskingPass:
         flagged = self._always
         parts = self._parts
         if parts:
-            hits = _JSON_HINTS.find_matches_as_indexes(b"\0".join(parts).lower())
-            if hits:
+            joined = b"\0".join(parts)
+            starts = [start for _, start, _ in _JSON_HINTS.find_matches_as_indexes(joined.lower())]
+            if b"@" in joined:
+                starts.extend(m.start() for m in _URL_WITH_PASSWORD.finditer(joined))
+            if starts:
                 byte_ends = list(itertools.accumulate(len(p) + 1 for p in parts))
                 ends, owners = self._ends, self._owners
                 seen: set[int] = set()
-                for _, start, _ in hits:
+                for start in starts:
                     owner = bisect.bisect_right(ends, bisect.bisect_right(byte_ends, start))
                     if owner not in seen:
                         seen.add(owner)
