@@ -108,7 +108,7 @@ _JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
 )
 # URLs are common and rarely carry a password: rather than a hint, text with an "@" in it
 # is searched for a URL with a password (``://user:password@``); a fast literal search
-_URL_WITH_PASSWORD = re.compile(rb"://[^/\s@\"'\\\x00]*:[^/\s@\"'\\\x00]*@")
+_URL_WITH_PASSWORD = re.compile(rb"://[^/\s@\"'\\\x00]{0,256}:[^/\s@\"'\\\x00]{1,256}@")
 
 
 def _has_url_password(data: bytes | str) -> bool:
@@ -124,8 +124,11 @@ _PAIR = re.compile(
 )
 #: ``name=value`` where a query string or free text names a secret (``?api_key=...``)
 _KEY_VALUE = re.compile(r"(?<![\w.\-])([A-Za-z][\w.\-]{0,63})=([^\s&#;,'\"<>]+)")
-#: the password of a URL's userinfo (``https://user:PASSWORD@host``)
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:\"']*:)([^\s/?#@\"']+)(?=@)")
+#: the password of a URL's userinfo (``https://user:PASSWORD@host``); every repetition is
+#: bounded, so that no text can make the search quadratic
+_URL_PASSWORD = re.compile(
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s/?#@:\"']{0,256}:)([^\s/?#@\"']{1,256})(?=@)"
+)
 _LITERALS = frozenset({"null", "None", "true", "false", "True", "False"})
 
 
