@@ -84,6 +84,7 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
         cfg = config_from_env(env)
     except ConfigError as exc:
         return _report_invalid(out, env, exc, timeout)
+    out.print("[green]Configuration: valid[/green] (checked as TracingService.from_env() does)")
     if cfg.disabled:
         out.print(
             "[bold yellow]Tracing is OFF[/bold yellow] (TRACEMUX_DISABLED is set): nothing is "
