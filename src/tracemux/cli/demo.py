@@ -228,11 +228,12 @@ def run(args: argparse.Namespace) -> int:
         "wall time (recording / with final flush)", f"{recorded_wall:.2f} s / {wall:.2f} s"
     )
     out.print(table)
-    same_as_default = store.path == str(store_for(argparse.Namespace(db=None)).path)
-    db = "" if same_as_default else f" --db {store.path}"
-    out.print("Look at the runs:", soft_wrap=True)
-    for command in ("runs", "show RUN_ID", "ui"):
-        out.print(f"  [bold]tracemux {command}{escape(db)}[/bold]", soft_wrap=True)
+    if snapshot["exported"]:
+        same_as_default = store.path == str(store_for(argparse.Namespace(db=None)).path)
+        db = "" if same_as_default else f" --db {store.path}"
+        out.print("Look at the runs:", soft_wrap=True)
+        for command in ("runs", "show RUN_ID", "ui"):
+            out.print(f"  [bold]tracemux {command}{escape(db)}[/bold]", soft_wrap=True)
     ok = snapshot["exported"] + snapshot["dropped_total"] == spans
     if not ok:
         out.print("[red]Some spans were neither exported nor counted as dropped.[/]")

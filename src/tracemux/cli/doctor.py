@@ -29,7 +29,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from tracemux.cli.common import add_db_argument, console
+from tracemux.cli.common import add_db_argument, console, store_path_problem
 from tracemux.config import TRACEMUX_VARIABLES, ConfigError
 from tracemux.config import from_env as config_from_env
 from tracemux.destinations.base import Destination
@@ -311,29 +311,6 @@ def check_store(client: Any, dest: SQLiteStore) -> Check:
     if problem:
         return Check(label, False, problem, "set TRACEMUX_DB (or --db) to a writable path")
     return Check(label, True, f"local store at {path} (writable)")
-
-
-def store_path_problem(path: Path) -> str:
-    """Why a store cannot be created or written at ``path``; empty when it can."""
-    if str(path) == ":memory:":
-        return ""
-    if path.exists():
-        if not path.is_file():
-            return f"{path} exists and is not a file"
-        if not os.access(path, os.R_OK | os.W_OK):
-            return f"{path} is not writable"
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if head and head != b"SQLite format 3\x00":
-            return f"{path} is not a SQLite database"
-    probe = path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a directory: the store cannot be created under it"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return ""
 
 
 _CHECKS: dict[type, Callable[[Any, Any], Check]] = {
