@@ -287,6 +287,8 @@ def test_masking_failure_drops_the_span_and_counts_it(make_service, received, ma
          "bad {'password': '[masked]', 'n': 3, 'x': None}"),
         ('{"dbPassword": 1234, "user": "bob"}', '{"dbPassword": "[masked]", "user": "bob"}'),
         ("it's Bob's monkey's key", None),
+        ("https://maps.example.com/x?key=AIzaSyA1234567890abcdefghijklmnopqrstuv&q=1",
+         "https://maps.example.com/x?key=[masked]&q=1"),
     ],
 )  # fmt: skip
 def test_text_rules_for_urls_pairs_and_reprs(text: str, expected: str | None) -> None:

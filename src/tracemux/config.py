@@ -224,7 +224,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
 
 def store_from_env(env: Mapping[str, str]) -> SQLiteStore:
     """The local store as ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
-    path = env.get("TRACEMUX_DB") or None
+    path = (env.get("TRACEMUX_DB") or "").strip() or None
     read = _Reader(env)
     max_runs = read.get("TRACEMUX_STORE_MAX_RUNS", parse_int, 100_000)
     max_age = read.get("TRACEMUX_STORE_MAX_AGE_DAYS", parse_seconds, 30.0)
@@ -244,7 +244,7 @@ def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
 
     read = _Reader(env)
     remote: list[Destination] = remote_destinations_from_env(env)
-    if not remote or env.get("TRACEMUX_DB"):
+    if not remote or (env.get("TRACEMUX_DB") or "").strip():
         store = read.attempt(lambda: store_from_env(env), None)
         if store is not None:
             remote.insert(0, store)

@@ -47,6 +47,7 @@ SECRET_VALUE_PATTERN = (
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bxox[abprs]-[A-Za-z0-9\-]{8,}"
     r"|\bAKIA[0-9A-Z]{16}"
+    r"|\bAIza[0-9A-Za-z_\-]{35}"  # a Google API key (often in a ?key= query)
     # an auth scheme followed by a credential, not by a word: the credential has a digit
     # or punctuation in it ("Basic Prompting" stays, "Basic dXNlcjpwYXNz4==" goes)
     r"|\b(?i:bearer|basic)\s+(?=[A-Za-z]*(?:[0-9+/=_~\-]|\.[A-Za-z0-9]))[A-Za-z0-9._~+/\-]{8,}=*)"
@@ -72,6 +73,7 @@ _VALUE_HINTS = (
     "xoxr-",
     "xoxs-",
     "akia",
+    "aiza",
     "bearer",
     "basic",
 )

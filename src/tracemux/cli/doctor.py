@@ -91,7 +91,7 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
             "recorded and no destination is used. Unset it to trace."
         )
         return 0
-    destinations = cfg.destinations or (SQLiteStore(env.get("TRACEMUX_DB") or None),)
+    destinations = cfg.destinations
     if all(isinstance(d, SQLiteStore) for d in destinations):
         out.print(
             "No remote destination configured: runs go to the local store only. "
@@ -156,7 +156,7 @@ def _report_invalid(out: Any, env: Mapping[str, str], exc: ConfigError, timeout:
 
 def _store_or_none(env: Mapping[str, str]) -> SQLiteStore | None:
     try:
-        return SQLiteStore(env.get("TRACEMUX_DB") or None)
+        return SQLiteStore((env.get("TRACEMUX_DB") or "").strip() or None)
     except Exception:
         return None
 
