@@ -112,6 +112,23 @@ TRACEMUX_VARIABLES: tuple[str, ...] = (
 _UNITS = {"TRACEMUX_STORE_MAX_AGE_DAYS": " days", "TRACEMUX_MAX_QUEUE_SPANS": " spans"}
 
 
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``TRACEMUX_*`` variables set in ``env`` that tracemux does not read (a typo such as
+    ``TRACEMUX_DISABLE``), each with the closest known name, if one is close."""
+    import difflib
+
+    known = set(TRACEMUX_VARIABLES)
+    return [
+        (name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None))
+        for name in sorted(env)
+        if name.startswith("TRACEMUX_") and name not in known and not name.startswith(_OTHER)
+    ]
+
+
+#: ``TRACEMUX_*`` names used by tests, benchmarks and tools, not by the service
+_OTHER = ("TRACEMUX_RELIABILITY", "TRACEMUX_BENCH", "TRACEMUX_TEST")
+
+
 def _range_error(name: str, raw: str, unit: str = "") -> ConfigError:
     low, high = RANGES[name]
     unit = _UNITS.get(name, unit)

@@ -96,3 +96,11 @@ def test_a_writable_store_passes_and_db_overrides_the_environment(tmp_path: Path
     assert "good.db (writable)" in out and "y.db" not in out
     assert "Every destination works (1)" in out
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
+def test_a_misspelt_variable_is_pointed_out(tmp_path: Path) -> None:
+    proc = doctor(TRACEMUX_DISABLE="1", TRACEMUX_DB=str(tmp_path / "t.db"))
+    out = joined(proc.stdout)
+    assert "TRACEMUX_DISABLE is not a tracemux variable: it is ignored (did you mean " \
+        "TRACEMUX_DISABLED?)" in out  # fmt: skip
+    assert "Tracing is OFF" not in out  # it really is ignored: tracing is on

@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tracemux.cli.common import add_db_argument, console, store_path_problem
-from tracemux.config import TRACEMUX_VARIABLES, ConfigError
+from tracemux.config import TRACEMUX_VARIABLES, ConfigError, unknown_variables
 from tracemux.config import from_env as config_from_env
 from tracemux.destinations.base import Destination
 from tracemux.destinations.env import SECRET_VARIABLES, VARIABLES
@@ -80,6 +80,9 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
     """Print the report for ``env``; return the exit status."""
     out = console()
     _print_settings(out, env)
+    for name, close in unknown_variables(env):
+        hint = f" (did you mean {close}?)" if close else ""
+        out.print(f"[yellow]![/yellow] {name} is not a tracemux variable: it is ignored{hint}")
     try:
         cfg = config_from_env(env)
     except ConfigError as exc:
