@@ -33,6 +33,7 @@ Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LAN
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from tracemux.destinations.sqlite import SQLiteStore
 from tracemux.pipeline.worker import PipelineSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -211,6 +214,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
     the one validation: ``TracingService.from_env`` and ``tracemux doctor`` both run it.
     """
     env = os.environ if env is None else env
+    for name, close in unknown_variables(env):
+        hint = f" (did you mean {close}?)" if close else ""
+        log.warning("tracemux: %s is not a tracemux variable: it is ignored%s", name, hint)
     read = _Reader(env)
     disabled = read.get("TRACEMUX_DISABLED", parse_bool, False)
     d = PipelineSettings()
