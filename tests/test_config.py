@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tracemux import ConfigError, TracingService
@@ -71,3 +73,13 @@ def test_disabled_service_from_env():
         span.set_outputs("ignored")
     assert run is NOOP_SPAN and span is NOOP_SPAN
     assert svc.stats()["recorded"] == before
+
+
+def test_an_unknown_tracemux_variable_is_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    cfg = from_env({"TRACEMUX_DISABLE": "1", "TRACEMUX_DB": str(tmp_path / "t.db")})
+    assert cfg.disabled is False  # ignored, as the warning says
+    (record,) = [r for r in caplog.records if "TRACEMUX_DISABLE " in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "did you mean TRACEMUX_DISABLED?" in record.getMessage()

@@ -274,3 +274,37 @@ def test_masking_failure_drops_the_span_and_counts_it(make_service, received, ma
     assert svc.stats()["dropped"].get("mask_error") == 1
     good = next(s for s in received["mask"] if s.name == "good")
     assert SECRET.encode() not in good.inputs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://bob:pw-1234@db.example.com/x", "https://bob:[masked]@db.example.com/x"),
+        ("mail bob@example.com or see https://example.com/a?page=2", None),
+        ("GET /x?api_key=abc123&page=2&token=zz9", "GET /x?api_key=[masked]&page=2&token=[masked]"),
+        ("max_tokens=100 temperature=0.2", None),
+        ("bad {'password': 'hunter2', 'n': 3, 'x': None}",
+         "bad {'password': '[masked]', 'n': 3, 'x': None}"),
+        ('{"dbPassword": 1234, "user": "bob"}', '{"dbPassword": "[masked]", "user": "bob"}'),
+        ("it's Bob's monkey's key", None),
+        ("https://maps.example.com/x?key=AIzaSyA1234567890abcdefghijklmnopqrstuv&q=1",
+         "https://maps.example.com/x?key=[masked]&q=1"),
+    ],
+)  # fmt: skip
+def test_text_rules_for_urls_pairs_and_reprs(text: str, expected: str | None) -> None:
+    assert Redactor().text(text) == (text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("userPassword", True), ("openaiApiKey", True), ("githubToken", True),
+        ("dbPassword", True), ("api_key_1", True), ("api-keys", True), ("XApiKey", True),
+        ("password2", True), ("OPENAI_API_KEY", True),
+        ("max_tokens", False), ("input_tokens", False), ("monkey", False), ("keys", False),
+        ("tokenizer", False), ("secretary", False), ("public_key", False),
+    ],
+)  # fmt: skip
+def test_compound_key_names(key: str, secret: bool) -> None:
+    masked = Redactor().json(orjson.dumps({key: "some-value-123"}))
+    assert (b"[masked]" in masked) is secret

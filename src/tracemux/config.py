@@ -1,25 +1,31 @@
 """Configuration from the environment: every variable is read and validated here.
 
 A bad value is a :class:`ConfigError` naming the variable, raised when the service is
-configured, never later inside a flow.
+configured, never later inside a flow. The whole environment is checked before the error
+is raised, so one error lists every problem (``ConfigError.problems``). Numbers are
+range-checked here, so that no value can overflow later (at exit, when pruning).
+``TracingService.from_env()`` and ``tracemux doctor`` both run :func:`from_env`: doctor
+passes exactly what the service accepts.
 
-==================================  ===========================================  =========
-variable                            meaning                                      default
-==================================  ===========================================  =========
-``TRACEMUX_DISABLED``               tracing becomes a no-op (1/true/yes/on)      off
-``TRACEMUX_DB``                     path of the local SQLite store               user data dir
-``TRACEMUX_MAX_QUEUE_SPANS``        spans held in memory at most                 100000
-``TRACEMUX_MAX_QUEUE_BYTES``        bytes held in memory at most (k/M/G suffix)  64M
-``TRACEMUX_BATCH_SIZE``             spans that wake the export thread            512
-``TRACEMUX_FLUSH_INTERVAL``         seconds a span may wait before export        1.0
-``TRACEMUX_EXIT_TIMEOUT``           seconds to deliver at interpreter exit       10.0
-``TRACEMUX_MAX_VALUE_BYTES``        size of one captured value before truncation 64k
-``TRACEMUX_MASK_SECRETS``           mask secret keys and values (1/0)            on
-``TRACEMUX_STORE_MAX_RUNS``         runs the local store keeps                   100000
-``TRACEMUX_STORE_MAX_AGE_DAYS``     days the local store keeps a run             30
-``TRACEMUX_MAX_DESTINATIONS``       distinct destinations alive at once          256
-``TRACEMUX_DESTINATION_IDLE_TTL``   seconds before an idle destination closes    300
-==================================  ===========================================  =========
+=================================  ======================================  =======  =============
+variable                           meaning                                 default  accepted
+=================================  ======================================  =======  =============
+``TRACEMUX_DISABLED``              tracing becomes a no-op (1/true/yes)    off      a boolean
+``TRACEMUX_DB``                    path of the local SQLite store          [1]_     a path
+``TRACEMUX_MAX_QUEUE_SPANS``       spans held in memory at most            100000   1 to 1e8
+``TRACEMUX_MAX_QUEUE_BYTES``       bytes held in memory at most (k/M/G/T)  64M      1k to 1T
+``TRACEMUX_BATCH_SIZE``            spans that wake the export thread       512      1 to 1e6
+``TRACEMUX_FLUSH_INTERVAL``        seconds a span may wait before export   1.0      0.001 to 3600
+``TRACEMUX_EXIT_TIMEOUT``          seconds to deliver at interpreter exit  10.0     0 to 3600
+``TRACEMUX_MAX_VALUE_BYTES``       a captured value's size before cut      64k      256 to 1G
+``TRACEMUX_MASK_SECRETS``          mask secret keys and values (1/0)       on       a boolean
+``TRACEMUX_STORE_MAX_RUNS``        runs the local store keeps              100000   1 to 1e9
+``TRACEMUX_STORE_MAX_AGE_DAYS``    days the local store keeps a run        30       0.001 to 36500
+``TRACEMUX_MAX_DESTINATIONS``      distinct destinations alive at once     256      1 to 1e6
+``TRACEMUX_DESTINATION_IDLE_TTL``  seconds an idle destination stays open  300      0.001 to 30 d
+=================================  ======================================  =======  =============
+
+.. [1] the user data directory (``~/.local/share/tracemux/traces.db`` on Linux)
 
 Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LANGSMITH_*``,
 ``PHOENIX_*``, ``OTEL_EXPORTER_OTLP_*``): see :mod:`tracemux.destinations.env`.
@@ -27,9 +33,11 @@ Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LAN
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -39,9 +47,27 @@ from tracemux.pipeline.worker import PipelineSettings
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """A configuration value is missing or invalid; the message names the variable.
+
+    ``problems``: every problem found, one message each (the configuration is checked
+    whole, so one error lists them all).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+    @classmethod
+    def of(cls, problems: Sequence[str]) -> ConfigError:
+        """One error for several problems."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        listed = "; ".join(problems)
+        return cls(f"{len(problems)} configuration problems: {listed}", problems)
 
 
 @dataclass(frozen=True)
@@ -57,8 +83,67 @@ class Config:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG](?:i?[bB])?|[bB])?\s*$")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"^\s*(\d{1,30})\s*([kKmMgGtT](?:i?[bB])?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_MAX_DIGITS = 30  # longer numbers are out of every range (and slow to convert)
+
+#: The accepted range of each numeric variable: (least, most). A value outside it is a
+#: ConfigError when the service is configured, never an overflow later.
+RANGES: dict[str, tuple[float, float]] = {
+    "TRACEMUX_MAX_QUEUE_SPANS": (1, 100_000_000),
+    "TRACEMUX_MAX_QUEUE_BYTES": (1024, 1024**4),
+    "TRACEMUX_BATCH_SIZE": (1, 1_000_000),
+    "TRACEMUX_FLUSH_INTERVAL": (0.001, 3600.0),
+    "TRACEMUX_EXIT_TIMEOUT": (0.0, 3600.0),
+    "TRACEMUX_MAX_VALUE_BYTES": (256, 1024**3),
+    "TRACEMUX_STORE_MAX_RUNS": (1, 1_000_000_000),
+    "TRACEMUX_STORE_MAX_AGE_DAYS": (0.001, 36_500.0),
+    "TRACEMUX_MAX_DESTINATIONS": (1, 1_000_000),
+    "TRACEMUX_DESTINATION_IDLE_TTL": (0.001, 30 * 86400.0),
+}
+
+
+#: every ``TRACEMUX_*`` variable read here (``tracemux doctor`` lists those that are set)
+TRACEMUX_VARIABLES: tuple[str, ...] = (
+    "TRACEMUX_DISABLED",
+    "TRACEMUX_DB",
+    *RANGES,
+    "TRACEMUX_MASK_SECRETS",
+    "TRACEMUX_RUN_MAX_AGE",  # read by tracemux.reaper
+    "TRACEMUX_PRICES",  # read by tracemux.cost
+)
+
+
+_UNITS = {"TRACEMUX_STORE_MAX_AGE_DAYS": " days", "TRACEMUX_MAX_QUEUE_SPANS": " spans"}
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``TRACEMUX_*`` variables set in ``env`` that tracemux does not read (a typo such as
+    ``TRACEMUX_DISABLE``), each with the closest known name, if one is close."""
+    import difflib
+
+    known = set(TRACEMUX_VARIABLES)
+    return [
+        (name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None))
+        for name in sorted(env)
+        if name.startswith("TRACEMUX_") and name not in known and not name.startswith(_OTHER)
+    ]
+
+
+#: ``TRACEMUX_*`` names used by tests, benchmarks and tools, not by the service
+_OTHER = ("TRACEMUX_RELIABILITY", "TRACEMUX_BENCH", "TRACEMUX_TEST")
+
+
+def _range_error(name: str, raw: str, unit: str = "") -> ConfigError:
+    low, high = RANGES[name]
+    unit = _UNITS.get(name, unit)
+    shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
+    return ConfigError(f"{name}={shown!r} is out of range: use {low:,g} to {high:,g}{unit}")
+
+
+def _in_range(name: str, value: float) -> bool:
+    low, high = RANGES.get(name, (float("-inf"), float("inf")))
+    return low <= value <= high
 
 
 def parse_bool(name: str, raw: str) -> bool:
@@ -67,95 +152,95 @@ def parse_bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+    raise ConfigError(f"{name}={raw[:40]!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
-def parse_int(name: str, raw: str, minimum: int = 0) -> int:
-    try:
-        value = int(raw.strip().replace("_", ""))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
+def parse_int(name: str, raw: str) -> int:
+    text = raw.strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ConfigError(f"{name}={raw[:40]!r} is not a whole number")
+    if len(text) > _MAX_DIGITS or not _in_range(name, int(text)):
+        raise _range_error(name, raw)
+    return int(text)
 
 
-def parse_size(name: str, raw: str, minimum: int = 0) -> int:
+def parse_size(name: str, raw: str) -> int:
     m = _SIZE.match(raw)
     if not m:
-        raise ConfigError(f"{name}={raw!r} is not a size (examples: 65536, 64k, 32M, 1G)")
+        if re.fullmatch(r"\s*\d{31,}.*", raw):
+            raise _range_error(name, raw, " bytes")
+        raise ConfigError(f"{name}={raw[:40]!r} is not a size (examples: 65536, 64k, 32M, 1G)")
     unit = (m.group(2) or "").lower()[:1]
     value = int(m.group(1)) * _SIZE_UNITS[unit]
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum} bytes")
+    if not _in_range(name, value):
+        raise _range_error(name, raw, " bytes")
     return value
 
 
-def parse_seconds(name: str, raw: str, minimum: float = 0.0) -> float:
+def parse_seconds(name: str, raw: str) -> float:
+    text = raw.strip()
     try:
-        value = float(raw.strip())
+        value = float(text) if len(text) <= 64 else float("nan")
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not (value >= minimum) or value != value or value == float("inf"):
-        raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
+        raise ConfigError(f"{name}={raw[:40]!r} is not a number") from None
+    if not math.isfinite(value) or not _in_range(name, value):
+        raise _range_error(name, raw, " seconds")
     return value
 
 
-def _get(env: Mapping[str, str], name: str, parse: Callable[[str, str], T], default: T) -> T:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return parse(name, raw)
+class _Reader:
+    """Reads variables from ``env``, collecting every problem instead of stopping at one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        return self.attempt(lambda: parse(name, raw), default)
+
+    def attempt(self, build: Callable[[], T], default: T) -> T:
+        try:
+            return build()
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return default
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the ``TRACEMUX_*`` variables (and, via destinations, the rest)."""
+    """Read and validate the ``TRACEMUX_*`` variables (and, via destinations, the rest).
+
+    Every variable is checked; a :class:`ConfigError` lists every problem found. This is
+    the one validation: ``TracingService.from_env`` and ``tracemux doctor`` both run it.
+    """
     env = os.environ if env is None else env
-    disabled = _get(env, "TRACEMUX_DISABLED", parse_bool, False)
-    defaults = PipelineSettings()
+    for name, close in unknown_variables(env):
+        hint = f" (did you mean {close}?)" if close else ""
+        log.warning("tracemux: %s is not a tracemux variable: it is ignored%s", name, hint)
+    read = _Reader(env)
+    disabled = read.get("TRACEMUX_DISABLED", parse_bool, False)
+    d = PipelineSettings()
     pipeline = PipelineSettings(
-        max_queue_spans=_get(
-            env,
-            "TRACEMUX_MAX_QUEUE_SPANS",
-            lambda n, r: parse_int(n, r, 1),
-            defaults.max_queue_spans,
-        ),
-        max_queue_bytes=_get(
-            env,
-            "TRACEMUX_MAX_QUEUE_BYTES",
-            lambda n, r: parse_size(n, r, 1024),
-            defaults.max_queue_bytes,
-        ),
-        batch_size=_get(
-            env, "TRACEMUX_BATCH_SIZE", lambda n, r: parse_int(n, r, 1), defaults.batch_size
-        ),
-        flush_interval=_get(
-            env,
-            "TRACEMUX_FLUSH_INTERVAL",
-            lambda n, r: parse_seconds(n, r, 0.001),
-            defaults.flush_interval,
-        ),
-        exit_timeout=_get(env, "TRACEMUX_EXIT_TIMEOUT", parse_seconds, defaults.exit_timeout),
-        max_destinations=_get(
-            env,
-            "TRACEMUX_MAX_DESTINATIONS",
-            lambda n, r: parse_int(n, r, 1),
-            defaults.max_destinations,
-        ),
-        idle_ttl=_get(
-            env,
-            "TRACEMUX_DESTINATION_IDLE_TTL",
-            lambda n, r: parse_seconds(n, r, 0.001),
-            defaults.idle_ttl,
-        ),
+        max_queue_spans=read.get("TRACEMUX_MAX_QUEUE_SPANS", parse_int, d.max_queue_spans),
+        max_queue_bytes=read.get("TRACEMUX_MAX_QUEUE_BYTES", parse_size, d.max_queue_bytes),
+        batch_size=read.get("TRACEMUX_BATCH_SIZE", parse_int, d.batch_size),
+        flush_interval=read.get("TRACEMUX_FLUSH_INTERVAL", parse_seconds, d.flush_interval),
+        exit_timeout=read.get("TRACEMUX_EXIT_TIMEOUT", parse_seconds, d.exit_timeout),
+        max_destinations=read.get("TRACEMUX_MAX_DESTINATIONS", parse_int, d.max_destinations),
+        idle_ttl=read.get("TRACEMUX_DESTINATION_IDLE_TTL", parse_seconds, d.idle_ttl),
     )
-    max_value_bytes = _get(
-        env, "TRACEMUX_MAX_VALUE_BYTES", lambda n, r: parse_size(n, r, 256), 64 * 1024
-    )
-    mask = _get(env, "TRACEMUX_MASK_SECRETS", parse_bool, True)
+    max_value_bytes = read.get("TRACEMUX_MAX_VALUE_BYTES", parse_size, 64 * 1024)
+    mask = read.get("TRACEMUX_MASK_SECRETS", parse_bool, True)
+    destinations: tuple[Destination, ...] = ()
+    if not disabled:
+        destinations = read.attempt(lambda: destinations_from_env(env), ())
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return Config(
         disabled=disabled,
-        destinations=() if disabled else destinations_from_env(env),
+        destinations=destinations,
         max_value_bytes=max_value_bytes,
         mask_secrets=mask,
         pipeline=pipeline,
@@ -165,11 +250,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
 def store_from_env(env: Mapping[str, str]) -> TraceStore:
     """The store (a SQLite file, or PostgreSQL for a ``postgresql://`` DSN) as
     ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
-    path = env.get("TRACEMUX_DB") or None
-    max_runs = _get(env, "TRACEMUX_STORE_MAX_RUNS", lambda n, r: parse_int(n, r, 1), 100_000)
-    max_age = _get(
-        env, "TRACEMUX_STORE_MAX_AGE_DAYS", lambda n, r: parse_seconds(n, r, 0.001), 30.0
-    )
+    path = (env.get("TRACEMUX_DB") or "").strip() or None
+    read = _Reader(env)
+    max_runs = read.get("TRACEMUX_STORE_MAX_RUNS", parse_int, 100_000)
+    max_age = read.get("TRACEMUX_STORE_MAX_AGE_DAYS", parse_seconds, 30.0)
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return open_store(path, max_runs=max_runs, max_age_days=max_age)
 
 
@@ -182,7 +268,12 @@ def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
     """
     from tracemux.destinations.env import remote_destinations_from_env
 
+    read = _Reader(env)
     remote: list[Destination] = remote_destinations_from_env(env)
-    if not remote or env.get("TRACEMUX_DB"):
-        return (store_from_env(env), *remote)
+    if not remote or (env.get("TRACEMUX_DB") or "").strip():
+        store = read.attempt(lambda: store_from_env(env), None)
+        if store is not None:
+            remote.insert(0, store)
+    if read.problems:
+        raise ConfigError.of(read.problems)
     return tuple(remote)

@@ -84,8 +84,13 @@ def traced(
     ``name``: the span's name (default: the function's qualified name).
     ``kind``: the span kind (``chain``, ``llm``, ``tool``, ...).
     ``capture_inputs`` / ``capture_outputs``: record the bound arguments / the result.
-    ``service``: the :class:`~tracemux.TracingService` to record with (default: the
-    process-wide :func:`tracemux.get_service`, looked up at call time).
+    ``service``: the :class:`~tracemux.TracingService` that starts a run when the call
+    happens outside any run (default: the process-wide :func:`tracemux.get_service`,
+    looked up at call time). Inside a run, the call is a span of that run, whichever
+    service started it. ``svc.traced`` is the same as ``traced(service=svc)``.
+
+    Never raises into the decorated function because of tracing: an invalid
+    configuration turns the default service off (logged once as an ERROR).
     """
     if isinstance(func, str):  # @traced("name")
         if name is not None:
@@ -114,16 +119,25 @@ def _wrap(
     inputs_of = _input_binder(fn) if capture_inputs else None
 
     def open_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        svc = service if service is not None else get_service()
-        if svc.disabled:
-            return None
+        # inside a run (of any service) the call is a child span of that run; outside,
+        # it starts a run of ``service``, else of the process-wide default service
+        parent = _current_span_var.get()
+        if parent is not None and parent.ended:
+            parent = None
+        svc = None
+        if parent is None:
+            svc = service if service is not None else get_service()
+            if svc.disabled:
+                return None
         inputs = None
         if inputs_of is not None:
             try:
                 inputs = inputs_of(args, kwargs)
             except Exception:
                 log.debug("tracemux: could not bind the arguments of %s", span_name)
-        return svc.span(span_name, kind, inputs=inputs)
+        if parent is not None:
+            return parent.span(span_name, kind, inputs=inputs)
+        return svc.span(span_name, kind, inputs=inputs)  # type: ignore[union-attr]
 
     if inspect.isasyncgenfunction(fn):
 

@@ -26,13 +26,20 @@ log = logging.getLogger("tracemux.redact")
 
 MASK = "[masked]"
 
-#: Key names whose values are secrets (matched case-insensitively, at the end of the key).
+#: Key names whose values are secrets (matched case-insensitively, at the end of the key,
+#: after camelCase is split: ``openaiApiKey`` is read as ``openai_Api_Key``). A plural
+#: (``api-keys``) or a number (``api_key_1``, ``password2``) may follow; not for ``token``,
+#: whose plural names counts (``max_tokens``).
 SECRET_KEY_PATTERN = (
-    r"(?:^|[_\-. ])(?:api[_\-]?key|apikey|secret|secret[_\-]?key|client[_\-]?secret|password"
-    r"|passwd|pwd|passphrase|token|access[_\-]?token|refresh[_\-]?token|auth[_\-]?token"
-    r"|session[_\-]?token|id[_\-]?token|bearer|authorization|proxy[_\-]?authorization"
-    r"|private[_\-]?key|access[_\-]?key|cookie|set[_\-]?cookie|credentials?)$"
+    r"(?:^|[_\-. ])(?:"
+    r"(?:api[_\-]?key|apikey|secret|secret[_\-]?key|client[_\-]?secret|password|passwd|pwd"
+    r"|passphrase|private[_\-]?key|access[_\-]?key|cookie|set[_\-]?cookie|credential)s?"
+    r"|token|access[_\-]?token|refresh[_\-]?token|auth[_\-]?token|session[_\-]?token"
+    r"|id[_\-]?token|bearer|authorization|proxy[_\-]?authorization"
+    r")(?:[_\-. ]?\d{1,4})?$"
 )
+#: camelCase boundaries, where a separator is read into a key name before matching
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 #: Substrings shaped like credentials, masked inside any string.
 SECRET_VALUE_PATTERN = (
     r"(?:\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"
@@ -40,6 +47,7 @@ SECRET_VALUE_PATTERN = (
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bxox[abprs]-[A-Za-z0-9\-]{8,}"
     r"|\bAKIA[0-9A-Z]{16}"
+    r"|\bAIza[0-9A-Za-z_\-]{35}"  # a Google API key (often in a ?key= query)
     # an auth scheme followed by a credential, not by a word: the credential has a digit
     # or punctuation in it ("Basic Prompting" stays, "Basic dXNlcjpwYXNz4==" goes)
     r"|\b(?i:bearer|basic)\s+(?=[A-Za-z]*(?:[0-9+/=_~\-]|\.[A-Za-z0-9]))[A-Za-z0-9._~+/\-]{8,}=*)"
@@ -65,6 +73,7 @@ _VALUE_HINTS = (
     "xoxr-",
     "xoxs-",
     "akia",
+    "aiza",
     "bearer",
     "basic",
 )
@@ -83,16 +92,50 @@ _KEY_WORDS = (
     "credentials",
 )
 # Text can hold JSON too (tool-call arguments, a payload in a log line, a value truncated
-# to text by capture): a key word before a quote sends it through the key-pair rule below.
-# Inside a snapshot, such JSON-in-a-string has its quotes escaped (key\").
-_TEXT_HINTS = ahocorasick_rs.AhoCorasick(list(_VALUE_HINTS) + [f'{w}"' for w in _KEY_WORDS])
-_JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
-    [h.encode() for h in _VALUE_HINTS]
-    + [f'{w}"'.encode() for w in _KEY_WORDS]
-    + [f'{w}\\"'.encode() for w in _KEY_WORDS]
+# to text by capture), a Python dict's repr (an exception message), ``key=value`` pairs
+# (a URL's query, a log line) and URLs with a password: a key word (maybe plural or
+# numbered) before a quote or an equals sign, or ``://``, sends the text through the
+# rules below. Inside a snapshot, JSON-in-a-string has its quotes escaped (key\").
+_KEY_CLOSES = ('"', "'", "=", '\\"')  # JSON, a repr, key=value, JSON inside a string
+_KEY_HINTS = (
+    *(f"{w}{end}{close}" for w in _KEY_WORDS for end in ("", "s") for close in _KEY_CLOSES),
+    # a numbered key ("api_key_1"): the number is specific enough without what follows
+    *(f"{w}{sep}{d}" for w in _KEY_WORDS for sep in ("", "_", "-") for d in "0123456789"),
 )
-#: a ``"key": "value"`` pair inside text; the value may be cut short (no closing quote)
-_JSON_PAIR = re.compile(r'"((?:[^"\\\n]|\\.){1,100})"\s*:\s*"((?:[^"\\]|\\.)*)')
+# a DFA: with ~450 hints it scans about as fast as the default NFA did with 40
+_DFA = ahocorasick_rs.Implementation.DFA
+_TEXT_HINTS = ahocorasick_rs.AhoCorasick([*_VALUE_HINTS, *_KEY_HINTS], implementation=_DFA)
+_JSON_HINTS = ahocorasick_rs.BytesAhoCorasick(
+    [h.encode() for h in (*_VALUE_HINTS, *_KEY_HINTS)], implementation=_DFA
+)
+# URLs are common and rarely carry a password: rather than a hint, text with an "@" in it
+# is searched for a URL with a password (``://user:password@``); a fast literal search
+_URL_WITH_PASSWORD = re.compile(rb"://[^/\s@\"'\\\x00]{0,256}:[^/\s@\"'\\\x00]{1,256}@")
+
+
+def _has_url_password(data: bytes | str) -> bool:
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return b"@" in raw and _URL_WITH_PASSWORD.search(raw) is not None
+
+
+#: a ``"key": value`` (JSON) or ``'key': value`` (Python repr) pair inside text; a quoted
+#: value may be cut short (no closing quote)
+_PAIR = re.compile(
+    r"""(["'])((?:(?!\1)[^\\\n]|\\.){1,100})\1\s*:\s*"""
+    r"""(?:"((?:[^"\\]|\\.)*)|'((?:[^'\\]|\\.)*)|([^\s,;)}\]"']+))"""
+)
+#: ``name=value`` where a query string or free text names a secret (``?api_key=...``)
+_KEY_VALUE = re.compile(r"(?<![\w.\-])([A-Za-z][\w.\-]{0,63})=([^\s&#;,'\"<>]+)")
+#: the password of a URL's userinfo (``https://user:PASSWORD@host``); every repetition is
+#: bounded, so that no text can make the search quadratic
+_URL_PASSWORD = re.compile(
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s/?#@:\"']{0,256}:)([^\s/?#@\"']{1,256})(?=@)"
+)
+_LITERALS = frozenset({"null", "None", "true", "false", "True", "False"})
+
+
+def _mask_url_password(m: re.Match[str]) -> str:
+    return m.group(1) + MASK
 
 
 class Redactor:
@@ -150,33 +193,57 @@ class Redactor:
         if span.error is not None:
             err = span.error
             span.error = ErrorInfo(err.type, self.text(err.message), self.text(err.traceback))
+        usage = getattr(span, "usage", None)
+        if usage:
+            span.usage = {self.text(k): v for k, v in usage.items()}
 
     # -- values -----------------------------------------------------------------------
 
     def text(self, s: str) -> str:
         """``s`` with credential-shaped parts masked, and the values of secret keys in any
         JSON it holds (``{"api_key": "..."}`` as a string)."""
-        if self._use_hints and not _TEXT_HINTS.find_matches_as_indexes(s.lower()):
+        if (
+            self._use_hints
+            and not _TEXT_HINTS.find_matches_as_indexes(s.lower())
+            and not _has_url_password(s)
+        ):
             return s
         return self.mask_text(s)
 
     def mask_text(self, s: str) -> str:
         """Like :meth:`text`, without the hint pre-check (the caller ran it)."""
         s = self._value_re.sub(MASK, s)
-        if '"' in s:
-            s = _JSON_PAIR.sub(self._mask_pair, s)
+        if '"' in s or "'" in s:
+            s = _PAIR.sub(self._mask_pair, s)
+        if "=" in s:
+            s = _KEY_VALUE.sub(self._mask_key_value, s)
+        if "://" in s:
+            s = _URL_PASSWORD.sub(_mask_url_password, s)
         return s
 
     def _mask_pair(self, m: re.Match[str]) -> str:
-        if not self._is_secret_key(m.group(1)):
+        if not self._is_secret_key(m.group(2)):
             return m.group(0)
+        group = next(g for g in (3, 4, 5) if m.group(g) is not None)
+        if group == 5 and m.group(5) in _LITERALS:
+            return m.group(0)
+        mask = MASK if group != 5 else f"{m.group(1)}{MASK}{m.group(1)}"
         base = m.start(0)
         whole = m.group(0)
-        return whole[: m.start(2) - base] + MASK + whole[m.end(2) - base :]
+        return whole[: m.start(group) - base] + mask + whole[m.end(group) - base :]
+
+    def _mask_key_value(self, m: re.Match[str]) -> str:
+        if m.group(2) == MASK or not self._is_secret_key(m.group(1)):
+            return m.group(0)
+        return f"{m.group(1)}={MASK}"
 
     def json(self, data: bytes) -> bytes:
         """A JSON snapshot with secret keys and credential-shaped strings masked."""
-        if self._use_hints and not _JSON_HINTS.find_matches_as_indexes(data.lower()):
+        if (
+            self._use_hints
+            and not _JSON_HINTS.find_matches_as_indexes(data.lower())
+            and not _has_url_password(data)
+        ):
             return data
         return self.mask_json(data)
 
@@ -193,7 +260,7 @@ class Redactor:
         cache = self._key_cache
         hit = cache.get(key)
         if hit is None:
-            hit = bool(self._key_re.search(key))
+            hit = bool(self._key_re.search(key) or self._key_re.search(_CAMEL.sub("_", key)))
             if len(cache) < 10_000:
                 cache[key] = hit
         return hit
@@ -286,6 +353,9 @@ class MaskingPass:
             if err is not None:
                 parts.append(err.message.encode("utf-8", "surrogatepass"))
                 parts.append(err.traceback.encode("utf-8", "surrogatepass"))
+            usage = getattr(span, "usage", None)
+            if usage:
+                parts.extend(k.encode("utf-8", "surrogatepass") for k in usage)
         except Exception:  # a field of an unexpected type: the field-by-field path decides
             self._always.append(span)
             del parts[self._ends[-1] if self._ends else 0 :]
@@ -299,12 +369,15 @@ class MaskingPass:
         flagged = self._always
         parts = self._parts
         if parts:
-            hits = _JSON_HINTS.find_matches_as_indexes(b"\0".join(parts).lower())
-            if hits:
+            joined = b"\0".join(parts)
+            starts = [start for _, start, _ in _JSON_HINTS.find_matches_as_indexes(joined.lower())]
+            if b"@" in joined:
+                starts.extend(m.start() for m in _URL_WITH_PASSWORD.finditer(joined))
+            if starts:
                 byte_ends = list(itertools.accumulate(len(p) + 1 for p in parts))
                 ends, owners = self._ends, self._owners
                 seen: set[int] = set()
-                for _, start, _ in hits:
+                for start in starts:
                     owner = bisect.bisect_right(ends, bisect.bisect_right(byte_ends, start))
                     if owner not in seen:
                         seen.add(owner)
@@ -331,3 +404,15 @@ def _mask_run(run: RunInfo) -> None:
     run.name = redactor.text(run.name)
     if run.metadata is not None:
         run.metadata = redactor.json(run.metadata)
+
+
+_LOG_REDACTOR = Redactor()
+
+
+def mask_for_log(text: str) -> str:
+    """``text`` with the default rules applied, for tracemux's own log messages (a span
+    kind or a usage key a caller passed may be a credential)."""
+    try:
+        return _LOG_REDACTOR.text(text)
+    except Exception:
+        return MASK

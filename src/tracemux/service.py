@@ -40,7 +40,7 @@ from tracemux.model import (
 from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
 from tracemux.ratelimit import RateLimitedLog
 from tracemux.reaper import open_runs as _open_runs
-from tracemux.redact import Redactor
+from tracemux.redact import Redactor, mask_for_log
 
 log = logging.getLogger("tracemux")
 _warn = RateLimitedLog(log, interval=60.0)
@@ -192,10 +192,11 @@ class Span(SpanRecord):
                 if value is None:
                     continue
                 if not _usage_number(value):
+                    shown = mask_for_log(clean_text(key)[:50])
                     _warn.warning(
-                        ("usage", key),
+                        ("usage", shown),
                         "tracemux: usage %s=%r ignored (not a finite number below 2**53)",
-                        key,
+                        shown,
                         type(value).__name__,
                     )
                     continue
@@ -394,7 +395,7 @@ def _odd_kind(kind: object) -> str:
     if known is not None:
         return known
     try:
-        label = clean_text(kind if type(kind) is str else type(kind).__name__)[:50]
+        label = mask_for_log(clean_text(kind if type(kind) is str else type(kind).__name__))[:50]
     except Exception:
         label = "?"
     _warn.warning(("kind", label), "tracemux: unknown span kind %r recorded as 'custom'", label)
@@ -462,6 +463,8 @@ class TracingService:
         pipeline: PipelineSettings | None = None,
     ) -> None:
         self.disabled = bool(disabled)
+        #: why tracing is off, when the default service found the configuration invalid
+        self.config_error: _config.ConfigError | None = None
         self.destinations = self._check_destinations(destinations, "destinations")
         self._capture = Capturer(max_value_bytes)
         self._redactor = Redactor(
@@ -584,6 +587,13 @@ class TracingService:
 
     current_span = staticmethod(current_span)
 
+    def traced(self, func: Any = None, /, **options: Any) -> Any:
+        """:func:`tracemux.traced` bound to this service: ``@svc.traced``,
+        ``@svc.traced(kind="tool")``. A call outside any run starts a run of this service."""
+        from tracemux.decorators import traced
+
+        return traced(func, service=self, **options)
+
     # -- pipeline -------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -628,6 +638,24 @@ def get_service() -> TracingService:
     if svc is None:
         with _default_lock:
             if _default_service is None:
-                _default_service = TracingService.from_env()
+                _default_service = _service_from_env_or_off()
             svc = _default_service
     return svc
+
+
+def _service_from_env_or_off() -> TracingService:
+    """``TracingService.from_env()``; with an invalid configuration, a disabled service
+    (tracing off for the process) and one ERROR naming every problem: the default service
+    is created inside a flow (by ``@traced``, an integration), where raising would fail it.
+    """
+    try:
+        return TracingService.from_env()
+    except _config.ConfigError as exc:
+        log.error(
+            "tracemux: tracing is OFF for this process: the configuration is invalid: %s. "
+            "Fix it (run `tracemux doctor` to see every problem) and restart.",
+            exc,
+        )
+        svc = TracingService(disabled=True)
+        svc.config_error = exc
+        return svc

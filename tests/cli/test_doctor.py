@@ -142,7 +142,7 @@ def test_configuration_error_exits_2(
     set_env(monkeypatch, {"LANGFUSE_PUBLIC_KEY": PUBLIC})
     assert main(["doctor"]) == 2
     out = capsys.readouterr().out
-    assert "LANGFUSE_SECRET_KEY" in out and "Configuration error" in out
+    assert "LANGFUSE_SECRET_KEY" in out and "Configuration: 1 problem" in out
     assert PUBLIC not in out
 
 

@@ -88,7 +88,10 @@ def otlp(server: FaultServer, timeout: float = 5.0) -> OTLP:
 
 
 def lane_stats(svc: TracingService, server: FaultServer) -> dict[str, Any]:
-    return svc.stats()["destinations"].get(otlp(server).describe(), {"failures": 0})
+    # the service's own destination: labels tell apart destinations that differ in any
+    # setting (the timeout too), so a new otlp(server) would name another lane
+    (dest,) = svc.destinations
+    return svc.stats()["destinations"].get(dest.describe(), {"failures": 0})
 
 
 def test_refused_connections_then_the_port_opens(

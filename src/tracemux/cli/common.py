@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,6 +26,29 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 def store_for(args: argparse.Namespace) -> TraceStore:
     """The store named by ``--db``, else ``TRACEMUX_DB``, else the default path."""
     return open_store(args.db or os.environ.get("TRACEMUX_DB") or None)
+
+
+def store_path_problem(path: Path) -> str:
+    """Why a store cannot be created or written at ``path``; empty when it can."""
+    if str(path) == ":memory:":
+        return ""
+    if path.exists():
+        if not path.is_file():
+            return f"{path} exists and is not a file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} is not writable"
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            return f"{path} is not a SQLite database"
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory: the store cannot be created under it"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return ""
 
 
 def console(stderr: bool = False) -> Console:

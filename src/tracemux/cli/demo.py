@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -150,7 +151,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--fail-rate", type=float, default=0.1, help="share of tool calls that fail (default 0.1)"
     )
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of the random choices: questions, users, timings and which tool calls "
+        "fail (default 7)",
+    )
     p.set_defaults(func=run)
 
 
@@ -170,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
     svc = TracingService([store])
     threads_before = threading.active_count()
     out.print(
-        f"Recording {args.runs} runs ({args.concurrency} at a time) into [bold]{store.path}[/]"
+        f"Recording {args.runs} runs ({min(args.runs, args.concurrency)} at a time) into "
+        f"[bold]{escape(store.path)}[/]",
+        soft_wrap=True,
     )
     t0 = time.perf_counter()
     with Progress(
@@ -218,17 +227,13 @@ def run(args: argparse.Namespace) -> int:
     table.add_row(
         "wall time (recording / with final flush)", f"{recorded_wall:.2f} s / {wall:.2f} s"
     )
-    table.add_row("store", str(store.path))
     out.print(table)
-    out.print(
-        "Look at the runs: [bold]tracemux runs[/bold], [bold]tracemux show RUN_ID[/bold], "
-        "or the viewer: [bold]tracemux ui[/bold]"
-        + (
-            ""
-            if store.path == str(store_for(argparse.Namespace(db=None)).path)
-            else f" (add --db {store.path})"
-        )
-    )
+    if snapshot["exported"]:
+        same_as_default = store.path == str(store_for(argparse.Namespace(db=None)).path)
+        db = "" if same_as_default else f" --db {store.path}"
+        out.print("Look at the runs:", soft_wrap=True)
+        for command in ("runs", "show RUN_ID", "ui"):
+            out.print(f"  [bold]tracemux {command}{escape(db)}[/bold]", soft_wrap=True)
     ok = snapshot["exported"] + snapshot["dropped_total"] == spans
     if not ok:
         out.print("[red]Some spans were neither exported nor counted as dropped.[/]")

@@ -93,7 +93,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "end (also on Ctrl+C). Exit status 3 if more than --max-growth of its threads "
             "are still alive at the end."
         ),
-        usage="%(prog)s [--every S] [--max-growth N] [--grace S] -- python app.py [ARGS...]",
+        usage="%(prog)s [--every S] [--max-growth N] [--grace S] [--db PATH] "
+        "-- python app.py [ARGS...]",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help="the program's local store: sets TRACEMUX_DB for it",
     )
     parser.add_argument(
         "--every", type=float, default=2.0, metavar="SECONDS", help="sampling period (default 2.0)"
@@ -225,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     if target.kind == "path" and not os.path.exists(target.value):
         console.print(f"tracemux leakcheck: no such file: {target.value}", markup=False)
         return 2
+    if args.db:
+        os.environ["TRACEMUX_DB"] = args.db
     ledger = ThreadLedger(all_threads=True, allow=[SAMPLER_NAME, *args.allow])
     sampler = _Sampler(ledger, args.every, console)
     sampler.start()  # before the ledger: never part of the program's threads

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from tracemux import __version__
+
 COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "bench", "doctor")
 COMMANDS += ("export",)
 COMMANDS += ("import_runs",)  # the `tracemux import` command
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tracemux",
         description="Leak-free tracing for LLM flow engines: demo, inspect runs, check for leaks.",
     )
+    parser.add_argument("--version", action="version", version=f"tracemux {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:

@@ -12,11 +12,16 @@ the others.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from typing import ClassVar, Protocol
 
 from tracemux.model import Record
+
+_TAG_KEY = os.urandom(16)  # keys identity_tag(): tags cannot be compared across processes
 
 
 class ExportError(Exception):
@@ -71,7 +76,23 @@ class Destination(ABC):
 
     @abstractmethod
     def describe(self) -> str:
-        """A short label for logs and stats, with any secret masked."""
+        """A short label for logs and stats, with any secret masked.
+
+        Labels are unique per destination: two destinations that differ only in a
+        credential (two tenants whose keys end alike) must not share one, so a
+        destination holding credentials adds :meth:`identity_tag` to its label.
+        """
+
+    def identity_tag(self) -> str:
+        """``#`` and 8 hex digits telling this destination apart from any other in this
+        process: a keyed hash (the key is random per process) of its whole
+        configuration, credentials included, so it reveals nothing about them."""
+        if dataclasses.is_dataclass(self):
+            fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        else:
+            fields = (type(self).__qualname__, hash(self))
+        text = f"{type(self).__qualname__}{fields!r}".encode("utf-8", "surrogatepass")
+        return "#" + hashlib.blake2b(text, key=_TAG_KEY, digest_size=4).hexdigest()
 
     def __str__(self) -> str:
         return self.describe()

@@ -399,8 +399,15 @@ BUILDERS = (
 def remote_destinations_from_env(env: Mapping[str, str]) -> list[Destination]:
     """Every remote destination the environment configures, in a fixed order."""
     found: list[Destination] = []
+    problems: list[str] = []
     for build in BUILDERS:
-        dest = build(env)
+        try:
+            dest = build(env)
+        except ConfigError as exc:  # check every backend: one error lists every problem
+            problems.extend(exc.problems)
+            continue
         if dest is not None:
             found.append(dest)
+    if problems:
+        raise ConfigError.of(problems)
     return found

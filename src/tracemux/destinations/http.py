@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tracemux.destinations.base import ExportError
+from tracemux.redact import mask_for_log
 
 if TYPE_CHECKING:
     import httpx
@@ -245,7 +246,7 @@ def _snippet(body: bytes, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, mask_secret(secret))
-    return text
+    return mask_for_log(text)
 
 
 _HINTS = {
@@ -273,6 +274,8 @@ async def post(
     """
     import httpx
 
+    if "@" in url:
+        url, headers = move_userinfo(url, headers)
     client = shared_client()
     origins: OriginSlots = _local.origins
     origin = _origin(url)
@@ -297,7 +300,7 @@ async def post(
         ) from None
     except (httpx.TransportError, OSError) as exc:
         raise ExportError(
-            f"cannot connect ({type(exc).__name__}: {exc})",
+            f"cannot connect ({type(exc).__name__}: {mask_for_log(str(exc))})",
             retryable=True,
             reason="connection_error",
         ) from None
@@ -351,6 +354,45 @@ def mask_secret(value: str | None) -> str:
     return f"{prefix}...{value[-4:]}"
 
 
+def move_userinfo(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``url`` without its ``user:password@`` part, and ``headers`` with that part as Basic
+    authentication (unless they already authenticate): a URL is logged by HTTP clients
+    (httpx logs every request at INFO), a header is not."""
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, dict(headers)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    out = dict(headers)
+    if not any(k.lower() == "authorization" for k in out):
+        user, _, password = userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        out["Authorization"] = f"Basic {token}"
+    return parts._replace(netloc=host).geturl(), out
+
+
+def safe_url(url: object) -> str:
+    """``url`` fit for a log line, a label or an error: the password of its userinfo and
+    its query (which may carry ``?api_key=``) are hidden."""
+    text = (url if isinstance(url, str) else repr(url)).strip()[:300]
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:  # not a URL: hide what may be
+        return "<hidden: not a URL, and it has '@' or '?'>" if re.search(r"[@?]", text) else text
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name, has_password, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if has_password else f"{name}@{host}"
+    query = "?***" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}"
+
+
 def _config_error(message: str) -> Exception:
     from tracemux.config import ConfigError
 
@@ -360,23 +402,27 @@ def _config_error(message: str) -> Exception:
 def check_url(field: str, value: object, *, owner: str) -> str:
     """Validate an http(s) URL for ``owner.field``; returns it without a trailing slash."""
     if not isinstance(value, str) or not value.strip():
-        raise _config_error(f"{owner}: {field} must be an http(s) URL, got {value!r}")
+        raise _config_error(f"{owner}: {field} must be an http(s) URL, got {type(value).__name__}")
     url = value.strip().rstrip("/")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
-        raise _config_error(f"{owner}: {field}={value!r} is not a valid URL ({exc})") from None
+        raise _config_error(
+            f"{owner}: {field}={safe_url(value)!r} is not a valid URL ({exc})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _config_error(
-            f"{owner}: {field}={value!r} is not a valid URL (expected http(s)://host[:port])"
+            f"{owner}: {field}={safe_url(value)!r} is not a valid URL (expected http(s)://host[:port])"
         )
     if parts.query or parts.fragment:
-        raise _config_error(f"{owner}: {field}={value!r} must not have a query or fragment")
+        raise _config_error(
+            f"{owner}: {field}={safe_url(value)!r} must not have a query or fragment"
+        )
     if port == 0:
-        raise _config_error(f"{owner}: {field}={value!r} has port 0")
+        raise _config_error(f"{owner}: {field}={safe_url(value)!r} has port 0")
     if any(c.isspace() for c in url):
-        raise _config_error(f"{owner}: {field}={value!r} contains whitespace")
+        raise _config_error(f"{owner}: {field}={safe_url(value)!r} contains whitespace")
     return url
 
 
@@ -414,7 +460,14 @@ def check_headers(value: object, *, owner: str) -> tuple[tuple[str, str], ...]:
         except (TypeError, ValueError):
             raise _config_error(f"{owner}: headers must be name/value pairs") from None
         if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-            raise _config_error(f"{owner}: header name {name!r} is not valid")
+            shown = (
+                re.match(r"[!#$%&'*+.^_`|~0-9A-Za-z-]*", name).group(0)[:40]
+                if isinstance(name, str)
+                else type(name).__name__
+            )
+            raise _config_error(
+                f"{owner}: a header name is not valid (it starts {shown!r}); the value is not shown"
+            )
         if not isinstance(val, str) or "\n" in val or "\r" in val:
             raise _config_error(f"{owner}: header {name} must have a single-line string value")
         out.append((name, val))

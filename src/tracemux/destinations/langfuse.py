@@ -46,6 +46,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import (
     STATUS_UNSET,
@@ -285,4 +286,6 @@ class Langfuse(RemoteDestination):
         return LangfuseMapper(self.environment)
 
     def describe(self) -> str:
-        return f"langfuse:{self.host} ({mask_secret(self.public_key)})"
+        return (
+            f"langfuse:{safe_url(self.host)} ({mask_secret(self.public_key)} {self.identity_tag()})"
+        )

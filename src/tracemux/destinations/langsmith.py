@@ -47,6 +47,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import (
     STATUS_OK,
@@ -266,4 +267,5 @@ class LangSmith(RemoteDestination):
         return LangSmithMapper(self.project)
 
     def describe(self) -> str:
-        return f"langsmith:{self.endpoint} project={self.project} ({mask_secret(self.api_key)})"
+        key = f"{mask_secret(self.api_key)} {self.identity_tag()}"
+        return f"langsmith:{safe_url(self.endpoint)} project={self.project} ({key})"

@@ -31,8 +31,8 @@ from tracemux.destinations.http import (
     check_headers,
     check_timeout,
     check_url,
-    mask_secret,
     post,
+    safe_url,
 )
 from tracemux.model import Record, RunInfo, SpanRecord
 from tracemux.ratelimit import RateLimitedLog
@@ -471,8 +471,9 @@ class OTLP(RemoteDestination):
         return OpenInferenceMapper(self.project, self.service_name)
 
     def describe(self) -> str:
-        headers = ", ".join(f"{k}={mask_secret(v)}" for k, v in self.headers)  # type: ignore[misc]
-        return f"otlp:{self.traces_url()}" + (f" ({headers})" if headers else "")
+        names = ", ".join(k for k, _ in self.headers)  # type: ignore[misc]
+        headers = f"headers {names}, " if names else ""
+        return f"otlp:{safe_url(self.traces_url())} ({headers}{self.identity_tag()})"
 
 
 def parse_otlp_headers(raw: str) -> dict[str, str]:
@@ -480,11 +481,11 @@ def parse_otlp_headers(raw: str) -> dict[str, str]:
     from urllib.parse import unquote
 
     out: dict[str, str] = {}
-    for part in raw.split(","):
+    for number, part in enumerate(raw.split(","), 1):
         if not part.strip():
             continue
-        if "=" not in part:
-            raise ValueError(f"header {part.strip()[:40]!r} has no '='")
+        if "=" not in part:  # never echo the text: it may be "x-api-key: <the secret>"
+            raise ValueError(f"header {number} has no '=' (write name=value, not name: value)")
         name, _, value = part.partition("=")
         name = unquote(name.strip())
         if not name:

@@ -44,6 +44,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import (
     STATUS_OK,
@@ -215,5 +216,6 @@ class Phoenix(RemoteDestination):
         return OpenInferenceMapper(self.project)
 
     def describe(self) -> str:
-        key = f" ({mask_secret(self.api_key)})" if self.api_key else ""
-        return f"phoenix:{self.base_url} project={self.project}{key}"
+        key = f"{mask_secret(self.api_key)} " if self.api_key else ""
+        tag = f"({key}{self.identity_tag()})"
+        return f"phoenix:{safe_url(self.base_url)} project={self.project} {tag}"

@@ -226,7 +226,7 @@ class Lane:
             _warn.warning(
                 ("unexpected", self.label),
                 "tracemux: dropping %d spans for %s after %d failures: %s: %s",
-                len(batch),
+                _span_count(batch),
                 self.label,
                 self._unexpected,
                 type(exc).__name__,
@@ -265,7 +265,7 @@ class Lane:
                 ("rejected", self.label, exc.reason),
                 "tracemux: %s rejected %d spans; dropped (%s)",
                 self.label,
-                len(batch),
+                _span_count(batch),
                 exc,
             )
             self._give_up(len(batch), exc.reason)
@@ -281,7 +281,7 @@ class Lane:
             "tracemux: export to %s failed (%s); retrying %d spans in %.1fs",
             self.label,
             exc,
-            len(batch),
+            _span_count(batch),
             delay,
         )
 
@@ -358,3 +358,8 @@ class Lane:
         result = self.exporter.close()
         if inspect.isawaitable(result):
             await result
+
+
+def _span_count(batch: list[Record]) -> int:
+    """The spans in ``batch`` (it may also hold run-start records, which are not spans)."""
+    return sum(1 for r in batch if r.is_span)
