@@ -39,6 +39,7 @@ from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
 from tracemux.destinations.otlp import CONTENT_TYPE, OTLP, parse_otlp_headers, proto
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.probe import run_probe
 from tracemux.destinations.sqlite import SQLiteStore
 from tracemux.redact import mask_for_log
 
@@ -183,9 +184,12 @@ def _print_checks(out: Any, checks: Sequence[Check], title: str = "Destinations"
 def check_destination(client: Any, dest: Destination) -> Check:
     """Check one destination (never raises)."""
     checker = _CHECKS.get(type(dest))
-    if checker is None:
+    probe = getattr(dest, "probe", None)  # destinations that say how to check themselves
+    if checker is None and probe is None:
         return Check(dest.describe(), True, "no check for this kind of destination")
     try:
+        if checker is None:
+            return Check(dest.describe(), *run_probe(client, probe()))
         return checker(client, dest)
     except Exception as exc:  # a check must not crash the report
         detail = mask_for_log(f"check failed: {type(exc).__name__}: {exc}")

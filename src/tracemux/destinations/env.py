@@ -12,7 +12,27 @@ variables                                           destination
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (full URL)    :class:`~tracemux.destinations.OTLP`
 or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (base URL),
 ``OTEL_EXPORTER_OTLP_HEADERS``
+``LANGWATCH_API_KEY``, ``LANGWATCH_ENDPOINT``        :class:`~tracemux.destinations.LangWatch`
+``OPIK_URL_OVERRIDE`` or ``OPIK_API_KEY``,           :class:`~tracemux.destinations.Opik`
+``OPIK_WORKSPACE``, ``OPIK_PROJECT_NAME``
+``TRACELOOP_API_KEY``, ``TRACELOOP_BASE_URL``,       :class:`~tracemux.destinations.Traceloop`
+``TRACELOOP_HEADERS``
+``ARIZE_API_KEY`` + ``ARIZE_SPACE_ID``,              :class:`~tracemux.destinations.Arize`
+``ARIZE_COLLECTOR_ENDPOINT``
+``OPENLAYER_API_KEY`` + a pipeline                   :class:`~tracemux.destinations.Openlayer`
+(``OPENLAYER_PIPELINE_<FLOW>``,
+``OPENLAYER_LANGFLOW_MAPPING`` or
+``OPENLAYER_INFERENCE_PIPELINE_ID``),
+``OPENLAYER_BASE_URL``
 ==================================================  =========================================
+
+The LangWatch, Opik, Traceloop, Arize and Openlayer rows are enabled exactly when Langflow
+1.13's own tracer for that backend would be (``langflow/services/tracing/*.py``), from the
+same variables; a variable set to a blank value counts as unset (Langflow would start a
+LangWatch tracer with an empty key, which the server then refuses). Where Langflow quietly
+disables a half-configured tracer (an Arize key without a space id, an Openlayer key
+without a pipeline, a malformed ``TRACELOOP_BASE_URL``), tracemux says so with a
+``ConfigError`` instead.
 
 Every configured backend is used (fan-out). A partial configuration (a public key without
 its secret key, an API key for an endpoint that is not set, a malformed URL) is a
@@ -25,11 +45,16 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from tracemux.config import ConfigError
+from tracemux.destinations.arize import Arize
 from tracemux.destinations.base import Destination
 from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
+from tracemux.destinations.langwatch import LangWatch
+from tracemux.destinations.openlayer import Openlayer
+from tracemux.destinations.opik import Opik
 from tracemux.destinations.otlp import OTLP, parse_otlp_headers
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.traceloop import Traceloop
 
 D = TypeVar("D", bound=Destination)
 
@@ -54,6 +79,22 @@ VARIABLES: tuple[str, ...] = (
     "OTEL_EXPORTER_OTLP_HEADERS",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "LANGWATCH_API_KEY",
+    "LANGWATCH_ENDPOINT",
+    "OPIK_URL_OVERRIDE",
+    "OPIK_API_KEY",
+    "OPIK_WORKSPACE",
+    "OPIK_PROJECT_NAME",
+    "TRACELOOP_API_KEY",
+    "TRACELOOP_BASE_URL",
+    "TRACELOOP_HEADERS",
+    "ARIZE_API_KEY",
+    "ARIZE_SPACE_ID",
+    "ARIZE_COLLECTOR_ENDPOINT",
+    "OPENLAYER_API_KEY",
+    "OPENLAYER_INFERENCE_PIPELINE_ID",
+    "OPENLAYER_LANGFLOW_MAPPING",
+    "OPENLAYER_BASE_URL",
 )
 
 #: the variables whose values are secrets
@@ -66,6 +107,12 @@ SECRET_VARIABLES: frozenset[str] = frozenset(
         "PHOENIX_API_KEY",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         "OTEL_EXPORTER_OTLP_HEADERS",
+        "LANGWATCH_API_KEY",
+        "OPIK_API_KEY",
+        "TRACELOOP_API_KEY",
+        "TRACELOOP_HEADERS",
+        "ARIZE_API_KEY",
+        "OPENLAYER_API_KEY",
     }
 )
 
@@ -191,11 +238,169 @@ def otlp_from_env(env: Mapping[str, str]) -> OTLP | None:
     )
 
 
+def langwatch_from_env(env: Mapping[str, str]) -> LangWatch | None:
+    """LangWatch, if ``LANGWATCH_API_KEY`` is set (Langflow: the variable is present)."""
+    key_var, key = _first(env, "LANGWATCH_API_KEY")
+    endpoint_var, endpoint = _first(env, "LANGWATCH_ENDPOINT")
+    if key is None:
+        if endpoint is not None:
+            raise ConfigError(f"{endpoint_var} is set but LANGWATCH_API_KEY is not")
+        return None
+    return _build(LangWatch, {"api_key": (key_var, key), "endpoint": (endpoint_var, endpoint)})
+
+
+def _opik_url_from_key(key: str) -> str | None:
+    """The base URL an Opik API key may carry (``<key>*<base64 JSON {"baseUrl": ...}>``)."""
+    import base64
+    import binascii
+    import json
+
+    if "*" not in key:
+        return None
+    encoded = key.split("*", 1)[1]
+    try:
+        data = json.loads(base64.b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    base = data.get("baseUrl") if isinstance(data, dict) else None
+    if not isinstance(base, str) or not base:
+        return None
+    return base.rstrip("/") + "/opik/api"
+
+
+def opik_from_env(env: Mapping[str, str]) -> Opik | None:
+    """Opik, if ``OPIK_URL_OVERRIDE`` or ``OPIK_API_KEY`` is set (as Langflow decides)."""
+    url_var, url = _first(env, "OPIK_URL_OVERRIDE")
+    key_var, key = _first(env, "OPIK_API_KEY")
+    if url is None and key is None:
+        return None
+    if url is None and key is not None:
+        url_var, url = None, _opik_url_from_key(key)
+    return _build(
+        Opik,
+        {
+            "url": (url_var or "OPIK_URL_OVERRIDE", url),
+            "api_key": (key_var, key),
+            "workspace": _first(env, "OPIK_WORKSPACE"),
+            "project": _first(env, "OPIK_PROJECT_NAME"),
+        },
+    )
+
+
+def traceloop_from_env(env: Mapping[str, str]) -> Traceloop | None:
+    """Traceloop, if ``TRACELOOP_API_KEY`` is set to a non-blank value."""
+    key_var, key = _first(env, "TRACELOOP_API_KEY")
+    base_var, base = _first(env, "TRACELOOP_BASE_URL")
+    headers_var, raw_headers = _first(env, "TRACELOOP_HEADERS")
+    if key is None:
+        if base is not None or raw_headers is not None:
+            raise ConfigError(f"{base_var or headers_var} is set but TRACELOOP_API_KEY is not")
+        return None
+    headers: dict[str, str] = {}
+    if raw_headers is not None:
+        try:
+            headers = parse_otlp_headers(raw_headers)
+        except ValueError as exc:
+            raise ConfigError(f"{headers_var} is malformed ({exc}); expected k1=v1,k2=v2") from None
+    return _build(
+        Traceloop,
+        {
+            "api_key": (key_var, key),
+            "base_url": (base_var, base),
+            "headers": (headers_var, headers),
+        },
+    )
+
+
+def arize_from_env(env: Mapping[str, str]) -> Arize | None:
+    """Arize AX, if ``ARIZE_API_KEY`` and ``ARIZE_SPACE_ID`` are both set."""
+    key_var, key = _first(env, "ARIZE_API_KEY")
+    space_var, space = _first(env, "ARIZE_SPACE_ID")
+    endpoint_var, endpoint = _first(env, "ARIZE_COLLECTOR_ENDPOINT")
+    if key is None and space is None:
+        if endpoint is not None:
+            raise ConfigError(f"{endpoint_var} is set but ARIZE_API_KEY and ARIZE_SPACE_ID are not")
+        return None
+    if key is None:
+        raise ConfigError("ARIZE_SPACE_ID is set but ARIZE_API_KEY is not")
+    if space is None:
+        raise ConfigError("ARIZE_API_KEY is set but ARIZE_SPACE_ID is not")
+    return _build(
+        Arize,
+        {
+            "api_key": (key_var, key),
+            "space_id": (space_var, space),
+            "endpoint": (endpoint_var, endpoint),
+        },
+    )
+
+
+OPENLAYER_FLOW_PREFIX = "OPENLAYER_PIPELINE_"
+
+
+def openlayer_from_env(env: Mapping[str, str]) -> Openlayer | None:
+    """Openlayer, if ``OPENLAYER_API_KEY`` and at least one inference pipeline are set."""
+    import json
+
+    key_var, key = _first(env, "OPENLAYER_API_KEY")
+    default_var, default = _first(env, "OPENLAYER_INFERENCE_PIPELINE_ID")
+    mapping_var, raw_mapping = _first(env, "OPENLAYER_LANGFLOW_MAPPING")
+    base_var, base = _first(env, "OPENLAYER_BASE_URL")
+    flows = {
+        name[len(OPENLAYER_FLOW_PREFIX) :]: value.strip()
+        for name, value in env.items()
+        if name.startswith(OPENLAYER_FLOW_PREFIX)
+        and len(name) > len(OPENLAYER_FLOW_PREFIX)
+        and value.strip()
+    }
+    if key is None:
+        if default is not None or raw_mapping is not None or flows:
+            raise ConfigError("an Openlayer pipeline is set but OPENLAYER_API_KEY is not")
+        return None
+    mapping: dict[str, str] = {}
+    if raw_mapping is not None:
+        try:
+            mapping = json.loads(raw_mapping)
+        except ValueError:
+            raise ConfigError(f"{mapping_var} is not valid JSON") from None
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{mapping_var} must be a JSON object of flow name: pipeline id")
+    if default is None and not mapping and not flows:
+        raise ConfigError(
+            "OPENLAYER_API_KEY is set but no pipeline is: set OPENLAYER_INFERENCE_PIPELINE_ID, "
+            "OPENLAYER_LANGFLOW_MAPPING or OPENLAYER_PIPELINE_<FLOW>"
+        )
+    return _build(
+        Openlayer,
+        {
+            "api_key": (key_var, key),
+            "pipeline_id": (default_var, default),
+            "pipelines": (mapping_var, mapping),
+            "flow_pipelines": (f"{OPENLAYER_FLOW_PREFIX}<FLOW>", flows),
+            "base_url": (base_var, base),
+        },
+    )
+
+
+#: every builder, in the order their destinations are listed
+BUILDERS = (
+    langfuse_from_env,
+    langsmith_from_env,
+    phoenix_from_env,
+    otlp_from_env,
+    langwatch_from_env,
+    opik_from_env,
+    traceloop_from_env,
+    arize_from_env,
+    openlayer_from_env,
+)
+
+
 def remote_destinations_from_env(env: Mapping[str, str]) -> list[Destination]:
     """Every remote destination the environment configures, in a fixed order."""
     found: list[Destination] = []
     problems: list[str] = []
-    for build in (langfuse_from_env, langsmith_from_env, phoenix_from_env, otlp_from_env):
+    for build in BUILDERS:
         try:
             dest = build(env)
         except ConfigError as exc:  # check every backend: one error lists every problem
