@@ -46,3 +46,15 @@ def test_cli_reads_and_writes_a_postgres_store(pg_cluster, pg_dsn: str, tmp_path
     assert wrong.returncode != 0
     assert "nope-Secret9" not in wrong.stdout + wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_doctor_checks_the_postgres_store(pg_dsn: str) -> None:
+    ok = tracemux("doctor", env={"TRACEMUX_DB": pg_dsn})
+    assert "✓ postgresql://tracemux@127.0.0.1" in ok.stdout, ok.stdout + ok.stderr
+    assert "PostgreSQL" in ok.stdout
+    bad = tracemux("doctor", env={"TRACEMUX_DB": pg_dsn.replace(PASSWORD, "nope-Secret9")})
+    assert "✗ postgresql://tracemux@127.0.0.1" in bad.stdout, bad.stdout + bad.stderr
+    assert "authentication failed" in bad.stdout
+    for proc in (ok, bad):
+        assert PASSWORD not in proc.stdout + proc.stderr
+        assert "nope-Secret9" not in proc.stdout + proc.stderr

@@ -35,6 +35,7 @@ from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
 from tracemux.destinations.otlp import CONTENT_TYPE, OTLP, proto
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.postgres import PostgresStore, mask_dsn
 from tracemux.destinations.probe import run_probe
 from tracemux.destinations.sqlite import SQLiteStore
 
@@ -71,7 +72,7 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
         table.add_column("variable", no_wrap=True)
         table.add_column("value")
         for name in settings:
-            value = env[name].strip()
+            value = mask_dsn(env[name].strip())
             table.add_row(name, mask_secret(value) if name in SECRET_VARIABLES else value)
         out.print(table)
     try:
@@ -80,7 +81,7 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
         out.print(f"[bold red]Configuration error:[/bold red] {escape(str(exc))}")
         out.print("Fix the variable named above, then run [bold]tracemux doctor[/bold] again.")
         return 2
-    if not settings or all(isinstance(d, SQLiteStore) for d in destinations):
+    if not settings or all(isinstance(d, SQLiteStore | PostgresStore) for d in destinations):
         out.print(
             "No remote destination configured: runs go to the local store only. "
             "Set LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY, LANGSMITH_API_KEY, "
@@ -244,10 +245,18 @@ def check_store(client: Any, dest: SQLiteStore) -> Check:
     return Check(label, True, f"local store at {path}")
 
 
+def check_postgres(client: Any, dest: PostgresStore) -> Check:
+    try:
+        return Check(dest.describe(), True, dest.ping())
+    except ConnectionError as exc:
+        return Check(dest.describe(), False, str(exc), "check the DSN in TRACEMUX_DB")
+
+
 _CHECKS: dict[type, Callable[[Any, Any], Check]] = {
     Langfuse: check_langfuse,
     LangSmith: check_langsmith,
     Phoenix: check_phoenix,
     OTLP: check_otlp,
     SQLiteStore: check_store,
+    PostgresStore: check_postgres,
 }

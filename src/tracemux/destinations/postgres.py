@@ -212,6 +212,16 @@ def _psycopg() -> Any:
     return psycopg
 
 
+_URL_PASSWORD = re.compile(r"(?i)^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@")
+_KV_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def mask_dsn(text: str) -> str:
+    """``text`` with a connection string's password (URL or ``password=...``) as ``***``;
+    anything else unchanged."""
+    return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
 def is_postgres_dsn(target: str | None) -> bool:
     """Whether ``--db``/``TRACEMUX_DB`` names a PostgreSQL store (not a SQLite file)."""
     return bool(target) and str(target).lower().startswith(SCHEMES)
@@ -312,6 +322,17 @@ class PostgresStore(Destination):
         except Exception:
             return False
         return bool(rows and rows[0][0])
+
+    def ping(self) -> str:
+        """What ``tracemux doctor`` shows: the server's version and the store's schema
+        version. Raises ``ConnectionError`` (password masked) when it cannot connect."""
+        _, rows = self._query("SHOW server_version")
+        try:
+            _, version = self._query("SELECT version FROM schema_version")
+        except _psycopg().Error:
+            version = []
+        schema = f"schema version {version[0][0]}" if version else "no tables yet"
+        return f"PostgreSQL {rows[0][0]}, {schema}"
 
     def mask(self, text: str) -> str:
         """``text`` with this store's DSN and password replaced by ``***``."""
