@@ -512,8 +512,9 @@ class SQLiteStore(Destination):
     ) -> list[StoredRun]:
         """The newest runs first, optionally filtered.
 
-        ``search``: runs whose id or name contains the text, or one of whose spans holds
-        its words in its name, inputs, outputs, logs or error (full-text, SQLite FTS5).
+        ``search``: runs whose id starts with the text, or one of whose spans holds its
+        words (the last one as a prefix) in its name, inputs, outputs, logs or error
+        (full-text, SQLite FTS5; a store not yet upgraded: id or name contains the text).
 
         ``status``: one of :data:`RUN_STATUS_FILTERS`; ``"error"`` selects every run with
         a failed span (see :data:`RUN_STATUSES`), ``"failed"`` only the runs that failed
@@ -881,13 +882,14 @@ def _run_filters(
         if match is None:
             clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
             args += [pattern, pattern]
-        else:  # a run whose id or name holds the text, or one of whose spans has the words
+        else:  # a run whose id starts with the text, or one of whose spans (the root's
+            # name included) has its words: two index searches, no scan of the runs
             clauses.append(
-                "(run_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR rowid IN"
+                "((run_id >= ? AND run_id < ?) OR rowid IN"
                 f" (SELECT rowid >> {_SPANS_PER_RUN_BITS} FROM span_text"
                 " WHERE span_text MATCH ?))"
             )
-            args += [pattern, pattern, match]
+            args += [search, search + "\U0010ffff", match]
     if status:
         if status not in _STATUS_FILTERS:
             raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")

@@ -5,6 +5,8 @@ Built from :meth:`SQLiteStore.dashboard_data` (runs counted from the runs themse
 rest from the figures the export thread keeps per hour, and per day for ranges of a week
 or more: those cover whole days). Percentiles come from latency histograms whose buckets
 are 10% wide: a percentile is the middle of its bucket, within 5% of the exact value.
+Those figures are history: deleting runs does not take them out (pruning by age does);
+the runs-over-time chart counts the runs the store holds.
 """
 
 from __future__ import annotations
