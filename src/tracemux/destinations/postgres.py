@@ -135,6 +135,7 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " INCLUDE (user_id, input_tokens, output_tokens, error_count)"
             " WHERE session_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user_id, start_ns DESC)",
+            "CREATE INDEX IF NOT EXISTS runs_by_id_prefix ON runs (run_id text_pattern_ops)",
             "CREATE INDEX IF NOT EXISTS spans_with_model ON spans (run_id, model)"
             " INCLUDE (usage) WHERE model IS NOT NULL",
         ),
@@ -404,11 +405,13 @@ class PostgresStore(Destination):
                 clauses.append("(name LIKE %s ESCAPE '\\' OR run_id LIKE %s ESCAPE '\\')")
                 args += [pattern, pattern]
             else:
+                # as SQLite's: a run whose id starts with the text, or one of whose spans
+                # (the root's name included) has its words; both by index
                 clauses.append(
-                    "(run_id LIKE %s ESCAPE '\\' OR name LIKE %s ESCAPE '\\' OR run_id IN"
+                    "(run_id LIKE %s ESCAPE '\\' OR run_id IN"
                     " (SELECT run_id FROM spans WHERE search @@ to_tsquery('simple', %s)))"
                 )
-                args += [pattern, pattern, match]
+                args += [_like_prefix(search), match]
         if status:
             if status not in _STATUS_FILTERS:
                 raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
