@@ -777,7 +777,9 @@ class _PostgresExporter:
             return ExportError(message, retryable=False, reason="rejected")
         if isinstance(exc, errors.QueryCanceled):
             reason = "timeout"
-        elif isinstance(exc, errors.InsufficientResources | errors.ProgramLimitExceeded):
+        elif isinstance(
+            exc, errors.InsufficientResources | errors.ProgramLimitExceeded
+        ) or "too many clients" in str(exc):
             reason = "server_full"
         elif isinstance(
             exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword
