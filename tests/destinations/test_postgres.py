@@ -113,6 +113,22 @@ def _pages(store: TraceStore, sort: str, descending: bool) -> list[str]:
     return seen
 
 
+def test_writing_starts_no_thread_but_the_export_thread(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    store = PostgresStore(pg_dsn)
+    before = set(threading.enumerate())
+    svc = make_service([store])
+    for i in range(50):
+        with svc.trace_run(f"flow-{i}") as run:
+            run.span("step").end()
+    assert svc.flush(10)
+    store.runs(10), store.sessions(), store.dashboard_data(0, time.time_ns(), HOUR_NS)
+    new = [t.name for t in set(threading.enumerate()) - before]
+    assert all(name.startswith("tracemux") for name in new), new
+    assert len(new) <= 1  # the process's export thread (none when it already ran)
+
+
 def test_import_and_delete_as_sqlite(tmp_path: Path, pg_dsn: str) -> None:
     lite, pg = SQLiteStore(tmp_path / "k.db"), PostgresStore(pg_dsn)
     now = time.time_ns()
