@@ -160,6 +160,10 @@ def test_dsn_selects_the_store_and_garbage_fails_at_configuration(pg_dsn: str) -
         PostgresStore("postgresql://[::1")
     with pytest.raises(ValueError):
         PostgresStore(pg_dsn, statement_timeout=0)
+    with pytest.raises(ValueError, match="port"):
+        PostgresStore("postgresql://u:p@h:notaport/db")
+    with pytest.raises(ValueError, match="sslmode"):
+        PostgresStore(pg_dsn + "?sslmode=bogus")
 
 
 def test_password_never_shows(
@@ -250,3 +254,25 @@ def test_retention_keeps_the_newest_runs(
             " (SELECT run_id FROM tracemux.runs)"
         ).fetchone()
     assert orphans == (0,)
+
+
+def test_pruning_in_progress_never_blocks_writers(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    store = PostgresStore(pg_dsn, statement_timeout=5)
+    svc = make_service([store])
+    for i in range(10):
+        with svc.trace_run(f"old-{i}", run_id=f"old-{i}") as run:
+            run.span("step").end()
+    assert svc.flush(10)
+    with psycopg.connect(pg_dsn) as pruner:  # another process, in the middle of a pass
+        pruner.execute("DELETE FROM tracemux.spans WHERE run_id LIKE 'old-%'")
+        pruner.execute("DELETE FROM tracemux.runs WHERE run_id LIKE 'old-%'")
+        for i in range(10):
+            with svc.trace_run(f"new-{i}", run_id=f"new-{i}") as run:
+                run.span("step").end()
+        assert svc.flush(10)  # written while the old rows are locked
+        assert svc.stats()["destinations"][store.describe()]["failures"] == 0
+        assert store.count_runs() == 20  # the pass is not committed yet
+        pruner.commit()
+    assert sorted(r.run_id for r in store.runs(100)) == [f"new-{i}" for i in range(10)]

@@ -223,6 +223,18 @@ def mask_dsn(text: str) -> str:
     return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
+_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """Garbage a connection would only fail on at run time, refused now (no secret shown)."""
+    for port in str(params.get("port") or "5432").split(","):
+        if not (port.strip().isdigit() and 0 < int(port) < 65536):
+            raise ValueError("PostgresStore: the DSN's port must be a number from 1 to 65535")
+    if params.get("sslmode") and params["sslmode"] not in _SSLMODES:
+        raise ValueError(f"PostgresStore: sslmode must be one of {', '.join(sorted(_SSLMODES))}")
+
+
 def is_postgres_dsn(target: str | None) -> bool:
     """Whether ``--db``/``TRACEMUX_DB`` names a PostgreSQL store (not a SQLite file)."""
     return bool(target) and str(target).lower().startswith(SCHEMES)
@@ -279,6 +291,7 @@ class PostgresStore(Destination):
             params = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             raise ValueError("PostgresStore: the DSN is not a valid connection string") from None
+        _check_params(params)
         if not _IDENT.match(schema):
             raise ValueError("PostgresStore.schema must be a lower-case SQL identifier")
         if max_runs < 1:
@@ -339,7 +352,7 @@ class PostgresStore(Destination):
         """``text`` with this store's DSN and password replaced by ``***``."""
         return _Masker(self.dsn, self._params.get("password"))(text)  # type: ignore[attr-defined]
 
-    def connect(self, *, autocommit: bool = True) -> Any:
+    def connect(self, *, autocommit: bool = True, read_only: bool = False) -> Any:
         """A new connection with the store's schema first on its search path and its
         statement timeout. Raises ``psycopg.OperationalError`` with the password masked."""
         psycopg = _psycopg()
@@ -355,8 +368,13 @@ class PostgresStore(Destination):
         try:
             conn.execute(
                 "SELECT set_config('search_path', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                (self.schema, f"{int(self.statement_timeout * 1000)}"),
+                " set_config('statement_timeout', %s, false),"
+                " set_config('default_transaction_read_only', %s, false)",
+                (
+                    self.schema,
+                    f"{int(self.statement_timeout * 1000)}",
+                    "on" if read_only else "off",
+                ),
             )
             if not autocommit:
                 conn.commit()
@@ -375,13 +393,12 @@ class PostgresStore(Destination):
         rows when tracemux's tables do not exist yet."""
         psycopg = _psycopg()
         try:
-            conn = self.connect()
+            conn = self.connect(read_only=True)
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(
                 f"cannot read the store {self.describe()}: {str(exc).strip()}"
             ) from None
         try:
-            conn.execute("SET default_transaction_read_only = on")
             try:
                 cur = conn.execute(sql, args)
             except psycopg.errors.UndefinedTable:
