@@ -276,3 +276,32 @@ def test_pruning_in_progress_never_blocks_writers(
         assert store.count_runs() == 20  # the pass is not committed yet
         pruner.commit()
     assert sorted(r.run_id for r in store.runs(100)) == [f"new-{i}" for i in range(10)]
+
+
+def test_a_role_without_create_writes_and_a_read_only_role_reads(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    owner = PostgresStore(pg_dsn)
+    with owner.connect(autocommit=False) as conn:
+        migrate(conn)  # created once, by a role that may
+    db = pg_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for role, grants in (  # roles are the cluster's: named after the test's database
+            (f"w_{db}", "SELECT, INSERT, UPDATE, DELETE"),
+            (f"r_{db}", "SELECT"),
+        ):
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+            conn.execute(f"REVOKE CREATE ON DATABASE {db} FROM {role}")
+            conn.execute(f"GRANT USAGE ON SCHEMA tracemux TO {role}")
+            conn.execute(f"GRANT {grants} ON ALL TABLES IN SCHEMA tracemux TO {role}")
+            conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA tracemux TO {role}")
+    base = pg_dsn.split("://", 1)[1].split("@", 1)[1]
+    writer = PostgresStore(f"postgresql://w_{db}:pw-w_{db}@{base}")
+    reader = PostgresStore(f"postgresql://r_{db}:pw-r_{db}@{base}")
+    svc = make_service([writer])
+    with svc.trace_run("flow", run_id="by-writer") as run:
+        run.span("step").end()
+    assert svc.flush(10)
+    assert svc.stats()["destinations"][writer.describe()]["failures"] == 0
+    assert [r.run_id for r in reader.runs()] == ["by-writer"]
+    assert len(reader.spans("by-writer")) == 2

@@ -722,26 +722,38 @@ def _no_nul(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v for v in row)
 
 
+def _stored_version(conn: Any) -> int | None:
+    """The schema's version, None when tracemux's tables do not exist yet."""
+    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def migrate(conn: Any, target: int = SCHEMA_VERSION) -> int:
     """Bring the schema to ``target`` under the advisory lock (in one transaction); returns
-    the version found. Safe when many processes start at once: they wait for the first."""
+    the version found. Safe when many processes start at once: they wait for the first.
+    A current schema is only read (no lock, no privilege beyond reading it)."""
+    with conn.transaction():
+        found = _stored_version(conn)
+    if found is not None and found >= target:
+        return found
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        schema = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        version = 0 if row is None else int(row[0])
+        found = _stored_version(conn)  # another process may have upgraded it meanwhile
+        version = found or 0
         if version >= target:
             return version
+        if found is None:
+            schema = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (0)")
         for to, statements in _MIGRATIONS:
             if version < to <= target:
                 for statement in statements:
                     conn.execute(statement)
-        if row is None:
-            conn.execute("INSERT INTO schema_version VALUES (%s)", (target,))
-        else:
-            conn.execute("UPDATE schema_version SET version = %s", (target,))
+        conn.execute("UPDATE schema_version SET version = %s", (target,))
     if version:
         log.info("tracemux: upgraded the PostgreSQL store from version %d to %d", version, target)
     return version
