@@ -4,6 +4,7 @@ is stored or counted dropped with a reason; no half batch is ever visible."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -143,6 +144,12 @@ def test_a_server_out_of_connections_then_freed(make_service: Any) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name = 'tracemux'"
         )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # its slot is free once the backend has exited
+            with contextlib.suppress(psycopg.OperationalError):
+                held.append(psycopg.connect(dsn, autocommit=True))
+                break
+            time.sleep(0.02)
         fill()
         _record(svc, "full", 5)
         deadline = time.monotonic() + 15
