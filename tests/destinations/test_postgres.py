@@ -305,3 +305,11 @@ def test_a_role_without_create_writes_and_a_read_only_role_reads(
     assert svc.stats()["destinations"][writer.describe()]["failures"] == 0
     assert [r.run_id for r in reader.runs()] == ["by-writer"]
     assert len(reader.spans("by-writer")) == 2
+
+
+def test_tracemux_db_selects_it_from_the_environment(pg_dsn: str) -> None:
+    from tracemux.config import destinations_from_env
+
+    (store,) = destinations_from_env({"TRACEMUX_DB": pg_dsn, "TRACEMUX_STORE_MAX_RUNS": "7"})
+    assert isinstance(store, PostgresStore)
+    assert store == PostgresStore(pg_dsn, max_runs=7)

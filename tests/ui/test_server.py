@@ -35,17 +35,6 @@ from tracemux.ui import UIServer
 from tracemux.ui.server import SECURITY_HEADERS, THREAD_PREFIX
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore:
-    """The viewer's tests run against both stores: a SQLite file, and a PostgreSQL
-    database of a throwaway cluster (tests/pgserver.py)."""
-    if request.param == "postgres":
-        from tracemux.destinations.postgres import PostgresStore
-
-        return PostgresStore(request.getfixturevalue("pg_dsn"))  # type: ignore[return-value]
-    return SQLiteStore(tmp_path / "traces.db")
-
-
 def _ui_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
 
