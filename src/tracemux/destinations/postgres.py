@@ -740,6 +740,8 @@ def migrate(conn: Any, target: int = SCHEMA_VERSION) -> int:
         return found
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        # an upgrade may rewrite a big table: not bound by the statement timeout
+        conn.execute("SET LOCAL statement_timeout = 0")
         found = _stored_version(conn)  # another process may have upgraded it meanwhile
         version = found or 0
         if version >= target:
