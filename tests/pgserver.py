@@ -38,8 +38,9 @@ def _free_port() -> int:
 class PgCluster:
     """initdb + pg_ctl start/stop of a cluster owned by a non-root user."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, max_connections: int = 60) -> None:
         self.bindir = bindir
+        self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="tracemux-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -65,7 +66,7 @@ class PgCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
             " -c fsync=off -c full_page_writes=off"
-            " -c max_connections=60 -c shared_buffers=32MB"
+            f" -c max_connections={self.max_connections} -c shared_buffers=32MB"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", "60", "start")  # fmt: skip

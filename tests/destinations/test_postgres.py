@@ -113,6 +113,22 @@ def _pages(store: TraceStore, sort: str, descending: bool) -> list[str]:
     return seen
 
 
+def test_writing_starts_no_thread_but_the_export_thread(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    store = PostgresStore(pg_dsn)
+    before = set(threading.enumerate())
+    svc = make_service([store])
+    for i in range(50):
+        with svc.trace_run(f"flow-{i}") as run:
+            run.span("step").end()
+    assert svc.flush(10)
+    store.runs(10), store.sessions(), store.dashboard_data(0, time.time_ns(), HOUR_NS)
+    new = [t.name for t in set(threading.enumerate()) - before]
+    assert all(name.startswith("tracemux") for name in new), new
+    assert len(new) <= 1  # the process's export thread (none when it already ran)
+
+
 def test_import_and_delete_as_sqlite(tmp_path: Path, pg_dsn: str) -> None:
     lite, pg = SQLiteStore(tmp_path / "k.db"), PostgresStore(pg_dsn)
     now = time.time_ns()
@@ -144,6 +160,10 @@ def test_dsn_selects_the_store_and_garbage_fails_at_configuration(pg_dsn: str) -
         PostgresStore("postgresql://[::1")
     with pytest.raises(ValueError):
         PostgresStore(pg_dsn, statement_timeout=0)
+    with pytest.raises(ValueError, match="port"):
+        PostgresStore("postgresql://u:p@h:notaport/db")
+    with pytest.raises(ValueError, match="sslmode"):
+        PostgresStore(pg_dsn + "?sslmode=bogus")
 
 
 def test_password_never_shows(
@@ -172,7 +192,7 @@ def test_password_never_shows(
     assert dest["exported"] == 0 and sum(dest["dropped"].values()) == 1, stats  # the run's span
     shown = caplog.text + repr(stats)
     assert secret not in shown and "authentication failed" in caplog.text
-    with pytest.raises(psycopg.OperationalError) as info:
+    with pytest.raises(ConnectionError) as info:
         bad.runs()
     assert secret not in str(info.value)
 
@@ -234,3 +254,62 @@ def test_retention_keeps_the_newest_runs(
             " (SELECT run_id FROM tracemux.runs)"
         ).fetchone()
     assert orphans == (0,)
+
+
+def test_pruning_in_progress_never_blocks_writers(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    store = PostgresStore(pg_dsn, statement_timeout=5)
+    svc = make_service([store])
+    for i in range(10):
+        with svc.trace_run(f"old-{i}", run_id=f"old-{i}") as run:
+            run.span("step").end()
+    assert svc.flush(10)
+    with psycopg.connect(pg_dsn) as pruner:  # another process, in the middle of a pass
+        pruner.execute("DELETE FROM tracemux.spans WHERE run_id LIKE 'old-%'")
+        pruner.execute("DELETE FROM tracemux.runs WHERE run_id LIKE 'old-%'")
+        for i in range(10):
+            with svc.trace_run(f"new-{i}", run_id=f"new-{i}") as run:
+                run.span("step").end()
+        assert svc.flush(10)  # written while the old rows are locked
+        assert svc.stats()["destinations"][store.describe()]["failures"] == 0
+        assert store.count_runs() == 20  # the pass is not committed yet
+        pruner.commit()
+    assert sorted(r.run_id for r in store.runs(100)) == [f"new-{i}" for i in range(10)]
+
+
+def test_a_role_without_create_writes_and_a_read_only_role_reads(
+    make_service: Callable[..., TracingService], pg_dsn: str
+) -> None:
+    owner = PostgresStore(pg_dsn)
+    with owner.connect(autocommit=False) as conn:
+        migrate(conn)  # created once, by a role that may
+    db = pg_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for role, grants in (  # roles are the cluster's: named after the test's database
+            (f"w_{db}", "SELECT, INSERT, UPDATE, DELETE"),
+            (f"r_{db}", "SELECT"),
+        ):
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+            conn.execute(f"REVOKE CREATE ON DATABASE {db} FROM {role}")
+            conn.execute(f"GRANT USAGE ON SCHEMA tracemux TO {role}")
+            conn.execute(f"GRANT {grants} ON ALL TABLES IN SCHEMA tracemux TO {role}")
+            conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA tracemux TO {role}")
+    base = pg_dsn.split("://", 1)[1].split("@", 1)[1]
+    writer = PostgresStore(f"postgresql://w_{db}:pw-w_{db}@{base}")
+    reader = PostgresStore(f"postgresql://r_{db}:pw-r_{db}@{base}")
+    svc = make_service([writer])
+    with svc.trace_run("flow", run_id="by-writer") as run:
+        run.span("step").end()
+    assert svc.flush(10)
+    assert svc.stats()["destinations"][writer.describe()]["failures"] == 0
+    assert [r.run_id for r in reader.runs()] == ["by-writer"]
+    assert len(reader.spans("by-writer")) == 2
+
+
+def test_tracemux_db_selects_it_from_the_environment(pg_dsn: str) -> None:
+    from tracemux.config import destinations_from_env
+
+    (store,) = destinations_from_env({"TRACEMUX_DB": pg_dsn, "TRACEMUX_STORE_MAX_RUNS": "7"})
+    assert isinstance(store, PostgresStore)
+    assert store == PostgresStore(pg_dsn, max_runs=7)

@@ -4,6 +4,7 @@ is stored or counted dropped with a reason; no half batch is ever visible."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -114,6 +115,59 @@ def test_statements_over_the_timeout_are_retried(pg_dsn: str, make_service: Any)
     assert svc.flush(30)
     assert _dest(svc, store)["dropped"] == {}
     assert _consistent(pg_dsn) == {"runs": 6, "spans": 24}
+
+
+def test_a_server_out_of_connections_then_freed(make_service: Any) -> None:
+    bindir = bin_dir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
+    cluster = PgCluster(bindir, max_connections=6)
+    held: list[psycopg.Connection[Any]] = []
+    try:
+        cluster.start()
+        dsn = cluster.new_database()
+        store = PostgresStore(dsn, connect_timeout=2)
+        svc = make_service([store])
+        _record(svc, "before", 5)
+        assert svc.flush(10)
+
+        def fill() -> None:  # take every connection slot the server has left
+            while True:
+                try:
+                    held.append(psycopg.connect(dsn, autocommit=True))
+                except psycopg.OperationalError as exc:
+                    assert "too many clients" in str(exc)
+                    return
+
+        fill()
+        held[0].execute(  # an administrator ends the writer's session; its slot is taken
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'tracemux'"
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # its slot is free once the backend has exited
+            with contextlib.suppress(psycopg.OperationalError):
+                held.append(psycopg.connect(dsn, autocommit=True))
+                break
+            time.sleep(0.02)
+        fill()
+        _record(svc, "full", 5)
+        deadline = time.monotonic() + 15
+        while _dest(svc, store)["failures"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _dest(svc, store)["failures"] >= 3
+        with pytest.raises(ConnectionError, match="too many clients"):
+            store.runs()  # the server is still full: so were the writer's reconnections
+        for conn in held:
+            conn.close()
+        held.clear()
+        assert svc.flush(30)
+        assert _dest(svc, store)["dropped"] == {}
+        assert _consistent(dsn) == {"runs": 10, "spans": 40}
+    finally:
+        for conn in held:
+            conn.close()
+        cluster.destroy()
 
 
 DOWN_SCRIPT = """

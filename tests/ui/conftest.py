@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,6 +244,17 @@ def get_json(url: str) -> Any:
     status, _, body = get(url)
     assert status == 200, (status, body)
     return json.loads(body)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore:
+    """The viewer's tests run against both stores: a SQLite file, and a PostgreSQL
+    database of a throwaway cluster (tests/pgserver.py)."""
+    if request.param == "postgres":
+        from tracemux.destinations.postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("pg_dsn"))  # type: ignore[return-value]
+    return SQLiteStore(tmp_path / "traces.db")
 
 
 @pytest.fixture

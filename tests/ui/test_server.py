@@ -320,6 +320,7 @@ def test_missing_store_is_empty_and_not_created(tmp_path: Path) -> None:
     assert not path.exists() and not path.parent.exists()
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the file's bytes
 def test_reads_never_write(service: TracingService, store: SQLiteStore, tmp_path: Path) -> None:
     rec = fill_store(service, agent_runs=2)
     service.shutdown(10)  # the exporter closes: nothing else writes the file now
@@ -608,13 +609,15 @@ def test_cli_serves_and_stops_on_ctrl_c(
     service: TracingService, store: SQLiteStore, cli_env: Callable[..., dict[str, str]]
 ) -> None:
     rec = fill_store(service, agent_runs=1)
-    proc, lines = _start_cli(["--port", "0"], cli_env(TRACEMUX_DB=store.path))
+    db = getattr(store, "dsn", store.path)  # a PostgreSQL store: its DSN, password and all
+    proc, lines = _start_cli(["--port", "0"], cli_env(TRACEMUX_DB=db))
     try:
         out = "".join(lines)
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", out)
         assert m, out
         assert int(m.group(1)) != 0
         assert f"store: {store.path}" in out
+        assert "pg-test-secret" not in out  # a PostgreSQL store's password never shows
         url = m.group(0)
         assert get_json(url + "api/info")["db"] == store.path
         assert get_json(url + "api/runs")["total"] == 3

@@ -39,6 +39,7 @@ from tracemux.destinations.langfuse import Langfuse
 from tracemux.destinations.langsmith import LangSmith
 from tracemux.destinations.otlp import CONTENT_TYPE, OTLP, parse_otlp_headers, proto
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.postgres import PostgresStore, mask_dsn
 from tracemux.destinations.probe import run_probe
 from tracemux.destinations.sqlite import SQLiteStore
 from tracemux.redact import mask_for_log
@@ -96,7 +97,7 @@ def doctor(env: Mapping[str, str], *, timeout: float = 5.0) -> int:
         )
         return 0
     destinations = cfg.destinations
-    if all(isinstance(d, SQLiteStore) for d in destinations):
+    if all(isinstance(d, (SQLiteStore, PostgresStore)) for d in destinations):
         out.print(
             "No remote destination configured: runs go to the local store only. "
             "Set LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY, LANGSMITH_API_KEY, "
@@ -135,6 +136,8 @@ def _shown(name: str, value: str) -> str:
         return ", ".join(f"{k}=***" for k in headers) or "(empty)"
     if name in SECRET_VARIABLES:
         return mask_secret(value)
+    if name == "TRACEMUX_DB":
+        value = mask_dsn(value)  # a PostgreSQL DSN's password, in URL or key=value form
     if "://" in value:
         return safe_url(value)
     return value if len(value) <= 80 else value[:40] + f"... ({len(value)} characters)"
@@ -320,10 +323,18 @@ def check_store(client: Any, dest: SQLiteStore) -> Check:
     return Check(label, True, f"local store at {path} (writable)")
 
 
+def check_postgres(client: Any, dest: PostgresStore) -> Check:
+    try:
+        return Check(dest.describe(), True, dest.ping())
+    except ConnectionError as exc:
+        return Check(dest.describe(), False, str(exc), "check the DSN in TRACEMUX_DB")
+
+
 _CHECKS: dict[type, Callable[[Any, Any], Check]] = {
     Langfuse: check_langfuse,
     LangSmith: check_langsmith,
     Phoenix: check_phoenix,
     OTLP: check_otlp,
     SQLiteStore: check_store,
+    PostgresStore: check_postgres,
 }

@@ -10,6 +10,7 @@ from tracemux.destinations.openlayer import Openlayer
 from tracemux.destinations.opik import Opik
 from tracemux.destinations.otlp import OTLP
 from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.postgres import PostgresStore  # needs the postgres extra to use
 from tracemux.destinations.sqlite import SQLiteStore
 from tracemux.destinations.traceloop import Traceloop
 
@@ -26,6 +27,7 @@ __all__ = [
     "Openlayer",
     "Opik",
     "Phoenix",
+    "PostgresStore",
     "SQLiteStore",
     "Traceloop",
 ]

@@ -37,30 +37,30 @@ import orjson
 
 from tracemux.destinations.base import Destination, ExportError
 from tracemux.destinations.sqlite import (
-    _MAX_IDS_PER_QUERY,
-    _RUN_FIELDS,
-    _SPAN_FIELDS,
-    _STATUS_FILTERS,
     DAY_NS,
     GRAINS,
     HOUR_NS,
+    MAX_IDS_PER_QUERY,
     MAX_SEARCH_CHARS,
+    RUN_FIELDS,
     RUN_KIND,
     RUN_SORTS,
     RUN_STATUS_FILTERS,
+    SPAN_FIELDS,
+    STATUS_FILTERS,
     DashboardData,
     RunsPage,
     StoredRun,
     StoredSession,
     StoredSpan,
-    _like_prefix,
-    _parse_cursor,
-    _stored_run,
-    _stored_run_row,
-    _stored_span,
-    _stored_span_row,
     aggregate_stats,
     batch_rows,
+    like_prefix,
+    parse_cursor,
+    stored_run,
+    stored_run_row,
+    stored_span,
+    stored_span_row,
 )
 from tracemux.model import Record
 
@@ -135,14 +135,15 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " INCLUDE (user_id, input_tokens, output_tokens, error_count)"
             " WHERE session_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user_id, start_ns DESC)",
+            "CREATE INDEX IF NOT EXISTS runs_by_id_prefix ON runs (run_id text_pattern_ops)",
             "CREATE INDEX IF NOT EXISTS spans_with_model ON spans (run_id, model)"
             " INCLUDE (usage) WHERE model IS NOT NULL",
         ),
     ),
 )
 
-_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
-_SPAN_COLUMNS = ", ".join(_SPAN_FIELDS)
+_RUN_COLUMNS = ", ".join(RUN_FIELDS)
+_SPAN_COLUMNS = ", ".join(SPAN_FIELDS)
 _RUN_START = f"""INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags,
     metadata, start_ns) VALUES ({", ".join(["%s"] * 9)})
     ON CONFLICT (run_id) DO UPDATE SET
@@ -177,7 +178,7 @@ _SPANS_FROM_IN = f"""INSERT INTO spans ({_SPAN_COLUMNS})
     SELECT DISTINCT ON (run_id, span_id) {_SPAN_COLUMNS} FROM spans_in
     ORDER BY run_id, span_id, seq DESC
     ON CONFLICT (run_id, span_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _SPAN_FIELDS[2:])}"""
+    {", ".join(f"{c} = excluded.{c}" for c in SPAN_FIELDS[2:])}"""
 _STATS_SPANS = f"""INSERT INTO stats_spans (grain, t, project, flow, name, kind, n, errors,
     max_ns, slowest_run, failed_run, hist) VALUES ({", ".join(["%s"] * 11)}, %s::jsonb)
     ON CONFLICT (grain, t, project, flow, name, kind) DO UPDATE SET
@@ -196,7 +197,12 @@ _STATS_MODELS = f"""INSERT INTO stats_models (grain, t, project, flow, model, n,
     n = stats_models.n + excluded.n,
     input_tokens = stats_models.input_tokens + excluded.input_tokens,
     output_tokens = stats_models.output_tokens + excluded.output_tokens"""
-_RUN_ROWS = f"""INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({", ".join(["%s"] * len(_RUN_FIELDS))})"""
+_RUN_ROWS = f"""INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({", ".join(["%s"] * len(RUN_FIELDS))})"""
+
+
+class StoreUnavailableError(ConnectionError):
+    """A read could not reach the database (down, refused credentials...); the message
+    holds no password."""
 
 
 def _psycopg() -> Any:
@@ -205,6 +211,28 @@ def _psycopg() -> Any:
     except ImportError:
         raise ImportError("PostgresStore needs psycopg: pip install 'tracemux[postgres]'") from None
     return psycopg
+
+
+_URL_PASSWORD = re.compile(r"(?i)^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@")
+_KV_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def mask_dsn(text: str) -> str:
+    """``text`` with a connection string's password (URL or ``password=...``) as ``***``;
+    anything else unchanged."""
+    return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """Garbage a connection would only fail on at run time, refused now (no secret shown)."""
+    for port in str(params.get("port") or "5432").split(","):
+        if not (port.strip().isdigit() and 0 < int(port) < 65536):
+            raise ValueError("PostgresStore: the DSN's port must be a number from 1 to 65535")
+    if params.get("sslmode") and params["sslmode"] not in _SSLMODES:
+        raise ValueError(f"PostgresStore: sslmode must be one of {', '.join(sorted(_SSLMODES))}")
 
 
 def is_postgres_dsn(target: str | None) -> bool:
@@ -263,6 +291,7 @@ class PostgresStore(Destination):
             params = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             raise ValueError("PostgresStore: the DSN is not a valid connection string") from None
+        _check_params(params)
         if not _IDENT.match(schema):
             raise ValueError("PostgresStore.schema must be a lower-case SQL identifier")
         if max_runs < 1:
@@ -308,11 +337,22 @@ class PostgresStore(Destination):
             return False
         return bool(rows and rows[0][0])
 
+    def ping(self) -> str:
+        """What ``tracemux doctor`` shows: the server's version and the store's schema
+        version. Raises ``ConnectionError`` (password masked) when it cannot connect."""
+        _, rows = self._query("SHOW server_version")
+        try:
+            _, version = self._query("SELECT version FROM schema_version")
+        except _psycopg().Error:
+            version = []
+        schema = f"schema version {version[0][0]}" if version else "no tables yet"
+        return f"PostgreSQL {rows[0][0]}, {schema}"
+
     def mask(self, text: str) -> str:
         """``text`` with this store's DSN and password replaced by ``***``."""
         return _Masker(self.dsn, self._params.get("password"))(text)  # type: ignore[attr-defined]
 
-    def connect(self, *, autocommit: bool = True) -> Any:
+    def connect(self, *, autocommit: bool = True, read_only: bool = False) -> Any:
         """A new connection with the store's schema first on its search path and its
         statement timeout. Raises ``psycopg.OperationalError`` with the password masked."""
         psycopg = _psycopg()
@@ -328,8 +368,13 @@ class PostgresStore(Destination):
         try:
             conn.execute(
                 "SELECT set_config('search_path', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                (self.schema, f"{int(self.statement_timeout * 1000)}"),
+                " set_config('statement_timeout', %s, false),"
+                " set_config('default_transaction_read_only', %s, false)",
+                (
+                    self.schema,
+                    f"{int(self.statement_timeout * 1000)}",
+                    "on" if read_only else "off",
+                ),
             )
             if not autocommit:
                 conn.commit()
@@ -347,9 +392,13 @@ class PostgresStore(Destination):
         """(column names, rows) of one read-only query on a short-lived connection; no
         rows when tracemux's tables do not exist yet."""
         psycopg = _psycopg()
-        conn = self.connect()
         try:
-            conn.execute("SET default_transaction_read_only = on")
+            conn = self.connect(read_only=True)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot read the store {self.describe()}: {str(exc).strip()}"
+            ) from None
+        try:
             try:
                 cur = conn.execute(sql, args)
             except psycopg.errors.UndefinedTable:
@@ -367,21 +416,23 @@ class PostgresStore(Destination):
         if search and len(search) > MAX_SEARCH_CHARS:
             raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
         if search:
-            pattern = "%" + _like_prefix(search)
+            pattern = "%" + like_prefix(search)
             match = ts_query(search)
             if match is None:
                 clauses.append("(name LIKE %s ESCAPE '\\' OR run_id LIKE %s ESCAPE '\\')")
                 args += [pattern, pattern]
             else:
+                # as SQLite's: a run whose id starts with the text, or one of whose spans
+                # (the root's name included) has its words; both by index
                 clauses.append(
-                    "(run_id LIKE %s ESCAPE '\\' OR name LIKE %s ESCAPE '\\' OR run_id IN"
+                    "(run_id LIKE %s ESCAPE '\\' OR run_id IN"
                     " (SELECT run_id FROM spans WHERE search @@ to_tsquery('simple', %s)))"
                 )
-                args += [pattern, pattern, match]
+                args += [like_prefix(search), match]
         if status:
-            if status not in _STATUS_FILTERS:
+            if status not in STATUS_FILTERS:
                 raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
-            clauses.append(_STATUS_FILTERS[status])
+            clauses.append(STATUS_FILTERS[status])
         for column, value in (("user_id", user_id), ("session_id", session_id)):
             if value:
                 clauses.append(f"{column} = %s")
@@ -390,7 +441,7 @@ class PostgresStore(Destination):
 
     def _runs(self, sql: str, args: Sequence[Any]) -> list[StoredRun]:
         cols, rows = self._query(sql, args)
-        return [_stored_run(_ints(dict(zip(cols, row)))) for row in rows]
+        return [stored_run(_ints(dict(zip(cols, row)))) for row in rows]
 
     def runs(
         self,
@@ -434,7 +485,7 @@ class PostgresStore(Destination):
         ascending = descending == backwards
         cursor = after if after is not None else before
         if cursor is not None:
-            value, rowid = _parse_cursor(cursor)
+            value, rowid = parse_cursor(cursor)
             op = ">" if ascending else "<"
             where += (" AND " if where else "WHERE ") + f"({key}, rowid) {op} (%s, %s)"
             args = [*args, value, rowid]
@@ -451,7 +502,7 @@ class PostgresStore(Destination):
         if not rows:
             return RunsPage([], None, None)
         cursors = [f"{row[0]}.{row[1]}" for row in rows]
-        runs = [_stored_run(_ints(dict(zip(cols[2:], row[2:])))) for row in rows]
+        runs = [stored_run(_ints(dict(zip(cols[2:], row[2:])))) for row in rows]
         has_next = more if not backwards else True
         has_prev = (cursor is not None) if not backwards else more
         return RunsPage(runs, cursors[-1] if has_next else None, cursors[0] if has_prev else None)
@@ -481,11 +532,11 @@ class PostgresStore(Destination):
         return self._runs(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s OR run_id LIKE %s ESCAPE '\\'"
             " ORDER BY run_id = %s DESC, start_ns DESC LIMIT %s",
-            (prefix, _like_prefix(prefix), prefix, int(limit)),
+            (prefix, like_prefix(prefix), prefix, int(limit)),
         )
 
     def _usage(self, sql: str, ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
-        ids = list(dict.fromkeys(ids))[:_MAX_IDS_PER_QUERY]
+        ids = list(dict.fromkeys(ids))[:MAX_IDS_PER_QUERY]
         if not ids:
             return {}
         _, rows = self._query(sql, (ids,))
@@ -607,7 +658,7 @@ class PostgresStore(Destination):
             f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = %s ORDER BY start_ns, span_id",
             (run_id,),
         )
-        return [_stored_span(dict(zip(cols, row))) for row in rows]
+        return [stored_span(dict(zip(cols, row))) for row in rows]
 
     # -- writing outside the export thread ---------------------------------------------
 
@@ -671,26 +722,40 @@ def _no_nul(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v for v in row)
 
 
+def _stored_version(conn: Any) -> int | None:
+    """The schema's version, None when tracemux's tables do not exist yet."""
+    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def migrate(conn: Any, target: int = SCHEMA_VERSION) -> int:
     """Bring the schema to ``target`` under the advisory lock (in one transaction); returns
-    the version found. Safe when many processes start at once: they wait for the first."""
+    the version found. Safe when many processes start at once: they wait for the first.
+    A current schema is only read (no lock, no privilege beyond reading it)."""
+    with conn.transaction():
+        found = _stored_version(conn)
+    if found is not None and found >= target:
+        return found
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        schema = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        version = 0 if row is None else int(row[0])
+        # an upgrade may rewrite a big table: not bound by the statement timeout
+        conn.execute("SET LOCAL statement_timeout = 0")
+        found = _stored_version(conn)  # another process may have upgraded it meanwhile
+        version = found or 0
         if version >= target:
             return version
+        if found is None:
+            schema = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (0)")
         for to, statements in _MIGRATIONS:
             if version < to <= target:
                 for statement in statements:
                     conn.execute(statement)
-        if row is None:
-            conn.execute("INSERT INTO schema_version VALUES (%s)", (target,))
-        else:
-            conn.execute("UPDATE schema_version SET version = %s", (target,))
+        conn.execute("UPDATE schema_version SET version = %s", (target,))
     if version:
         log.info("tracemux: upgraded the PostgreSQL store from version %d to %d", version, target)
     return version
@@ -743,7 +808,9 @@ class _PostgresExporter:
             return ExportError(message, retryable=False, reason="rejected")
         if isinstance(exc, errors.QueryCanceled):
             reason = "timeout"
-        elif isinstance(exc, errors.InsufficientResources | errors.ProgramLimitExceeded):
+        elif isinstance(
+            exc, errors.InsufficientResources | errors.ProgramLimitExceeded
+        ) or "too many clients" in str(exc):
             reason = "server_full"
         elif isinstance(
             exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword
@@ -788,10 +855,10 @@ class _PostgresExporter:
     def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
         """Write whole runs and spans (see :meth:`PostgresStore.import_runs`)."""
         conn = self.connection()
-        span_rows = [_no_nul(_stored_span_row(s)) for s in spans]
+        span_rows = [_no_nul(stored_span_row(s)) for s in spans]
         with conn.transaction(), conn.cursor() as cur:
             _delete(cur, [r.run_id for r in runs])
-            cur.executemany(_RUN_ROWS, [_no_nul(_stored_run_row(r)) for r in runs])
+            cur.executemany(_RUN_ROWS, [_no_nul(stored_run_row(r)) for r in runs])
             self._copy_spans(cur, span_rows)
             _write_stats(cur, span_rows, {r.run_id: (r.name, r.project) for r in runs})
         return len(runs)

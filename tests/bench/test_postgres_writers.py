@@ -1,0 +1,32 @@
+"""bench/postgres_writers.py, briefly: 8 processes writing one PostgreSQL store (and one
+SQLite store) at full speed; every span is stored or counted dropped with its reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.pgserver import bin_dir
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "postgres_writers.py"
+
+
+@pytest.mark.slow
+def test_eight_writers_every_span_stored_or_counted(pg_cluster) -> None:
+    assert bin_dir() is not None
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--processes", "8", "--seconds", "1", "--json",
+         "--dsn", pg_cluster.new_database()],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("sqlite", "postgres"):
+        figures = report[name]
+        assert figures["accounted"], figures
+        assert figures["recorded"] > 0 and figures["stored"] > 0
+        assert figures["flushed"]
