@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_exit_says_in_one_warning_what_was_not_delivered(tmp_path: Path) -> None
     lines = [line for line in proc.stderr.splitlines() if WARNING in line]
     assert len(lines) == 1, proc.stderr
     (line,) = lines
-    assert f"otlp:{url}/v1/traces: " in line
+    assert re.search(rf"otlp:{re.escape(url)}/v1/traces \(#[0-9a-f]+\): ", line)
     assert "shutdown 100" in line  # 50 runs of 2 spans, none delivered, all counted
     assert "sqlite:" not in line  # the store got everything
     assert sum(_runs(db).values()) == 100

@@ -14,10 +14,19 @@ from collections.abc import Sequence
 
 from tracemux import __version__
 
-COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "bench", "doctor")
-COMMANDS += ("export",)
-COMMANDS += ("import_runs",)  # the `tracemux import` command
-COMMANDS += ("delete",)
+#: each command and the module of ``tracemux.cli`` that registers it
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "runs": "runs",
+    "show": "show",
+    "export": "export",
+    "import": "import_runs",  # `import` is a keyword: no module can have that name
+    "delete": "delete",
+    "ui": "ui",
+    "doctor": "doctor",
+    "leakcheck": "leakcheck",
+    "bench": "bench",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tracemux {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"tracemux.cli.{name}").register(sub)
+    for module in COMMANDS.values():
+        importlib.import_module(f"tracemux.cli.{module}").register(sub)
     return parser
 
 

@@ -9,8 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tracemux.cli.common import add_db_argument, console, fmt_ms, store_for
+from tracemux.cli.selection import add_filter_arguments
 from tracemux.cost import PriceFileError, PriceTable, fmt_usd
-from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, StoredRun
+from tracemux.destinations.sqlite import StoredRun
 
 STATUS_STYLE = {"ok": "green", "partial": "yellow", "error": "red", "running": "cyan"}
 
@@ -35,22 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("runs", help="list the newest runs in the local store")
     add_db_argument(p)
     p.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
-    p.add_argument(
-        "--search",
-        default=None,
-        help="only runs whose id or name contains this, or one of whose spans has these "
-        "words in its name, inputs, outputs, logs or error (full-text)",
-    )
-    p.add_argument(
-        "--status",
-        choices=RUN_STATUS_FILTERS,
-        default=None,
-        help="error: every run where something failed (the run, or one of its spans); "
-        "failed: only runs that failed as a whole; partial: runs that went on although "
-        "a span failed",
-    )
-    p.add_argument("--user", default=None, help="only this user's runs")
-    p.add_argument("--session", default=None, help="only this session's runs")
+    add_filter_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -15,12 +15,30 @@ class SelectionError(ValueError):
     """Run ids or filters that select nothing usable (the message says why)."""
 
 
-def add_selection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs (a unique id prefix each)")
-    p.add_argument("--search", default=None, help="runs that match this text (as tracemux runs)")
-    p.add_argument("--status", choices=RUN_STATUS_FILTERS, default=None)
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    """``--search``, ``--status``, ``--user`` and ``--session``: the filters of every
+    command that lists or selects runs."""
+    p.add_argument(
+        "--search",
+        default=None,
+        help="only runs whose id or name contains this, or one of whose spans has these "
+        "words in its name, inputs, outputs, logs or error (full-text)",
+    )
+    p.add_argument(
+        "--status",
+        choices=RUN_STATUS_FILTERS,
+        default=None,
+        help="error: every run where something failed (the run, or one of its spans); "
+        "failed: only runs that failed as a whole; partial: runs that went on although "
+        "a span failed",
+    )
     p.add_argument("--user", default=None, help="only this user's runs")
     p.add_argument("--session", default=None, help="only this session's runs")
+
+
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs (a unique id prefix each)")
+    add_filter_arguments(p)
 
 
 def filters_of(args: argparse.Namespace) -> dict[str, str | None]:
