@@ -447,6 +447,7 @@ class ExportWorker:
         # re-entrant: a signal handler may record (and so start the thread) or shut down
         # while its own thread is inside one of these sections
         self._lock = threading.RLock()
+        self._in_shutdown = threading.local()  # set while this thread runs shutdown()
         self.queue = self._new_queue()
         self._session: _Session | None = None
         self._thread: threading.Thread | None = None  # set until that thread ended or is abandoned
@@ -598,7 +599,18 @@ class ExportWorker:
         arrive while it stops are delivered, counted, or left queued for the next thread;
         recording afterwards starts a new export thread. Safe to call from several threads
         at once, and from a signal handler: there is never more than one export thread.
+        A call re-entered on the same thread (a signal handler interrupting this thread's
+        own shutdown) returns False at once: the call it interrupted finishes the job.
         """
+        if getattr(self._in_shutdown, "active", False):
+            return False
+        self._in_shutdown.active = True
+        try:
+            return self._shutdown(timeout)
+        finally:
+            self._in_shutdown.active = False
+
+    def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             session, thread = self._session, self._thread
