@@ -233,9 +233,11 @@ def test_a_new_langfuse_key_pair_per_run_adds_one_thread_and_each_run_uses_its_k
         "--rotate",
         env={"LANGFUSE_BASE_URL": langfuse_server.url},
     )
-    # the only thread the 200 runs (200 tenants) left behind: tracemux's export thread
-    assert result["new_threads"] == ["tracemux-export"], result["new_threads"]
-    assert result["threads_after"] == result["threads_before"] + 1
+    # the only thread the 200 runs (200 tenants) may leave behind: tracemux's export thread
+    # (already started by the warm-up run when it had a destination, the local store)
+    assert set(result["new_threads"]) <= {"tracemux-export"}, result["new_threads"]
+    assert result["threads_after"] <= result["threads_before"] + 1
+    assert result["tracemux_threads"] == ["tracemux-export"], result
     seen: dict[str, str] = {}
     for span in langfuse_server.spans():
         if span.parent_span_id:

@@ -181,6 +181,7 @@ async def scenario_rotation(args: argparse.Namespace) -> dict[str, Any]:
         "threads_before": len(before),
         "threads_after": len(after),
         "new_threads": sorted(set(after) - set(before)),
+        "tracemux_threads": [name for name in after if name.startswith("tracemux")],
         "ms_per_run": elapsed * 1000 / args.runs,
         **out,
     }

@@ -368,7 +368,13 @@ class TracingService(_Base):  # type: ignore[misc]
         """The tracemux service runs are recorded with."""
         svc = self._service
         if svc is None:
-            svc = self._service = get_service()
+            svc = get_service()
+            if svc.config_error is not None and self._env_destinations is not None:
+                # The default service is off: the environment was invalid when it was made.
+                # This service reads the environment again at every run, so a fixed
+                # environment traces without a restart; until then runs go to the store.
+                svc = CoreService()
+            self._service = svc
         return svc
 
     @property
