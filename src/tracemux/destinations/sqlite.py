@@ -1204,27 +1204,30 @@ def _write_stats(
 def _merge_stored_figures(
     conn: sqlite3.Connection, figures: dict[tuple[Any, ...], list[Any]]
 ) -> None:
-    keys = list(figures)
-    for start in range(0, len(keys), 400):
-        chunk = keys[start : start + 400]
-        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-        stored = conn.execute(
+    # one primary-key lookup per key: a row-value IN (VALUES ...) list is not planned as
+    # index lookups, and scanned the whole table per batch (quadratic as the table grows)
+    select = conn.execute
+    stored = [
+        row
+        for key in figures
+        for row in select(
             "SELECT grain, t, project, flow, name, kind, n, errors, max_ns, slowest_run,"
-            " failed_run, hist FROM stats_spans"
-            f" WHERE (grain, t, project, flow, name, kind) IN (VALUES {values})",
-            list(itertools.chain.from_iterable(chunk)),
-        ).fetchall()
-        for row in stored:
-            entry = figures[row[:6]]
-            entry[0] += row[6]
-            entry[1] += row[7]
-            if row[8] >= entry[2]:
-                entry[2], entry[3] = row[8], row[9]
-            if entry[4] is None:
-                entry[4] = row[10]
-            hist = entry[5]
-            for bucket, count in orjson.loads(row[11]):
-                hist[bucket] = hist.get(bucket, 0) + count
+            " failed_run, hist FROM stats_spans WHERE grain = ? AND t = ? AND project = ?"
+            " AND flow = ? AND name = ? AND kind = ?",
+            key,
+        )
+    ]
+    for row in stored:
+        entry = figures[row[:6]]
+        entry[0] += row[6]
+        entry[1] += row[7]
+        if row[8] >= entry[2]:
+            entry[2], entry[3] = row[8], row[9]
+        if entry[4] is None:
+            entry[4] = row[10]
+        hist = entry[5]
+        for bucket, count in orjson.loads(row[11]):
+            hist[bucket] = hist.get(bucket, 0) + count
 
 
 def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
