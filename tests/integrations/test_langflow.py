@@ -425,17 +425,18 @@ async def test_event_loop_lag_while_runs_end_against_a_slow_destination(
     make_service: Callable[..., CoreService],
 ) -> None:
     """1,000 runs end while the only destination takes 2 s per request: the loop never
-    waits on it. Blocking on the destination would stall it for 2 s; the bound is 100 ms.
-    On a loaded machine the OS can starve the process for tens of ms, so one stall over
-    the bound gets a second attempt (a real regression stalls every time)."""
+    waits on it. Blocking on the destination would stall it for 2 s at least; the bounds
+    are far below that and far above what a loaded machine does to the process (tens to
+    hundreds of ms), so they test the behaviour, not the machine. One stall over the
+    bound gets a second attempt (a real regression stalls every time)."""
     for _ in range(2):
         slow = MemoryDestination(delay=2.0)
         figures = await measure_loop_lag(make_service([slow]), slow)
-        if figures["max"] < 0.1 and figures["end_max"] < 0.05:
+        if figures["max"] < 1.0 and figures["end_max"] < 0.5:
             break
-    assert figures["max"] < 0.1, f"the event loop stalled for {figures['max'] * 1e3:.0f} ms"
-    assert figures["end_max"] < 0.05
-    assert figures["p99"] < 0.05
+    assert figures["max"] < 1.0, f"the event loop stalled for {figures['max'] * 1e3:.0f} ms"
+    assert figures["end_max"] < 0.5
+    assert figures["p99"] < 0.25
 
 
 # -- the lfx 1.13 interface: per-run environment, settings, the rest of the methods ----------

@@ -41,7 +41,7 @@ _BACKEND_PREFIXES = ("LANGFUSE_", "LANGSMITH_", "LANGCHAIN_", "PHOENIX_", "ARIZE
 
 @pytest.fixture(scope="module")
 def lfx_python() -> Path:
-    return side_venv("lfx113", LFX_REQUIREMENTS)
+    return side_venv("lfx113", LFX_REQUIREMENTS, upgrade_pip=True)
 
 
 @pytest.fixture(scope="module")
