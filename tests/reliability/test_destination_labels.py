@@ -14,7 +14,17 @@ import pytest
 
 from tests.reliability.faultserver import FaultServer, Reply
 from tracemux import TracingService
-from tracemux.destinations import OTLP, Langfuse, LangSmith, Phoenix
+from tracemux.destinations import (
+    OTLP,
+    Arize,
+    Langfuse,
+    LangSmith,
+    LangWatch,
+    Openlayer,
+    Opik,
+    Phoenix,
+    Traceloop,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -31,11 +41,21 @@ def tenants(url: str) -> list[Any]:
         Phoenix(endpoint=url, api_key="phx-other-secret-key"),
         OTLP(endpoint=url, headers={"authorization": "Bearer one-token-zz"}),
         OTLP(endpoint=url, headers={"authorization": "Bearer two-token-zz"}),
+        LangWatch(api_key="sk-lw-firstsecret00000wxyz", endpoint=url),
+        LangWatch(api_key="sk-lw-othersecret00000wxyz", endpoint=url),
+        Opik(url=url, api_key="opikfirstsecret00000wxyz"),
+        Opik(url=url, api_key="opikothersecret00000wxyz"),
+        Traceloop(api_key="tl-firstsecret000000wxyz", base_url=url),
+        Traceloop(api_key="tl-othersecret000000wxyz", base_url=url),
+        Arize(api_key="arizefirstsecret0000wxyz", space_id="s", endpoint=url),
+        Arize(api_key="arizeothersecret0000wxyz", space_id="s", endpoint=url),
+        Openlayer(api_key="olfirstsecret0000000wxyz", pipeline_id="p", base_url=url),
+        Openlayer(api_key="olothersecret0000000wxyz", pipeline_id="p", base_url=url),
     ]
 
 
 SECRETS = ("tenant-one", "tenant-two", "sk-lf-", "first_key", "second_key", "first-secret",
-           "other-secret", "one-token", "two-token")  # fmt: skip
+           "other-secret", "one-token", "two-token", "firstsecret", "othersecret")  # fmt: skip
 
 
 def test_destinations_that_differ_only_in_a_secret_get_distinct_labels() -> None:

@@ -26,6 +26,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import Attrs, RemoteDestination, traces_url
 from tracemux.destinations.phoenix import OpenInferenceMapper
@@ -113,6 +114,7 @@ class Arize(RemoteDestination):
 
     def describe(self) -> str:
         return (
-            f"arize:{self.endpoint} space={self.space_id} "
-            f"project={self.project or '<per flow>'} ({mask_secret(self.api_key)})"
+            f"arize:{safe_url(self.endpoint)} space={self.space_id} "
+            f"project={self.project or '<per flow>'} "
+            f"({mask_secret(self.api_key)} {self.identity_tag()})"
         )

@@ -40,6 +40,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import (
     STATUS_UNSET,
@@ -202,4 +203,5 @@ class LangWatch(RemoteDestination):
         return otlp_probe(self, "LANGWATCH_API_KEY", "LANGWATCH_ENDPOINT")
 
     def describe(self) -> str:
-        return f"langwatch:{self.endpoint} ({mask_secret(self.api_key)})"
+        key = f"{mask_secret(self.api_key)} {self.identity_tag()}"
+        return f"langwatch:{safe_url(self.endpoint)} ({key})"

@@ -60,6 +60,7 @@ from tracemux.destinations.http import (
     mask_secret,
     post,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import dumps, error_message, json_value
 from tracemux.destinations.probe import Probe
@@ -485,12 +486,12 @@ class Openlayer(Destination):
 
     def describe(self) -> str:
         n = len(self.pipelines) + len(self.flow_pipelines)
-        parts = [f"openlayer:{self.base_url}"]
+        parts = [f"openlayer:{safe_url(self.base_url)}"]
         if self.pipeline_id:
             parts.append(f"pipeline={self.pipeline_id}")
         if n:
             parts.append(f"+{n} flow pipelines")
-        return " ".join(parts) + f" ({mask_secret(self.api_key)})"
+        return " ".join(parts) + f" ({mask_secret(self.api_key)} {self.identity_tag()})"
 
     def __repr__(self) -> str:
         return f"Openlayer({self.describe()})"

@@ -57,6 +57,7 @@ from tracemux.destinations.http import (
     mask_secret,
     post,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import dumps, json_value
 from tracemux.destinations.probe import Probe
@@ -337,8 +338,9 @@ class Opik(Destination):
         )
 
     def describe(self) -> str:
-        key = f" ({mask_secret(self.api_key)})" if self.api_key else ""
-        return f"opik:{self.url} workspace={self.workspace} project={self.project}{key}"
+        key = f"{mask_secret(self.api_key)} " if self.api_key else ""
+        where = f"opik:{safe_url(self.url)} workspace={self.workspace} project={self.project}"
+        return f"{where} ({key}{self.identity_tag()})"
 
     def __repr__(self) -> str:
         return f"Opik({self.describe()})"

@@ -43,6 +43,7 @@ from tracemux.destinations.http import (
     check_url,
     mask_secret,
     require_key,
+    safe_url,
 )
 from tracemux.destinations.otlp import (
     STATUS_UNSET,
@@ -230,5 +231,6 @@ class Traceloop(RemoteDestination):
         return otlp_probe(self, "TRACELOOP_API_KEY / TRACELOOP_HEADERS", "TRACELOOP_BASE_URL")
 
     def describe(self) -> str:
-        auth = ", ".join(f"{k}={mask_secret(v)}" for k, v in self.headers)  # type: ignore[misc]
-        return f"traceloop:{self.base_url} ({auth or mask_secret(self.api_key)})"
+        names = ", ".join(k for k, _ in self.headers)  # type: ignore[misc]
+        auth = f"headers {names}" if names else mask_secret(self.api_key)
+        return f"traceloop:{safe_url(self.base_url)} ({auth} {self.identity_tag()})"
