@@ -36,6 +36,7 @@ from tracemux import TracingService
 from tracemux.cost import Cost, PriceTable, fmt_usd
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
+from tracemux.destinations.stores import open_store
 from tracemux.ui import UIServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -71,7 +72,7 @@ class Tab:
     requests: list[str] = field(default_factory=list)
 
 
-def _run_demo(db: Path) -> None:
+def _run_demo(db: Path | str) -> None:
     script = Path(sys.executable).with_name("tracemux")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "tracemux"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEMUX_")}
@@ -86,11 +87,16 @@ def _run_demo(db: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    db = tmp_path_factory.mktemp("ui-e2e") / "traces.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    """The viewer over each store: a SQLite file, and a PostgreSQL database of a
+    throwaway cluster (tests/pgserver.py); both filled the same way."""
+    if request.param == "postgres":
+        db: Path | str = request.getfixturevalue("pg_cluster").new_database()
+    else:
+        db = tmp_path_factory.mktemp("ui-e2e") / "traces.db"
     _run_demo(db)
-    store = SQLiteStore(db)
+    store = open_store(db)
     svc = TracingService([store])
     try:
         rec = fill_store(svc, agent_runs=3, pace=1.0)

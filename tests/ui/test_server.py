@@ -35,6 +35,17 @@ from tracemux.ui import UIServer
 from tracemux.ui.server import SECURITY_HEADERS, THREAD_PREFIX
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore:
+    """The viewer's tests run against both stores: a SQLite file, and a PostgreSQL
+    database of a throwaway cluster (tests/pgserver.py)."""
+    if request.param == "postgres":
+        from tracemux.destinations.postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("pg_dsn"))  # type: ignore[return-value]
+    return SQLiteStore(tmp_path / "traces.db")
+
+
 def _ui_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
 
@@ -320,6 +331,7 @@ def test_missing_store_is_empty_and_not_created(tmp_path: Path) -> None:
     assert not path.exists() and not path.parent.exists()
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the file's bytes
 def test_reads_never_write(service: TracingService, store: SQLiteStore, tmp_path: Path) -> None:
     rec = fill_store(service, agent_runs=2)
     service.shutdown(10)  # the exporter closes: nothing else writes the file now
@@ -608,13 +620,15 @@ def test_cli_serves_and_stops_on_ctrl_c(
     service: TracingService, store: SQLiteStore, cli_env: Callable[..., dict[str, str]]
 ) -> None:
     rec = fill_store(service, agent_runs=1)
-    proc, lines = _start_cli(["--port", "0"], cli_env(TRACEMUX_DB=store.path))
+    db = getattr(store, "dsn", store.path)  # a PostgreSQL store: its DSN, password and all
+    proc, lines = _start_cli(["--port", "0"], cli_env(TRACEMUX_DB=db))
     try:
         out = "".join(lines)
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", out)
         assert m, out
         assert int(m.group(1)) != 0
         assert f"store: {store.path}" in out
+        assert "pg-test-secret" not in out  # a PostgreSQL store's password never shows
         url = m.group(0)
         assert get_json(url + "api/info")["db"] == store.path
         assert get_json(url + "api/runs")["total"] == 3

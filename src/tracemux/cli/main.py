@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConnectionError as exc:  # a store that cannot be reached (password masked)
+        print(f"tracemux: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -199,6 +199,11 @@ _STATS_MODELS = f"""INSERT INTO stats_models (grain, t, project, flow, model, n,
 _RUN_ROWS = f"""INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({", ".join(["%s"] * len(_RUN_FIELDS))})"""
 
 
+class StoreUnavailableError(ConnectionError):
+    """A read could not reach the database (down, refused credentials...); the message
+    holds no password."""
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -347,7 +352,12 @@ class PostgresStore(Destination):
         """(column names, rows) of one read-only query on a short-lived connection; no
         rows when tracemux's tables do not exist yet."""
         psycopg = _psycopg()
-        conn = self.connect()
+        try:
+            conn = self.connect()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot read the store {self.describe()}: {str(exc).strip()}"
+            ) from None
         try:
             conn.execute("SET default_transaction_read_only = on")
             try:
