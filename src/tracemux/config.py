@@ -37,37 +37,19 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tracemux.destinations.base import Destination
+from tracemux.destinations.env import remote_destinations_from_env
 from tracemux.destinations.stores import TraceStore, open_store
+from tracemux.errors import ConfigError
 from tracemux.pipeline.worker import PipelineSettings
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable.
-
-    ``problems``: every problem found, one message each (the configuration is checked
-    whole, so one error lists them all).
-    """
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems: tuple[str, ...] = tuple(problems) or (message,)
-
-    @classmethod
-    def of(cls, problems: Sequence[str]) -> ConfigError:
-        """One error for several problems."""
-        if len(problems) == 1:
-            return cls(problems[0])
-        listed = "; ".join(problems)
-        return cls(f"{len(problems)} configuration problems: {listed}", problems)
 
 
 @dataclass(frozen=True)
@@ -266,8 +248,6 @@ def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
     :mod:`tracemux.destinations.env`; with ``TRACEMUX_DB`` set the local store stays on
     beside them.
     """
-    from tracemux.destinations.env import remote_destinations_from_env
-
     read = _Reader(env)
     remote: list[Destination] = remote_destinations_from_env(env)
     if not remote or (env.get("TRACEMUX_DB") or "").strip():

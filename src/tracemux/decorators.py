@@ -21,10 +21,12 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from tracemux.service import TracingService, get_service
-from tracemux.service import _current as _current_span_var
+from tracemux.context import CURRENT_SPAN, default_service, detach
+
+if TYPE_CHECKING:
+    from tracemux.service import TracingService
 
 __all__ = ["MAX_YIELDED", "traced"]
 
@@ -121,12 +123,12 @@ def _wrap(
     def open_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # inside a run (of any service) the call is a child span of that run; outside,
         # it starts a run of ``service``, else of the process-wide default service
-        parent = _current_span_var.get()
+        parent = CURRENT_SPAN.get()
         if parent is not None and parent.ended:
             parent = None
         svc = None
         if parent is None:
-            svc = service if service is not None else get_service()
+            svc = service if service is not None else default_service()
             if svc.disabled:
                 return None
         inputs = None
@@ -149,7 +151,7 @@ def _wrap(
             send: Any = None
             throw: BaseException | None = None
             while True:
-                token = None if span is None else _current_span_var.set(span)
+                token = None if span is None else CURRENT_SPAN.set(span)
                 try:
                     if throw is not None:
                         exc, throw = throw, None
@@ -163,19 +165,19 @@ def _wrap(
                     _fail(span, exc)
                     raise
                 finally:
-                    _reset(token)
+                    detach(token)
                 collected.add(item)
                 try:
                     send = yield item
                 except GeneratorExit:
-                    token = None if span is None else _current_span_var.set(span)
+                    token = None if span is None else CURRENT_SPAN.set(span)
                     try:
                         await agen.aclose()
                     except BaseException as exc:
                         _fail(span, exc)
                         raise
                     finally:
-                        _reset(token)
+                        detach(token)
                     collected.finish(span, None)
                     raise
                 except BaseException as exc:
@@ -195,7 +197,7 @@ def _wrap(
             send: Any = None
             throw: BaseException | None = None
             while True:
-                token = _current_span_var.set(span)
+                token = CURRENT_SPAN.set(span)
                 try:
                     if throw is not None:
                         exc, throw = throw, None
@@ -209,19 +211,19 @@ def _wrap(
                     _fail(span, exc)
                     raise
                 finally:
-                    _reset(token)
+                    detach(token)
                 collected.add(item)
                 try:
                     send = yield item
                 except GeneratorExit:
-                    token = _current_span_var.set(span)
+                    token = CURRENT_SPAN.set(span)
                     try:
                         gen.close()
                     except BaseException as exc:
                         _fail(span, exc)
                         raise
                     finally:
-                        _reset(token)
+                        detach(token)
                     collected.finish(span, None)
                     raise
                 except BaseException as exc:
@@ -319,12 +321,3 @@ def _fail(span: Any, exc: BaseException) -> None:
         return
     span.set_error(exc)
     span.end()
-
-
-def _reset(token: Any) -> None:
-    if token is None:
-        return
-    try:
-        _current_span_var.reset(token)
-    except ValueError:  # resumed in another context than the one it was suspended in
-        pass

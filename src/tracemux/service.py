@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
 from tracemux import config as _config
 from tracemux.capture import Capturer, clean_text, format_traceback
+from tracemux.context import CURRENT_SPAN, current_span, detach, install_default_service
+from tracemux.decorators import traced
 from tracemux.destinations.base import Destination
 from tracemux.model import (
     SPAN_KINDS,
@@ -46,17 +47,11 @@ log = logging.getLogger("tracemux")
 _warn = RateLimitedLog(log, interval=60.0)
 
 _time_ns = time.time_ns
-_current: ContextVar[Span | None] = ContextVar("tracemux_current_span", default=None)
 
 MAX_LOGS_PER_SPAN = 1000
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _RECORD_OVERHEAD = 200  # bytes a record costs beyond its captured values (estimate)
 _sizeof = sys.getsizeof
-
-
-def current_span() -> Span | None:
-    """The span current in this context, if any."""
-    return _current.get()
 
 
 class Span(SpanRecord):
@@ -108,7 +103,7 @@ class Span(SpanRecord):
     # -- context management ---------------------------------------------------------------
 
     def __enter__(self) -> Span:
-        self._token = _current.set(self)
+        self._token = CURRENT_SPAN.set(self)
         return self
 
     def __exit__(
@@ -120,17 +115,14 @@ class Span(SpanRecord):
         token = self._token
         if token is not None:
             self._token = None
-            try:
-                _current.reset(token)
-            except ValueError:  # exited in another context than it was entered in
-                pass
+            detach(token)
         if exc is not None:
             self.set_error(exc)
         self.end()
         return False
 
     async def __aenter__(self) -> Span:
-        self._token = _current.set(self)
+        self._token = CURRENT_SPAN.set(self)
         return self
 
     async def __aexit__(
@@ -348,7 +340,7 @@ class Run(Span):
     ) -> Span:
         """Open a span in this run, under the span current in this context if it belongs
         to this run, else directly under the run."""
-        cur = _current.get()
+        cur = CURRENT_SPAN.get()
         parent = cur if cur is not None and cur.run is self.run and not cur._ended else self
         return Span(
             self._worker, self._capture, self.run, parent.span_id, name, kind, inputs, metadata
@@ -580,7 +572,7 @@ class TracingService:
         """Open a span under the current span, or start a run if there is none."""
         if self.disabled:
             return NOOP_SPAN  # type: ignore[return-value]
-        cur = _current.get()
+        cur = CURRENT_SPAN.get()
         if cur is None or cur._ended:
             return self.trace_run(name, inputs=inputs, metadata=metadata, kind=kind)
         return Span(self._worker, self._capture, cur.run, cur.span_id, name, kind, inputs, metadata)
@@ -590,8 +582,6 @@ class TracingService:
     def traced(self, func: Any = None, /, **options: Any) -> Any:
         """:func:`tracemux.traced` bound to this service: ``@svc.traced``,
         ``@svc.traced(kind="tool")``. A call outside any run starts a run of this service."""
-        from tracemux.decorators import traced
-
         return traced(func, service=self, **options)
 
     # -- pipeline -------------------------------------------------------------------------
@@ -659,3 +649,6 @@ def _service_from_env_or_off() -> TracingService:
         svc = TracingService(disabled=True)
         svc.config_error = exc
         return svc
+
+
+install_default_service(get_service)

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from tracemux import __version__
+from tracemux.version import __version__
 
 COMMANDS: tuple[str, ...] = ("demo", "runs", "show", "leakcheck", "ui", "bench", "doctor")
 COMMANDS += ("export",)

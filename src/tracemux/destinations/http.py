@@ -3,7 +3,7 @@
 - :func:`shared_client`: the one ``httpx.AsyncClient`` (one connection pool, one SSL
   context) that every remote destination of the export thread uses. It is created lazily
   on the export thread and closed when that thread's session ends
-  (:func:`tracemux.pipeline.worker.on_export_thread_exit`).
+  (:meth:`~tracemux.destinations.base.ExportContext.on_exit`).
 - :func:`post`: send one request and turn every failure into an
   :class:`~tracemux.destinations.base.ExportError` the lane understands: connection errors,
   timeouts, 408, 429 and 5xx are retryable (``Retry-After`` honoured), 413 splits the
@@ -29,8 +29,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tracemux.destinations.base import ExportError
+from tracemux.destinations.base import ExportContext, ExportError
+from tracemux.errors import ConfigError
 from tracemux.redact import mask_for_log
+from tracemux.version import __version__
 
 if TYPE_CHECKING:
     import httpx
@@ -122,8 +124,6 @@ class IdleThreadExecutor(concurrent.futures.ThreadPoolExecutor):
 def _new_client() -> httpx.AsyncClient:
     import httpx
 
-    from tracemux import __version__
-
     return httpx.AsyncClient(
         timeout=httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0, pool=POOL_TIMEOUT),
         # one request in flight per destination lane, PER_ORIGIN per origin (see post())
@@ -157,12 +157,10 @@ def shared_client() -> httpx.AsyncClient:
             _local.loop = None
         await client.aclose()
 
-    from tracemux.pipeline.worker import on_export_thread_exit
-
-    try:
-        on_export_thread_exit(close)
-    except RuntimeError:  # not on the export thread: the caller closes it
+    context = ExportContext.current()
+    if context is None:  # not on the export thread: the caller closes it
         return client
+    context.on_exit(close)
     try:  # host-name lookups on a short-lived thread, not on a lasting executor pool
         loop.set_default_executor(IdleThreadExecutor())
     except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
@@ -394,8 +392,6 @@ def safe_url(url: object) -> str:
 
 
 def _config_error(message: str) -> Exception:
-    from tracemux.config import ConfigError
-
     return ConfigError(message)
 
 

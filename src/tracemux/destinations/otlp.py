@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import gzip
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import orjson
 
 from tracemux.destinations.base import Destination
 from tracemux.destinations.http import (
@@ -34,8 +32,17 @@ from tracemux.destinations.http import (
     post,
     safe_url,
 )
-from tracemux.model import Record, RunInfo, SpanRecord
+from tracemux.destinations.openinference import OpenInferenceMapper
+from tracemux.destinations.spanmap import (
+    STATUS_ERROR,
+    Attrs,
+    AttrValue,
+    SpanMapper,
+    json_text,
+)
+from tracemux.model import Record, SpanRecord
 from tracemux.ratelimit import RateLimitedLog
+from tracemux.version import __version__
 
 log = logging.getLogger("tracemux.destinations.otlp")
 _warn = RateLimitedLog(log, interval=60.0)
@@ -43,57 +50,7 @@ _warn = RateLimitedLog(log, interval=60.0)
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
 
-STATUS_UNSET = 0
-STATUS_OK = 1
-STATUS_ERROR = 2
 SPAN_KIND_INTERNAL = 1
-
-#: an attribute value: str, bool, int, float or a list of str
-AttrValue = Any
-Attrs = list[tuple[str, AttrValue]]
-
-
-def json_text(value: bytes | None) -> str | None:
-    """A captured JSON snapshot as text."""
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace")
-
-
-def json_value(value: bytes | None) -> Any:
-    """A captured JSON snapshot parsed (None when absent or unreadable)."""
-    if value is None:
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value.decode("utf-8", "replace")
-
-
-class SpanMapper(ABC):
-    """What one backend sees of a span. Subclasses live with their destination."""
-
-    scope_name: ClassVar[str] = "tracemux"
-    #: status code of a span that did not fail (some SDKs send UNSET, some OK)
-    ok_status: ClassVar[int] = STATUS_UNSET
-    #: whether a span's own attributes may repeat a key of its run's (checked if so)
-    overlapping: ClassVar[bool] = False
-
-    def project(self, run: RunInfo) -> str | None:
-        """The key spans are grouped by into resources (a project name, or None)."""
-        return None
-
-    def resource_attributes(self, project: str | None) -> Attrs:
-        """Attributes of the resource the spans of ``project`` are sent under."""
-        return [("service.name", "tracemux")]
-
-    @abstractmethod
-    def run_attributes(self, run: RunInfo) -> Attrs:
-        """Attributes every span of ``run`` carries (computed once per run and batch)."""
-
-    @abstractmethod
-    def span_attributes(self, span: SpanRecord) -> Attrs:
-        """Attributes of one span."""
 
 
 # -- protobuf encoding -------------------------------------------------------------------------
@@ -326,8 +283,6 @@ class OTLPExporter:
         secrets: Sequence[str] = (),
         compresslevel: int = 1,
     ) -> None:
-        from tracemux import __version__
-
         self.label = label
         self.url = url
         self.headers = {
@@ -466,8 +421,6 @@ class OTLP(RemoteDestination):
         return tuple(v for _, v in self.headers)  # type: ignore[misc]
 
     def mapper(self) -> SpanMapper:
-        from tracemux.destinations.phoenix import OpenInferenceMapper
-
         return OpenInferenceMapper(self.project, self.service_name)
 
     def describe(self) -> str:
@@ -492,8 +445,3 @@ def parse_otlp_headers(raw: str) -> dict[str, str]:
             raise ValueError("a header has an empty name")
         out[name] = unquote(value.strip())
     return out
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text (what JavaScript's ``JSON.stringify`` would give)."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")

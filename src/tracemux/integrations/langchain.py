@@ -32,8 +32,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
 
+from tracemux.context import current_span
 from tracemux.ratelimit import RateLimitedLog
-from tracemux.service import Span, TracingService, current_span, get_service
+from tracemux.service import Span, TracingService, get_service
 
 __all__ = ["MAX_OPEN_RUNS", "CallbackHandler"]
 

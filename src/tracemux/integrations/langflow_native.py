@@ -22,6 +22,7 @@ from contextvars import Token
 from typing import Any
 from uuid import UUID
 
+from tracemux.context import reset_quietly
 from tracemux.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,7 @@ class NativeRun:
             _warn.warning("end_trace", "tracemux: native end_trace failed: %s", exc)
         finally:
             if token is not None:
-                try:
-                    self._context_var.reset(token)
-                except ValueError:  # ended in another context than it started in
-                    pass
+                reset_quietly(self._context_var, token)
 
     def event_span(self, span_id: str, name: str, outputs: Any, span_type: str) -> None:
         """A standalone instantaneous span, as Langflow's ``record_event_span`` writes it."""

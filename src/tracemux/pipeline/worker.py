@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracemux.destinations.base import Destination
+from tracemux.destinations.base import Destination, ExportContext
 from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
@@ -120,7 +120,7 @@ class _Session:
         # is never both counted as dropped by _abandon and then as exported
         self.count_lock = threading.RLock()
         self.counted = False
-        self.exit_callbacks: list[Callable[[], Any]] = []
+        self.export_context = ExportContext()
 
     # -- called from other threads -----------------------------------------------------
 
@@ -136,7 +136,7 @@ class _Session:
     # -- the thread ----------------------------------------------------------------------
 
     def run(self) -> None:
-        _thread_session.session = self
+        self.export_context.make_current()
         try:
             asyncio.run(self._main())
         except BaseException:  # never let the thread die with a traceback on stderr
@@ -398,7 +398,9 @@ class _Session:
         self.lanes.clear()
         if closing:
             await asyncio.gather(*closing)
-        for callback in reversed(self.exit_callbacks):  # shared resources, after the exporters
+        for callback in reversed(
+            self.export_context.exit_callbacks
+        ):  # shared resources, after the exporters
             try:
                 result = callback()
                 if inspect.isawaitable(result):
@@ -407,22 +409,6 @@ class _Session:
                 log.warning(
                     "tracemux: export-thread cleanup failed: %s: %s", type(exc).__name__, exc
                 )
-
-
-_thread_session = threading.local()
-
-
-def on_export_thread_exit(callback: Callable[[], Any]) -> None:
-    """Run ``callback`` (a function or coroutine function) when the current export
-    thread's session ends, after every exporter is closed.
-
-    For resources that exporters share, such as one HTTP client for all destinations.
-    Must be called on the export thread (from ``Destination.open`` or an exporter).
-    """
-    session = getattr(_thread_session, "session", None)
-    if session is None:
-        raise RuntimeError("on_export_thread_exit() must be called on the export thread")
-    session.exit_callbacks.append(callback)
 
 
 async def _close_quietly(lane: Lane, timeout: float) -> None:
