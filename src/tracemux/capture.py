@@ -39,7 +39,8 @@ _FAST_OPTIONS = _DUMPS_OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_P
 
 _marshal_dumps = marshal.dumps
 _marshal_loads = marshal.loads
-_SCALARS = frozenset({str, int, float, bool})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_is_flat = _SCALARS.issuperset  # an iterable of types: all exact builtin scalars?
 
 
 def _plain_copy(value: Any) -> Any:
@@ -48,8 +49,19 @@ def _plain_copy(value: Any) -> Any:
     ValueError unless ``value`` holds only exact builtin types (no Enum, no subclass, no
     object). orjson, given this copy and no ``default`` hook, runs no Python code either:
     nothing can change a container while orjson holds borrowed references into it."""
-    if type(value) in _SCALARS:
+    cls = type(value)
+    if cls in _SCALARS:
         return value
+    # the common flat cases: a shallow copy (C code, so atomic under the GIL) of scalars
+    # only is already out of reach of other code, and orjson runs no Python code on it
+    if cls is dict:
+        copy = value.copy()
+        if _is_flat(map(type, copy.values())) and _is_flat(map(type, copy)):
+            return copy
+    elif cls is list:
+        copy = value.copy()
+        if _is_flat(map(type, copy)):
+            return copy
     return _marshal_loads(_marshal_dumps(value, 3))  # 3+: shared and cyclic parts once
 
 

@@ -227,7 +227,7 @@ def test_exit_deadline_holds_with_a_hanging_destination(
     assert report["undelivered"] >= SPANS, report
     # (a batch inside the exporter that blocks the thread: neither, until it returns)
     in_export = report["in_export"]
-    assert in_export <= (2000 if mode != "blackhole" else 0)
+    assert in_export <= 2000  # one batch of the store (or of the blocking exporter)
     assert report["dropped"].get("shutdown", 0) >= SPANS - in_export
     total = report["exported"] + report["dropped"]["shutdown"] + in_export
     assert total == SPANS * lanes, report

@@ -35,6 +35,7 @@ class SpanQueue:
         "closed",
         "max_bytes",
         "max_spans",
+        "on_span_drop",
         "wake",
         "wake_at",
     )
@@ -51,6 +52,8 @@ class SpanQueue:
         self._dropped: dict[str, int] = {}
         self.accepted = 0  # spans accepted (run-start records are not counted)
         self.closed = False  # replaced by a fresh queue: put() refuses, the caller retries
+        #: called (outside the lock) with each span the bound drops and the reason
+        self.on_span_drop: Callable[[Any, str], None] | None = None
 
     def put(self, item: Any, nbytes: int) -> bool | None:
         """Add a record, or count it as dropped if the bound is reached. Never blocks long.
@@ -74,9 +77,14 @@ class SpanQueue:
                 pending = len(items)
                 reason = None
             if reason is not None:
-                if item.is_span:
-                    self._dropped[reason] = self._dropped.get(reason, 0) + 1
-                return False
+                if not item.is_span:
+                    return False
+                self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        if reason is not None:
+            hook = self.on_span_drop
+            if hook is not None:
+                hook(item, reason)
+            return False
         if pending == self.wake_at:
             wake = self.wake
             if wake is not None:

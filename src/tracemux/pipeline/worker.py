@@ -443,6 +443,7 @@ class ExportWorker:
         self._stuck: dict[Destination, threading.Thread] = {}
         self._exit_deadline: float | None = None  # set once the exit shutdown started
         self._late_lanes: list[Lane] = []  # abandoned lanes with a batch still in an export
+        self._labels: dict[Destination, str] = {}  # describe() of destinations, cached
         # sessions given up on whose thread still runs: after fork() the child must keep
         # them (their exporters' connections) alive, never closing what the parent uses
         self._abandoned: list[tuple[_Session, threading.Thread]] = []
@@ -457,7 +458,17 @@ class ExportWorker:
 
     def _new_queue(self) -> SpanQueue:
         s = self.settings
-        return SpanQueue(s.max_queue_spans, s.max_queue_bytes, wake_at=s.batch_size)
+        queue = SpanQueue(s.max_queue_spans, s.max_queue_bytes, wake_at=s.batch_size)
+        queue.on_span_drop = self._queue_dropped
+        return queue
+
+    def _queue_dropped(self, record: Record, reason: str) -> None:
+        """A span the queue's bound dropped: count it for each of its destinations too."""
+        try:
+            for dest in record.run.destinations:
+                self._book_drop(dest, reason, 1)
+        except Exception:  # never into the recording call
+            log.debug("tracemux: could not count a queue drop per destination", exc_info=True)
 
     def configure(self, settings: PipelineSettings) -> None:
         """Change the limits. Takes effect for new records (queue) and new lanes."""
@@ -693,10 +704,15 @@ class ExportWorker:
 
     def _book_drop(self, dest: Destination, reason: str, n: int) -> None:
         """Count ``n`` drops in ``dest``'s own counters (kept with the closed lanes')."""
-        try:
-            label = dest.describe()
-        except Exception:
-            label = type(dest).__name__
+        label = self._labels.get(dest)
+        if label is None:
+            try:
+                label = dest.describe()
+            except Exception:
+                label = type(dest).__name__
+            if len(self._labels) >= 1000:
+                self._labels.clear()
+            self._labels[dest] = label
         stats = self._stats_for(label)
         stats.dropped[reason] = stats.dropped.get(reason, 0) + n
 
@@ -748,12 +764,6 @@ class ExportWorker:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(dest["dropped"].items()) if n)
             if reasons:
                 parts.append(f"{label}: {reasons}")
-        dropped = stats["dropped"]
-        early = ", ".join(
-            f"{r} {dropped[r]}" for r in (DROP_QUEUE_FULL, DROP_QUEUE_BYTES) if dropped.get(r)
-        )
-        if early:
-            parts.append(f"before any destination: {early}")
         if stats["queue_size"]:
             parts.append(f"still queued: {stats['queue_size']}")
         if stats["abandoned_in_flight"]:
