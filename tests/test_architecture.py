@@ -182,6 +182,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "tracemux.errors",
             "tracemux.version",
+            "tracemux.envparse",
             "tracemux.ratelimit",
             "tracemux.context",
             "tracemux.reaper",

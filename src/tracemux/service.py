@@ -432,12 +432,14 @@ NOOP_SPAN = _NoopSpan()
 class TracingService:
     """Records runs and spans and hands them to the process-wide export thread.
 
-    ``destinations``: where runs go by default (the local :class:`SQLiteStore` if None);
+    ``destinations``: where runs go by default (if None, the local store: ``TRACEMUX_DB``,
+    else the user data directory, as :func:`tracemux.config.store_from_env` says);
     a run can name its own with ``trace_run(..., destinations=[...])``.
     ``max_value_bytes``: captured values are truncated past this size, with a marker.
     ``mask_secrets``: mask secret keys and credential-shaped strings (on by default);
     ``extra_secret_keys`` / ``extra_secret_values``: regular expressions to mask as well.
-    ``pipeline``: limits of the process-wide pipeline (applied when given).
+    ``pipeline``: limits of the process-wide pipeline, shared by every service: applied
+    when given, a :class:`ConfigError` if another live service set different ones.
     ``disabled``: every call becomes a no-op and no thread is ever started.
 
     All services in a process share one export thread.
@@ -458,6 +460,11 @@ class TracingService:
         #: why tracing is off, when the default service found the configuration invalid
         self.config_error: _config.ConfigError | None = None
         self.destinations = self._check_destinations(destinations, "destinations")
+        # without destinations, runs go to the local store where TRACEMUX_DB says (as with
+        # from_env); chosen now, so a bad TRACEMUX_STORE_* value is a ConfigError here
+        self._default_store: Destination | None = (
+            None if self.destinations or self.disabled else _config.store_from_env()
+        )
         self._capture = Capturer(max_value_bytes)
         self._redactor = Redactor(
             enabled=mask_secrets,
@@ -465,8 +472,8 @@ class TracingService:
             extra_values=tuple(extra_secret_values),
         )
         self._worker = shared_worker()
-        if pipeline is not None:
-            self._worker.configure(pipeline)
+        if pipeline is not None:  # process-wide: refused if another live service set others
+            self._worker.configure(pipeline, owner=self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingService:
@@ -480,7 +487,8 @@ class TracingService:
             disabled=cfg.disabled,
             max_value_bytes=cfg.max_value_bytes,
             mask_secrets=cfg.mask_secrets,
-            pipeline=cfg.pipeline,
+            # the defaults claim nothing: a service given explicit limits keeps them
+            pipeline=None if cfg.pipeline == PipelineSettings() else cfg.pipeline,
         )
 
     @staticmethod
@@ -498,10 +506,8 @@ class TracingService:
         return out
 
     def _default_destinations(self) -> tuple[Destination, ...]:
-        if not self.destinations:
-            from tracemux.destinations.sqlite import SQLiteStore
-
-            self.destinations = (SQLiteStore(),)
+        if not self.destinations and self._default_store is not None:
+            self.destinations = (self._default_store,)
         return self.destinations
 
     # -- recording ------------------------------------------------------------------------

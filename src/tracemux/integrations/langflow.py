@@ -252,6 +252,14 @@ def _settings_deactivate(settings_service: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _tracemux_disabled() -> bool:
+    try:
+        return _config.disabled_from_env()
+    except _config.ConfigError as exc:
+        log.error("tracemux: %s; tracing stays on", exc)
+        return False
+
+
 def _env_flag(name: str) -> bool:
     raw = os.environ.get(name, "")
     if not raw.strip():
@@ -321,7 +329,7 @@ class TracingService(_Base):  # type: ignore[misc]
             from_settings = _settings_deactivate(settings_service)
             deactivated = (
                 _env_flag(_DEACTIVATE_VARIABLE) if from_settings is None else from_settings
-            ) or _env_flag("TRACEMUX_DISABLED")
+            ) or _tracemux_disabled()
         self._service = service
         if destinations_from_env is None:
             destinations_from_env = service is None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracemux.destinations.base import Destination, ExportContext
+from tracemux.errors import ConfigError
 from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
@@ -430,6 +431,7 @@ class ExportWorker:
 
     def __init__(self, settings: PipelineSettings | None = None) -> None:
         self.settings = settings or PipelineSettings()
+        self._settings_owner: weakref.ref[object] | None = None  # see configure()
         # re-entrant: a signal handler may record (and so start the thread) or shut down
         # while its own thread is inside one of these sections
         self._lock = threading.RLock()
@@ -470,9 +472,24 @@ class ExportWorker:
         except Exception:  # never into the recording call
             log.debug("tracemux: could not count a queue drop per destination", exc_info=True)
 
-    def configure(self, settings: PipelineSettings) -> None:
-        """Change the limits. Takes effect for new records (queue) and new lanes."""
+    def configure(self, settings: PipelineSettings, owner: object | None = None) -> None:
+        """Change the limits. Takes effect for new records (queue) and new lanes.
+
+        The limits are the process's, shared by every service. ``owner`` (the service
+        asking) claims them until :meth:`shutdown`: another owner asking for different
+        limits meanwhile is a :class:`~tracemux.errors.ConfigError`, not a silent change
+        under the first one's feet. The same limits again are accepted.
+        """
         with self._lock:
+            holder = self._settings_owner() if self._settings_owner is not None else None
+            if holder is not None and holder is not owner and settings != self.settings:
+                raise ConfigError(
+                    "pipeline settings are process-wide and another live TracingService set "
+                    f"different ones ({self.settings}); pass the same settings, or none to "
+                    "use those in force, or shut the other service down first"
+                )
+            if owner is not None:
+                self._settings_owner = weakref.ref(owner)
             self.settings = settings
             q = self.queue
             q.max_spans = settings.max_queue_spans
@@ -587,6 +604,7 @@ class ExportWorker:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
+            self._settings_owner = None  # the next service may set its own limits
             session, thread = self._session, self._thread
             if session is None or thread is None:
                 return self.queue.in_flight[0] == 0
