@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_YIELDED", "traced"]
 
-log = logging.getLogger("tracemux.decorators")
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

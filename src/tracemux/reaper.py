@@ -31,8 +31,10 @@ from typing import Protocol
 
 from tracemux.envparse import DEFAULT_RUN_MAX_AGE, parse_max_age
 from tracemux.errors import ConfigError
+from tracemux.ratelimit import rate_limited
 
 log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 DEFAULT_MAX_AGE = DEFAULT_RUN_MAX_AGE
 ENV_VARIABLE = "TRACEMUX_RUN_MAX_AGE"
@@ -127,7 +129,7 @@ class OpenRuns:
                 run.end()
                 n += 1
             except Exception:
-                log.exception("tracemux: could not end an open run")
+                _warn.internal_error("end_open_run", "tracemux: could not end an open run")
         self.incomplete += n
         return n
 

@@ -39,12 +39,12 @@ from tracemux.model import (
     new_span_id,
 )
 from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import internal_errors, rate_limited
 from tracemux.reaper import open_runs as _open_runs
 from tracemux.redact import Redactor, mask_for_log
 
-log = logging.getLogger("tracemux")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 _time_ns = time.time_ns
 
@@ -203,7 +203,7 @@ class Span(SpanRecord):
                     else self._capture.text(model, 256)
                 )
         except Exception:
-            _warn.warning("set_usage", "tracemux: set_usage failed", exc_info=True)
+            _warn.internal_error("set_usage", "tracemux: set_usage failed", level=logging.WARNING)
 
     def add_log(self, message: Any, level: str = "info", **fields: Any) -> None:
         """Attach a log line (and optional structured fields) to the span."""
@@ -309,7 +309,7 @@ class Span(SpanRecord):
             self.refs = 0
             self._worker.submit(self)
         except Exception:
-            _warn.error("end", "tracemux: could not queue a span", exc_info=True)
+            _warn.internal_error("end", "tracemux: could not queue a span")
 
     # -- identity -------------------------------------------------------------------------
 
@@ -569,7 +569,7 @@ class TracingService:
             _open_runs.add(run)
             return run
         except Exception:
-            _warn.error("trace_run", "tracemux: could not start a run", exc_info=True)
+            _warn.internal_error("trace_run", "tracemux: could not start a run")
             return NOOP_SPAN  # type: ignore[return-value]
 
     def span(
@@ -615,11 +615,13 @@ class TracingService:
     def stats(self) -> dict[str, Any]:
         """Counters: recorded, exported, dropped by reason, per-destination failures and
         retries, queue size and bytes, and the number of threads tracemux owns; runs
-        still open, and runs ended as incomplete (never ended by their caller)."""
+        still open, and runs ended as incomplete (never ended by their caller); errors
+        of tracemux's own that it swallowed (``internal_errors``, each logged)."""
         _open_runs.sweep()
         out = self._worker.stats()
         out["open_runs"] = len(_open_runs)
         out["incomplete_runs"] = _open_runs.incomplete
+        out["internal_errors"] = internal_errors()
         return out
 
 

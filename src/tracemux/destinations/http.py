@@ -37,7 +37,7 @@ from tracemux.version import __version__
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("tracemux.destinations.http")
+log = logging.getLogger(__name__)
 
 #: seconds a request may take before it counts as a (retryable) timeout
 DEFAULT_TIMEOUT = 10.0

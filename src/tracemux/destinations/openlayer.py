@@ -67,10 +67,10 @@ from tracemux.destinations.probe import Probe
 from tracemux.destinations.spanmap import dumps, json_value
 from tracemux.errors import ConfigError
 from tracemux.model import Record, RunInfo, SpanRecord
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 
 log = logging.getLogger(__name__)
-_warn = RateLimitedLog(log, interval=60.0)
+_warn = rate_limited(log)
 
 DEFAULT_BASE_URL = "https://api.openlayer.com/v1"
 STREAM_PATH = "/inference-pipelines/{id}/data-stream"

@@ -41,11 +41,11 @@ from tracemux.destinations.spanmap import (
     json_text,
 )
 from tracemux.model import Record, SpanRecord
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 from tracemux.version import __version__
 
-log = logging.getLogger("tracemux.destinations.otlp")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"

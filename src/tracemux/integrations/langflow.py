@@ -64,7 +64,7 @@ from tracemux.destinations import env as _env
 from tracemux.destinations.base import Destination
 from tracemux.destinations.langfuse import Langfuse
 from tracemux.integrations.langflow_native import NativeRun, NativeTracing, native_tracing
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 from tracemux.reaper import open_runs
 from tracemux.service import LOG_LEVELS, Run, Span, get_service
 from tracemux.service import TracingService as CoreService
@@ -75,8 +75,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingService"]
 
-log = logging.getLogger("tracemux.integrations.langflow")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 
 class _TraceContext:

@@ -23,10 +23,10 @@ from typing import Any
 from uuid import UUID
 
 from tracemux.context import reset_quietly
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 
 log = logging.getLogger(__name__)
-_warn = RateLimitedLog(log, interval=60.0)
+_warn = rate_limited(log)
 
 _SENSITIVE = ("api_key", "password", "server_url")
 

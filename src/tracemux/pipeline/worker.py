@@ -35,12 +35,12 @@ from tracemux.errors import ConfigError
 from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 from tracemux.reaper import open_runs
 from tracemux.redact import MaskingPass
 
-log = logging.getLogger("tracemux.pipeline")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 THREAD_NAME = "tracemux-export"
 #: what an export thread a shutdown gave up on (stuck in an exporter) is renamed to
@@ -141,7 +141,7 @@ class _Session:
         try:
             asyncio.run(self._main())
         except BaseException:  # never let the thread die with a traceback on stderr
-            log.exception("tracemux: export thread failed")
+            _warn.internal_error("export_thread", "tracemux: export thread failed")
         finally:
             self.stopped.set()
 
@@ -420,10 +420,8 @@ async def _close_quietly(lane: Lane, timeout: float) -> None:
 
 
 def _call_quietly(fn: Callable[[], None]) -> None:
-    try:
+    with _warn.capture("flush_callback", "tracemux: flush callback failed"):
         fn()
-    except Exception:
-        log.exception("tracemux: flush callback failed")
 
 
 class ExportWorker:

@@ -76,7 +76,7 @@ from tracemux.transfer import FORMATS, export_runs
 from tracemux.ui import dashboard
 from tracemux.version import __version__
 
-log = logging.getLogger("tracemux.ui")
+log = logging.getLogger(__name__)
 
 THREAD_PREFIX = "tracemux-ui"
 DEFAULT_HOST = "127.0.0.1"
