@@ -40,7 +40,7 @@ from tracemux.destinations.spanmap import (
     SpanMapper,
     json_text,
 )
-from tracemux.model import Record, SpanRecord
+from tracemux.model import Record, RunInfo, SpanRecord
 from tracemux.ratelimit import rate_limited
 from tracemux.version import __version__
 
@@ -170,6 +170,62 @@ def error_message(span: SpanRecord) -> str:
     return f"{err.type}: {err.message}" if err.message else err.type
 
 
+def _cache_for(mapper: SpanMapper, p: _Proto) -> _AttrCache:
+    """The attribute cache of ``mapper`` (kept across batches)."""
+    cache = _caches.get(id(mapper))
+    if cache is None or cache.p is not p:
+        if len(_caches) > 64:
+            _caches.clear()
+        cache = _caches[id(mapper)] = _AttrCache(p)
+    return cache
+
+
+def _run_entry(
+    p: _Proto,
+    request: Any,
+    scopes: dict[str | None, Any],
+    mapper: SpanMapper,
+    run: RunInfo,
+    cache: _AttrCache,
+    scope_version: str,
+) -> tuple[bytes, frozenset[str], Attrs, Any]:
+    """What every span of ``run`` shares in one request: its attributes (serialized once,
+    their keys, the pairs) and the scope its spans go under (one resource per project)."""
+    pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
+    project = mapper.project(run)
+    scope_spans = scopes.get(project)
+    if scope_spans is None:
+        rs = request.resource_spans.add()
+        add_attr = rs.resource.attributes.add
+        for key, value in mapper.resource_attributes(project):
+            if value is not None:
+                _set_value(p, add_attr(key=key).value, value)
+        scope_spans = scopes[project] = rs.scope_spans.add()
+        scope_spans.scope.name = mapper.scope_name
+        scope_spans.scope.version = scope_version
+    return cache.serialize(pairs), frozenset(k for k, _ in pairs), pairs, scope_spans.spans
+
+
+def _own_attributes(p: _Proto, msg: Any, own: Attrs, parts: list[bytes], cache: _AttrCache) -> None:
+    """A span's own attributes: short repeating values as cached serialized bytes appended
+    to ``parts`` (merged in one go), the rest set on ``msg`` directly."""
+    add_attr = msg.attributes.add
+    cached, entries, max_chars = cache.get, cache.entries, cache.MAX_VALUE_CHARS
+    for key, value in own:
+        if value is None:
+            continue
+        t = type(value)
+        if t is str:
+            if len(value) > max_chars:
+                add_attr(key=key).value.string_value = value
+                continue
+        elif t is not int and t is not bool:
+            _set_value(p, add_attr(key=key).value, value)
+            continue
+        data = entries.get((key, t, value))
+        parts.append(cached(key, value) if data is None else data)
+
+
 def encode_request(
     batch: Sequence[Record], mapper: SpanMapper, scope_version: str = ""
 ) -> tuple[bytes, int]:
@@ -180,11 +236,7 @@ def encode_request(
     short values that repeat, are serialized once and merged into each span.
     """
     p = proto()
-    cache = _caches.get(id(mapper))
-    if cache is None or cache.p is not p:
-        if len(_caches) > 64:
-            _caches.clear()
-        cache = _caches[id(mapper)] = _AttrCache(p)
+    cache = _cache_for(mapper, p)
     request = p.Request()
     scopes: dict[str | None, Any] = {}
     run_attrs: dict[int, tuple[bytes, frozenset[str], Attrs, Any]] = {}
@@ -193,9 +245,6 @@ def encode_request(
     # the status of a successful span, merged like an attribute (setting it costs more)
     ok_bytes = p.Span(status=p.Status(code=ok_code)).SerializeToString() if ok_code else b""
     overlapping = mapper.overlapping
-    cached = cache.get
-    entries = cache.entries
-    max_chars = cache.MAX_VALUE_CHARS
     for rec in batch:
         if not rec.is_span:
             continue
@@ -203,23 +252,8 @@ def encode_request(
         run = span.run
         common = run_attrs.get(id(run))
         if common is None:
-            pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
-            project = mapper.project(run)
-            scope_spans = scopes.get(project)
-            if scope_spans is None:
-                rs = request.resource_spans.add()
-                add_attr = rs.resource.attributes.add
-                for key, value in mapper.resource_attributes(project):
-                    if value is not None:
-                        _set_value(p, add_attr(key=key).value, value)
-                scope_spans = scopes[project] = rs.scope_spans.add()
-                scope_spans.scope.name = mapper.scope_name
-                scope_spans.scope.version = scope_version
-            common = run_attrs[id(run)] = (
-                cache.serialize(pairs),
-                frozenset(k for k, _ in pairs),
-                pairs,
-                scope_spans.spans,
+            common = run_attrs[id(run)] = _run_entry(
+                p, request, scopes, mapper, run, cache, scope_version
             )
         common_bytes, common_keys, common_pairs, spans = common
         msg = spans.add(
@@ -234,20 +268,7 @@ def encode_request(
             msg.parent_span_id = span.parent_id.to_bytes(8, "big")
         own = mapper.span_attributes(span)
         parts = [ok_bytes]
-        add_attr = msg.attributes.add
-        for key, value in own:
-            if value is None:
-                continue
-            t = type(value)
-            if t is str:
-                if len(value) > max_chars:
-                    add_attr(key=key).value.string_value = value
-                    continue
-            elif t is not int and t is not bool:
-                _set_value(p, add_attr(key=key).value, value)
-                continue
-            data = entries.get((key, t, value))
-            parts.append(cached(key, value) if data is None else data)
+        _own_attributes(p, msg, own, parts, cache)
         if not overlapping or common_keys.isdisjoint([k for k, v in own if v is not None]):
             parts.append(common_bytes)
         else:  # the span's own value wins; keys stay unique
