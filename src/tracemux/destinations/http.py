@@ -304,11 +304,18 @@ async def post(
         ) from None
     finally:
         origins.release(origin)
-    status = response.status_code
-    if 200 <= status < 300:
+    if 200 <= response.status_code < 300:
         return response
-    body = response.content
-    detail = _snippet(body, secrets)
+    raise _status_error(label, response, secrets, what)
+
+
+def _status_error(
+    label: str, response: httpx.Response, secrets: Iterable[str], what: str
+) -> ExportError:
+    """The :class:`ExportError` for a non-2xx answer: 413 splits the batch; 5xx, 408 and
+    429 are retried (``Retry-After`` honoured); any other status drops the batch."""
+    status = response.status_code
+    detail = _snippet(response.content, secrets)
     hint = _HINTS.get(status)
     message = f"HTTP {status} for {what}"
     if hint:
@@ -317,18 +324,18 @@ async def post(
         message += f": {detail}"
     log.debug("tracemux: %s: %s", label, message)
     if status == 413:
-        raise ExportError(
+        return ExportError(
             message, retryable=False, too_large=True, reason="http_413", status=status
         )
     if status >= 500 or status in RETRY_STATUSES:
-        raise ExportError(
+        return ExportError(
             message,
             retryable=True,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             reason=f"http_{status}",
             status=status,
         )
-    raise ExportError(message, retryable=False, reason=f"http_{status}", status=status)
+    return ExportError(message, retryable=False, reason=f"http_{status}", status=status)
 
 
 # -- validation and masking ------------------------------------------------------------------
