@@ -399,9 +399,8 @@ class _Session:
         self.lanes.clear()
         if closing:
             await asyncio.gather(*closing)
-        for callback in reversed(
-            self.export_context.exit_callbacks
-        ):  # shared resources, after the exporters
+        # shared resources (the HTTP client), after the exporters that use them
+        for callback in reversed(self.export_context.exit_callbacks):
             try:
                 result = callback()
                 if inspect.isawaitable(result):
