@@ -50,7 +50,7 @@ from tracemux.envparse import (
     parse_size,
 )
 from tracemux.errors import ConfigError
-from tracemux.pipeline.worker import PipelineSettings
+from tracemux.pipeline.settings import PipelineSettings
 
 T = TypeVar("T")
 

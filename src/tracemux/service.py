@@ -38,7 +38,8 @@ from tracemux.model import (
     new_run_id,
     new_span_id,
 )
-from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
+from tracemux.pipeline.settings import PipelineSettings
+from tracemux.pipeline.worker import ExportWorker, shared_worker
 from tracemux.ratelimit import internal_errors, rate_limited
 from tracemux.reaper import open_runs as _open_runs
 from tracemux.redact import Redactor, mask_for_log
