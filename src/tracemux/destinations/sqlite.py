@@ -30,7 +30,7 @@ import platformdirs
 from tracemux.destinations.base import Destination, ExportError
 from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tracemux.destinations.sqlite")
 
 SCHEMA_VERSION = 6
 
@@ -45,7 +45,7 @@ RUN_STATUSES = ("running", "ok", "partial", "error")
 RUN_STATUS_FILTERS = (*RUN_STATUSES, "failed")
 #: The longest search text the store takes (longer raises ``ValueError``).
 MAX_SEARCH_CHARS = 1000
-MAX_IDS_PER_QUERY = 500
+_MAX_IDS_PER_QUERY = 500
 #: How :meth:`SQLiteStore.runs_page` can sort: name -> the indexed expression.
 RUN_SORTS = {
     "start": "start_ns",
@@ -539,7 +539,7 @@ class SQLiteStore(Destination):
             if "no such table" in str(exc):
                 return []
             raise
-        return [stored_run(dict(zip(cols, row))) for row in rows]
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
 
     def runs_page(
         self,
@@ -568,7 +568,7 @@ class SQLiteStore(Destination):
         ascending = descending == backwards  # the direction this query walks
         cursor = after if after is not None else before
         if cursor is not None:
-            value, rowid = parse_cursor(cursor)
+            value, rowid = _parse_cursor(cursor)
             op = ">" if ascending else "<"
             # not a row value "(key, rowid) < (?, ?)": SQLite searches an expression index
             # only by a plain range on the expression
@@ -591,7 +591,7 @@ class SQLiteStore(Destination):
         if backwards:
             rows.reverse()
         cursors = [f"{row[0]}.{row[1]}" for row in rows]
-        runs = [stored_run(dict(zip(cols[2:], row[2:]))) for row in rows]
+        runs = [_stored_run(dict(zip(cols[2:], row[2:]))) for row in rows]
         if not runs:
             return RunsPage([], None, None)
         has_next = more if not backwards else True
@@ -629,16 +629,16 @@ class SQLiteStore(Destination):
             cols, rows = self._query(
                 "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
                 "ORDER BY run_id = ? DESC, start_ns DESC LIMIT ?",
-                (prefix, like_prefix(prefix), prefix, int(limit)),
+                (prefix, _like_prefix(prefix), prefix, int(limit)),
             )
         except sqlite3.OperationalError:
             return []
-        return [stored_run(dict(zip(cols, row))) for row in rows]
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
 
     def usage_by_run(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
         """For each of ``run_ids``: (model, input tokens, output tokens) summed over the
         run's spans that name a model (what its cost is worked out from)."""
-        ids = list(dict.fromkeys(run_ids))[:MAX_IDS_PER_QUERY]
+        ids = list(dict.fromkeys(run_ids))[:_MAX_IDS_PER_QUERY]
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -724,11 +724,11 @@ class SQLiteStore(Destination):
             )
         except sqlite3.OperationalError:
             return []
-        return [stored_run(dict(zip(cols, row))) for row in rows]
+        return [_stored_run(dict(zip(cols, row))) for row in rows]
 
     def usage_by_session(self, session_ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
         """For each session: (model, input tokens, output tokens) over its runs' spans."""
-        ids = list(dict.fromkeys(session_ids))[:MAX_IDS_PER_QUERY]
+        ids = list(dict.fromkeys(session_ids))[:_MAX_IDS_PER_QUERY]
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -832,12 +832,12 @@ class SQLiteStore(Destination):
             )
         except sqlite3.OperationalError:
             return []
-        return [stored_span(dict(zip(cols, row))) for row in rows]
+        return [_stored_span(dict(zip(cols, row))) for row in rows]
 
 
 # What each status filter selects. ``ok`` and ``partial`` also hold for a store that was
 # written by an older tracemux and not yet upgraded (it wrote ``ok`` for a partial run).
-STATUS_FILTERS = {
+_STATUS_FILTERS = {
     "running": "status = 'running'",
     "ok": "status = 'ok' AND error_count = 0",
     "partial": "status IN ('ok', 'partial') AND error_count > 0",
@@ -849,7 +849,7 @@ STATUS_FILTERS = {
 _CURSOR = re.compile(r"^(-?\d{1,20})\.(\d{1,20})$")
 
 
-def parse_cursor(cursor: str) -> tuple[int, int]:
+def _parse_cursor(cursor: str) -> tuple[int, int]:
     m = _CURSOR.match(cursor)
     if m is None:
         raise ValueError("cursor is malformed: pass a page's next or prev as it was given")
@@ -859,7 +859,7 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
     return value, rowid
 
 
-def like_prefix(prefix: str) -> str:
+def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
@@ -888,7 +888,7 @@ def _run_filters(
     if search and len(search) > MAX_SEARCH_CHARS:
         raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
     if search:
-        pattern = "%" + like_prefix(search)
+        pattern = "%" + _like_prefix(search)
         match = fts_query(search) if fts else None
         if match is None:
             clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
@@ -902,9 +902,9 @@ def _run_filters(
             )
             args += [search, search + "\U0010ffff", match]
     if status:
-        if status not in STATUS_FILTERS:
+        if status not in _STATUS_FILTERS:
             raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
-        clauses.append(STATUS_FILTERS[status])
+        clauses.append(_STATUS_FILTERS[status])
     if user_id:
         clauses.append("user_id = ?")
         args.append(user_id)
@@ -923,7 +923,7 @@ def _load(text: str | None) -> Any:
         return text
 
 
-def stored_run(row: dict[str, Any]) -> StoredRun:
+def _stored_run(row: dict[str, Any]) -> StoredRun:
     for key in ("tags", "metadata", "inputs", "outputs", "error"):
         row[key] = _load(row[key])
     row["tags"] = row["tags"] or []
@@ -932,7 +932,7 @@ def stored_run(row: dict[str, Any]) -> StoredRun:
     return StoredRun(**row)
 
 
-def stored_span(row: dict[str, Any]) -> StoredSpan:
+def _stored_span(row: dict[str, Any]) -> StoredSpan:
     for key in ("inputs", "outputs", "metadata", "logs", "usage", "error"):
         row[key] = _load(row[key])
     row["logs"] = row["logs"] or []
@@ -1081,32 +1081,32 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 
 
 _SPAN_TEXT = ("INSERT OR REPLACE INTO span_text (rowid, body)", "", 2)
-RUN_FIELDS = (
+_RUN_FIELDS = (
     "run_id", "trace_id", "name", "user_id", "session_id", "project", "tags", "metadata",
     "start_ns", "end_ns", "status", "span_count", "error_count", "input_tokens",
     "output_tokens", "inputs", "outputs", "error",
 )  # fmt: skip
-_RUN_ROWS = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_FIELDS)})", "", len(RUN_FIELDS))
+_RUN_ROWS = (f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_FIELDS)})", "", len(_RUN_FIELDS))
 _RUN_JSON = frozenset({"tags", "metadata", "inputs", "outputs", "error"})
-SPAN_FIELDS = (
+_SPAN_FIELDS = (
     "run_id", "span_id", "parent_id", "name", "kind", "start_ns", "end_ns", "status",
     "inputs", "outputs", "metadata", "logs", "usage", "model", "error",
 )  # fmt: skip
 _SPAN_JSON = frozenset({"inputs", "outputs", "metadata", "logs", "usage", "error"})
 
 
-def stored_run_row(run: StoredRun) -> tuple[Any, ...]:
+def _stored_run_row(run: StoredRun) -> tuple[Any, ...]:
     return tuple(
-        _json_text(getattr(run, f)) if f in _RUN_JSON else getattr(run, f) for f in RUN_FIELDS
+        _json_text(getattr(run, f)) if f in _RUN_JSON else getattr(run, f) for f in _RUN_FIELDS
     )
 
 
-def stored_span_row(span: StoredSpan) -> tuple[Any, ...]:
+def _stored_span_row(span: StoredSpan) -> tuple[Any, ...]:
     row = [
-        _json_text(getattr(span, f)) if f in _SPAN_JSON else getattr(span, f) for f in SPAN_FIELDS
+        _json_text(getattr(span, f)) if f in _SPAN_JSON else getattr(span, f) for f in _SPAN_FIELDS
     ]
     if not span.logs:
-        row[SPAN_FIELDS.index("logs")] = None  # as the export thread writes no logs
+        row[_SPAN_FIELDS.index("logs")] = None  # as the export thread writes no logs
     return tuple(row)
 
 
@@ -1233,7 +1233,7 @@ def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
         run_id: (name, project)
         for run_id, name, project in conn.execute("SELECT run_id, name, project FROM runs")
     }
-    cursor = conn.execute(f"SELECT {', '.join(SPAN_FIELDS)} FROM spans")
+    cursor = conn.execute(f"SELECT {', '.join(_SPAN_FIELDS)} FROM spans")
     while True:
         rows = cursor.fetchmany(5000)
         if not rows:
@@ -1450,8 +1450,8 @@ class _SQLiteExporter:
 
     def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
         """Write whole runs and spans (see :meth:`SQLiteStore.import_runs`)."""
-        run_rows = [stored_run_row(r) for r in runs]
-        span_rows = [stored_span_row(s) for s in spans]
+        run_rows = [_stored_run_row(r) for r in runs]
+        span_rows = [_stored_span_row(s) for s in spans]
         counts = {}
         for row in span_rows:
             counts.setdefault(row[0], [None] * 9 + [0])[9] += 1
