@@ -37,30 +37,30 @@ import orjson
 
 from tracemux.destinations.base import Destination, ExportError
 from tracemux.destinations.sqlite import (
-    _MAX_IDS_PER_QUERY,
-    _RUN_FIELDS,
-    _SPAN_FIELDS,
-    _STATUS_FILTERS,
     DAY_NS,
     GRAINS,
     HOUR_NS,
+    MAX_IDS_PER_QUERY,
     MAX_SEARCH_CHARS,
+    RUN_FIELDS,
     RUN_KIND,
     RUN_SORTS,
     RUN_STATUS_FILTERS,
+    SPAN_FIELDS,
+    STATUS_FILTERS,
     DashboardData,
     RunsPage,
     StoredRun,
     StoredSession,
     StoredSpan,
-    _like_prefix,
-    _parse_cursor,
-    _stored_run,
-    _stored_run_row,
-    _stored_span,
-    _stored_span_row,
     aggregate_stats,
     batch_rows,
+    like_prefix,
+    parse_cursor,
+    stored_run,
+    stored_run_row,
+    stored_span,
+    stored_span_row,
 )
 from tracemux.model import Record
 
@@ -141,8 +141,8 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
 )
 
-_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
-_SPAN_COLUMNS = ", ".join(_SPAN_FIELDS)
+_RUN_COLUMNS = ", ".join(RUN_FIELDS)
+_SPAN_COLUMNS = ", ".join(SPAN_FIELDS)
 _RUN_START = f"""INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags,
     metadata, start_ns) VALUES ({", ".join(["%s"] * 9)})
     ON CONFLICT (run_id) DO UPDATE SET
@@ -177,7 +177,7 @@ _SPANS_FROM_IN = f"""INSERT INTO spans ({_SPAN_COLUMNS})
     SELECT DISTINCT ON (run_id, span_id) {_SPAN_COLUMNS} FROM spans_in
     ORDER BY run_id, span_id, seq DESC
     ON CONFLICT (run_id, span_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _SPAN_FIELDS[2:])}"""
+    {", ".join(f"{c} = excluded.{c}" for c in SPAN_FIELDS[2:])}"""
 _STATS_SPANS = f"""INSERT INTO stats_spans (grain, t, project, flow, name, kind, n, errors,
     max_ns, slowest_run, failed_run, hist) VALUES ({", ".join(["%s"] * 11)}, %s::jsonb)
     ON CONFLICT (grain, t, project, flow, name, kind) DO UPDATE SET
@@ -196,7 +196,7 @@ _STATS_MODELS = f"""INSERT INTO stats_models (grain, t, project, flow, model, n,
     n = stats_models.n + excluded.n,
     input_tokens = stats_models.input_tokens + excluded.input_tokens,
     output_tokens = stats_models.output_tokens + excluded.output_tokens"""
-_RUN_ROWS = f"""INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({", ".join(["%s"] * len(_RUN_FIELDS))})"""
+_RUN_ROWS = f"""INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({", ".join(["%s"] * len(RUN_FIELDS))})"""
 
 
 class StoreUnavailableError(ConnectionError):
@@ -377,7 +377,7 @@ class PostgresStore(Destination):
         if search and len(search) > MAX_SEARCH_CHARS:
             raise ValueError(f"search is longer than {MAX_SEARCH_CHARS} characters")
         if search:
-            pattern = "%" + _like_prefix(search)
+            pattern = "%" + like_prefix(search)
             match = ts_query(search)
             if match is None:
                 clauses.append("(name LIKE %s ESCAPE '\\' OR run_id LIKE %s ESCAPE '\\')")
@@ -389,9 +389,9 @@ class PostgresStore(Destination):
                 )
                 args += [pattern, pattern, match]
         if status:
-            if status not in _STATUS_FILTERS:
+            if status not in STATUS_FILTERS:
                 raise ValueError(f"status must be one of {', '.join(RUN_STATUS_FILTERS)}")
-            clauses.append(_STATUS_FILTERS[status])
+            clauses.append(STATUS_FILTERS[status])
         for column, value in (("user_id", user_id), ("session_id", session_id)):
             if value:
                 clauses.append(f"{column} = %s")
@@ -400,7 +400,7 @@ class PostgresStore(Destination):
 
     def _runs(self, sql: str, args: Sequence[Any]) -> list[StoredRun]:
         cols, rows = self._query(sql, args)
-        return [_stored_run(_ints(dict(zip(cols, row)))) for row in rows]
+        return [stored_run(_ints(dict(zip(cols, row)))) for row in rows]
 
     def runs(
         self,
@@ -444,7 +444,7 @@ class PostgresStore(Destination):
         ascending = descending == backwards
         cursor = after if after is not None else before
         if cursor is not None:
-            value, rowid = _parse_cursor(cursor)
+            value, rowid = parse_cursor(cursor)
             op = ">" if ascending else "<"
             where += (" AND " if where else "WHERE ") + f"({key}, rowid) {op} (%s, %s)"
             args = [*args, value, rowid]
@@ -461,7 +461,7 @@ class PostgresStore(Destination):
         if not rows:
             return RunsPage([], None, None)
         cursors = [f"{row[0]}.{row[1]}" for row in rows]
-        runs = [_stored_run(_ints(dict(zip(cols[2:], row[2:])))) for row in rows]
+        runs = [stored_run(_ints(dict(zip(cols[2:], row[2:])))) for row in rows]
         has_next = more if not backwards else True
         has_prev = (cursor is not None) if not backwards else more
         return RunsPage(runs, cursors[-1] if has_next else None, cursors[0] if has_prev else None)
@@ -491,11 +491,11 @@ class PostgresStore(Destination):
         return self._runs(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s OR run_id LIKE %s ESCAPE '\\'"
             " ORDER BY run_id = %s DESC, start_ns DESC LIMIT %s",
-            (prefix, _like_prefix(prefix), prefix, int(limit)),
+            (prefix, like_prefix(prefix), prefix, int(limit)),
         )
 
     def _usage(self, sql: str, ids: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
-        ids = list(dict.fromkeys(ids))[:_MAX_IDS_PER_QUERY]
+        ids = list(dict.fromkeys(ids))[:MAX_IDS_PER_QUERY]
         if not ids:
             return {}
         _, rows = self._query(sql, (ids,))
@@ -617,7 +617,7 @@ class PostgresStore(Destination):
             f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = %s ORDER BY start_ns, span_id",
             (run_id,),
         )
-        return [_stored_span(dict(zip(cols, row))) for row in rows]
+        return [stored_span(dict(zip(cols, row))) for row in rows]
 
     # -- writing outside the export thread ---------------------------------------------
 
@@ -798,10 +798,10 @@ class _PostgresExporter:
     def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
         """Write whole runs and spans (see :meth:`PostgresStore.import_runs`)."""
         conn = self.connection()
-        span_rows = [_no_nul(_stored_span_row(s)) for s in spans]
+        span_rows = [_no_nul(stored_span_row(s)) for s in spans]
         with conn.transaction(), conn.cursor() as cur:
             _delete(cur, [r.run_id for r in runs])
-            cur.executemany(_RUN_ROWS, [_no_nul(_stored_run_row(r)) for r in runs])
+            cur.executemany(_RUN_ROWS, [_no_nul(stored_run_row(r)) for r in runs])
             self._copy_spans(cur, span_rows)
             _write_stats(cur, span_rows, {r.run_id: (r.name, r.project) for r in runs})
         return len(runs)

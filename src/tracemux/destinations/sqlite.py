@@ -1512,3 +1512,17 @@ class _SQLiteExporter:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error), _fork_guard:
             _close(self.conn)
+
+
+# -- shared with the PostgreSQL store (tracemux.destinations.postgres): the same rows,
+# filters and cursors, so that both stores give the same answers ----------------------
+MAX_IDS_PER_QUERY = _MAX_IDS_PER_QUERY
+RUN_FIELDS = _RUN_FIELDS
+SPAN_FIELDS = _SPAN_FIELDS
+STATUS_FILTERS = _STATUS_FILTERS
+like_prefix = _like_prefix
+parse_cursor = _parse_cursor
+stored_run = _stored_run
+stored_span = _stored_span
+stored_run_row = _stored_run_row
+stored_span_row = _stored_span_row
