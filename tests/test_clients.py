@@ -22,12 +22,8 @@ from typing import Any
 
 import pytest
 
+from tracemux.bench.sidevenv import side_venv
 from tracemux.clients import CLOSER_THREAD_NAME, SharedClients, config_key
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # tests/ imported as a package
-    from tests.sidevenv import side_venv
 
 SECRET = "sk-lf-very-secret-0123456789"
 BASE: dict[str, Any] = {

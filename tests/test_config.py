@@ -83,3 +83,49 @@ def test_an_unknown_tracemux_variable_is_a_warning_not_an_error(
     (record,) = [r for r in caplog.records if "TRACEMUX_DISABLE " in r.getMessage()]
     assert record.levelname == "WARNING"
     assert "did you mean TRACEMUX_DISABLED?" in record.getMessage()
+
+
+# -- one configuration path ---------------------------------------------------------------
+
+
+def test_the_constructors_default_store_honours_tracemux_db(monkeypatch, tmp_path, make_service):
+    """``TracingService()`` without destinations stores where ``TRACEMUX_DB`` says, as
+    ``from_env()`` does (it used to ignore the variable and write to the data directory)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("TRACEMUX_DB", str(tmp_path / "chosen.db"))
+    svc = make_service()
+    with svc.trace_run("flow") as run:
+        pass
+    assert svc.flush(10)
+    assert [s.name for s in SQLiteStore(tmp_path / "chosen.db").spans(run.run_id)] == ["flow"]
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_constructors_default_store_rejects_bad_store_limits(monkeypatch):
+    monkeypatch.setenv("TRACEMUX_STORE_MAX_RUNS", "lots")
+    with pytest.raises(ConfigError, match="TRACEMUX_STORE_MAX_RUNS"):
+        TracingService()
+
+
+def test_a_second_live_service_cannot_change_the_shared_pipeline(make_service, store):
+    from tracemux.pipeline.worker import PipelineSettings
+
+    first = make_service([store], pipeline=PipelineSettings(batch_size=100))
+    make_service([store], pipeline=PipelineSettings(batch_size=100))  # the same: accepted
+    make_service([store])  # none: uses those in force
+    with pytest.raises(ConfigError, match="process-wide"):
+        make_service([store], pipeline=PipelineSettings(batch_size=7))
+    assert first.stats() is not None
+    first.shutdown(10)  # shut down: the next service may set its own
+    make_service([store], pipeline=PipelineSettings(batch_size=7)).shutdown(10)
+    make_service([store], pipeline=PipelineSettings())  # the defaults back for later tests
+
+
+def test_langflow_and_the_service_read_tracemux_disabled_alike(monkeypatch):
+    from tracemux.config import disabled_from_env
+
+    assert disabled_from_env({"TRACEMUX_DISABLED": " yes "}) is True
+    assert disabled_from_env({}) is False
+    with pytest.raises(ConfigError, match="TRACEMUX_DISABLED"):
+        disabled_from_env({"TRACEMUX_DISABLED": "maybe"})
+    assert from_env({"TRACEMUX_DISABLED": "yes"}).disabled

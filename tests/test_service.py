@@ -307,3 +307,21 @@ def test_an_internal_failure_is_logged_never_raised(service, monkeypatch, caplog
     messages = [r.getMessage() for r in caplog.records]
     assert any("could not start a run" in m for m in messages)
     assert any("could not queue a span" in m for m in messages)
+
+
+def test_internal_errors_are_swallowed_counted_and_logged_once_per_interval(service, caplog):
+    """tracemux's own failures never reach the caller: each is counted in stats() and
+    logged with its traceback, at most once per kind and interval."""
+    import logging
+
+    from tracemux.ratelimit import rate_limited
+
+    warn = rate_limited(logging.getLogger("tracemux.test_internal"))
+    before = service.stats()["internal_errors"]
+    with caplog.at_level("ERROR", logger="tracemux"):
+        for _ in range(3):
+            with warn.capture("boom", "tracemux: the test's step failed"):
+                raise RuntimeError("boom")
+    assert service.stats()["internal_errors"] == before + 3
+    logged = [r for r in caplog.records if r.name == "tracemux.test_internal"]
+    assert len(logged) == 1 and logged[0].exc_info is not None

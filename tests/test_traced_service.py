@@ -25,7 +25,7 @@ def no_default_service(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden() -> TracingService:
         raise AssertionError("the default service was used")
 
-    monkeypatch.setattr("tracemux.decorators.get_service", forbidden)
+    monkeypatch.setattr("tracemux.decorators.default_service", forbidden)
 
 
 def spans_by_run(store: SQLiteStore) -> dict[str, list[str]]:

@@ -11,9 +11,21 @@ delivered or counted as dropped with a reason.
 ...         span.set_outputs({"y": 2})
 """
 
-from tracemux.config import ConfigError
+from tracemux.context import attach, current_span, detach, use_span
 from tracemux.decorators import traced
-from tracemux.service import Run, Span, TracingService, current_span, get_service
+from tracemux.errors import ConfigError
+from tracemux.service import Run, Span, TracingService, get_service
+from tracemux.version import __version__ as __version__
 
-__all__ = ["ConfigError", "Run", "Span", "TracingService", "current_span", "get_service", "traced"]
-__version__ = "0.1.0"
+__all__ = [
+    "ConfigError",
+    "Run",
+    "Span",
+    "TracingService",
+    "attach",
+    "current_span",
+    "detach",
+    "get_service",
+    "traced",
+    "use_span",
+]

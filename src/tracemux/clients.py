@@ -86,12 +86,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 
 __all__ = ["CLOSER_THREAD_NAME", "SharedClients", "SharedClientsStats", "config_key"]
 
-log = logging.getLogger("tracemux.clients")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 CLOSER_THREAD_NAME = "tracemux-client-closer"
 
@@ -543,7 +543,7 @@ class SharedClients(Generic[C]):
                 self._close_one(client)
                 idle_since = time.monotonic()
         except BaseException:  # pragma: no cover - defensive: never leave a dead closer set
-            log.exception("tracemux.clients: closer thread failed")
+            _warn.internal_error("closer", "tracemux.clients: closer thread failed")
             with self._cond:
                 if self._closer is me:
                     self._closer = None
@@ -587,7 +587,9 @@ class SharedClients(Generic[C]):
                     self.exit_timeout,
                 )
         except Exception:
-            log.exception("tracemux.clients: closing clients at exit failed")
+            _warn.internal_error(
+                "close_at_exit", "tracemux.clients: closing clients at exit failed"
+            )
 
     def _after_fork_in_child(self) -> None:
         # The parent's clients (and their threads) belong to the parent: keep the objects

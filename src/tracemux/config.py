@@ -34,40 +34,27 @@ Remote destinations come from the backends' own variables (``LANGFUSE_*``, ``LAN
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tracemux.destinations.base import Destination
+from tracemux.destinations.env import remote_destinations_from_env
 from tracemux.destinations.stores import TraceStore, open_store
-from tracemux.pipeline.worker import PipelineSettings
+from tracemux.envparse import (
+    RANGES,
+    parse_bool,
+    parse_int,
+    parse_seconds,
+    parse_size,
+)
+from tracemux.errors import ConfigError
+from tracemux.pipeline.settings import PipelineSettings
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable.
-
-    ``problems``: every problem found, one message each (the configuration is checked
-    whole, so one error lists them all).
-    """
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems: tuple[str, ...] = tuple(problems) or (message,)
-
-    @classmethod
-    def of(cls, problems: Sequence[str]) -> ConfigError:
-        """One error for several problems."""
-        if len(problems) == 1:
-            return cls(problems[0])
-        listed = "; ".join(problems)
-        return cls(f"{len(problems)} configuration problems: {listed}", problems)
 
 
 @dataclass(frozen=True)
@@ -81,28 +68,6 @@ class Config:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-_SIZE = re.compile(r"^\s*(\d{1,30})\s*([kKmMgGtT](?:i?[bB])?|[bB])?\s*$")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_MAX_DIGITS = 30  # longer numbers are out of every range (and slow to convert)
-
-#: The accepted range of each numeric variable: (least, most). A value outside it is a
-#: ConfigError when the service is configured, never an overflow later.
-RANGES: dict[str, tuple[float, float]] = {
-    "TRACEMUX_MAX_QUEUE_SPANS": (1, 100_000_000),
-    "TRACEMUX_MAX_QUEUE_BYTES": (1024, 1024**4),
-    "TRACEMUX_BATCH_SIZE": (1, 1_000_000),
-    "TRACEMUX_FLUSH_INTERVAL": (0.001, 3600.0),
-    "TRACEMUX_EXIT_TIMEOUT": (0.0, 3600.0),
-    "TRACEMUX_MAX_VALUE_BYTES": (256, 1024**3),
-    "TRACEMUX_STORE_MAX_RUNS": (1, 1_000_000_000),
-    "TRACEMUX_STORE_MAX_AGE_DAYS": (0.001, 36_500.0),
-    "TRACEMUX_MAX_DESTINATIONS": (1, 1_000_000),
-    "TRACEMUX_DESTINATION_IDLE_TTL": (0.001, 30 * 86400.0),
-}
-
-
 #: every ``TRACEMUX_*`` variable read here (``tracemux doctor`` lists those that are set)
 TRACEMUX_VARIABLES: tuple[str, ...] = (
     "TRACEMUX_DISABLED",
@@ -112,9 +77,6 @@ TRACEMUX_VARIABLES: tuple[str, ...] = (
     "TRACEMUX_RUN_MAX_AGE",  # read by tracemux.reaper
     "TRACEMUX_PRICES",  # read by tracemux.cost
 )
-
-
-_UNITS = {"TRACEMUX_STORE_MAX_AGE_DAYS": " days", "TRACEMUX_MAX_QUEUE_SPANS": " spans"}
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
@@ -132,60 +94,6 @@ def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
 
 #: ``TRACEMUX_*`` names used by tests, benchmarks and tools, not by the service
 _OTHER = ("TRACEMUX_RELIABILITY", "TRACEMUX_BENCH", "TRACEMUX_TEST")
-
-
-def _range_error(name: str, raw: str, unit: str = "") -> ConfigError:
-    low, high = RANGES[name]
-    unit = _UNITS.get(name, unit)
-    shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
-    return ConfigError(f"{name}={shown!r} is out of range: use {low:,g} to {high:,g}{unit}")
-
-
-def _in_range(name: str, value: float) -> bool:
-    low, high = RANGES.get(name, (float("-inf"), float("inf")))
-    return low <= value <= high
-
-
-def parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw[:40]!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
-
-
-def parse_int(name: str, raw: str) -> int:
-    text = raw.strip().replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ConfigError(f"{name}={raw[:40]!r} is not a whole number")
-    if len(text) > _MAX_DIGITS or not _in_range(name, int(text)):
-        raise _range_error(name, raw)
-    return int(text)
-
-
-def parse_size(name: str, raw: str) -> int:
-    m = _SIZE.match(raw)
-    if not m:
-        if re.fullmatch(r"\s*\d{31,}.*", raw):
-            raise _range_error(name, raw, " bytes")
-        raise ConfigError(f"{name}={raw[:40]!r} is not a size (examples: 65536, 64k, 32M, 1G)")
-    unit = (m.group(2) or "").lower()[:1]
-    value = int(m.group(1)) * _SIZE_UNITS[unit]
-    if not _in_range(name, value):
-        raise _range_error(name, raw, " bytes")
-    return value
-
-
-def parse_seconds(name: str, raw: str) -> float:
-    text = raw.strip()
-    try:
-        value = float(text) if len(text) <= 64 else float("nan")
-    except ValueError:
-        raise ConfigError(f"{name}={raw[:40]!r} is not a number") from None
-    if not math.isfinite(value) or not _in_range(name, value):
-        raise _range_error(name, raw, " seconds")
-    return value
 
 
 class _Reader:
@@ -247,16 +155,26 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def store_from_env(env: Mapping[str, str]) -> TraceStore:
+def store_from_env(env: Mapping[str, str] | None = None, *, path: str | None = None) -> TraceStore:
     """The store (a SQLite file, or PostgreSQL for a ``postgresql://`` DSN) as
-    ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say."""
-    path = (env.get("TRACEMUX_DB") or "").strip() or None
+    ``TRACEMUX_DB`` and the ``TRACEMUX_STORE_*`` variables say; ``path`` (a command's
+    ``--db``) takes precedence over ``TRACEMUX_DB``. The one place the store is chosen:
+    ``TracingService()``'s default store, ``from_env()`` and the CLI all come here."""
+    env = os.environ if env is None else env
+    path = path or (env.get("TRACEMUX_DB") or "").strip() or None
     read = _Reader(env)
     max_runs = read.get("TRACEMUX_STORE_MAX_RUNS", parse_int, 100_000)
     max_age = read.get("TRACEMUX_STORE_MAX_AGE_DAYS", parse_seconds, 30.0)
     if read.problems:
         raise ConfigError.of(read.problems)
     return open_store(path, max_runs=max_runs, max_age_days=max_age)
+
+
+def disabled_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``TRACEMUX_DISABLED`` (False when unset); a :class:`ConfigError` when not a boolean."""
+    env = os.environ if env is None else env
+    raw = env.get("TRACEMUX_DISABLED") or ""
+    return parse_bool("TRACEMUX_DISABLED", raw) if raw.strip() else False
 
 
 def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
@@ -266,8 +184,6 @@ def destinations_from_env(env: Mapping[str, str]) -> tuple[Destination, ...]:
     :mod:`tracemux.destinations.env`; with ``TRACEMUX_DB`` set the local store stays on
     beside them.
     """
-    from tracemux.destinations.env import remote_destinations_from_env
-
     read = _Reader(env)
     remote: list[Destination] = remote_destinations_from_env(env)
     if not remote or (env.get("TRACEMUX_DB") or "").strip():

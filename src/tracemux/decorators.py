@@ -21,14 +21,16 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from tracemux.service import TracingService, get_service
-from tracemux.service import _current as _current_span_var
+from tracemux.context import CURRENT_SPAN, default_service, detach
+
+if TYPE_CHECKING:
+    from tracemux.service import TracingService
 
 __all__ = ["MAX_YIELDED", "traced"]
 
-log = logging.getLogger("tracemux.decorators")
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,18 +117,39 @@ def _wrap(
     capture_outputs: bool,
     service: TracingService | None,
 ) -> Any:
+    open_span = _span_opener(fn, name, kind, capture_inputs, service)
+    if inspect.isasyncgenfunction(fn):
+        return _wrap_async_generator(fn, open_span, capture_outputs)
+    if inspect.isgeneratorfunction(fn):
+        return _wrap_generator(fn, open_span, capture_outputs)
+    if inspect.iscoroutinefunction(fn):
+        return _wrap_coroutine(fn, open_span, capture_outputs)
+    return _wrap_function(fn, open_span, capture_outputs)
+
+
+#: opens the span of one call from its arguments (None: tracing is off)
+SpanOpener = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _span_opener(
+    fn: Callable[..., Any],
+    name: str | None,
+    kind: str,
+    capture_inputs: bool,
+    service: TracingService | None,
+) -> SpanOpener:
     span_name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
     inputs_of = _input_binder(fn) if capture_inputs else None
 
     def open_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # inside a run (of any service) the call is a child span of that run; outside,
         # it starts a run of ``service``, else of the process-wide default service
-        parent = _current_span_var.get()
+        parent = CURRENT_SPAN.get()
         if parent is not None and parent.ended:
             parent = None
         svc = None
         if parent is None:
-            svc = service if service is not None else get_service()
+            svc = service if service is not None else default_service()
             if svc.disabled:
                 return None
         inputs = None
@@ -139,111 +162,121 @@ def _wrap(
             return parent.span(span_name, kind, inputs=inputs)
         return svc.span(span_name, kind, inputs=inputs)  # type: ignore[union-attr]
 
-    if inspect.isasyncgenfunction(fn):
+    return open_span
 
-        @functools.wraps(fn)
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            span = open_span(args, kwargs)
-            agen = fn(*args, **kwargs)
-            collected = _Collected(capture_outputs and span is not None)
-            send: Any = None
-            throw: BaseException | None = None
-            while True:
-                token = None if span is None else _current_span_var.set(span)
+
+def _wrap_async_generator(
+    fn: Callable[..., Any], open_span: SpanOpener, capture_outputs: bool
+) -> Any:
+    """The span stays open while the generator is consumed; current only while it runs."""
+
+    @functools.wraps(fn)
+    async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        span = open_span(args, kwargs)
+        agen = fn(*args, **kwargs)
+        collected = _Collected(capture_outputs and span is not None)
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            token = None if span is None else CURRENT_SPAN.set(span)
+            try:
+                if throw is not None:
+                    exc, throw = throw, None
+                    item = await agen.athrow(exc)
+                else:
+                    item = await agen.asend(send)
+            except StopAsyncIteration:
+                collected.finish(span, None)
+                return
+            except BaseException as exc:
+                _fail(span, exc)
+                raise
+            finally:
+                detach(token)
+            collected.add(item)
+            try:
+                send = yield item
+            except GeneratorExit:
+                token = None if span is None else CURRENT_SPAN.set(span)
                 try:
-                    if throw is not None:
-                        exc, throw = throw, None
-                        item = await agen.athrow(exc)
-                    else:
-                        item = await agen.asend(send)
-                except StopAsyncIteration:
-                    collected.finish(span, None)
-                    return
+                    await agen.aclose()
                 except BaseException as exc:
                     _fail(span, exc)
                     raise
                 finally:
-                    _reset(token)
-                collected.add(item)
+                    detach(token)
+                collected.finish(span, None)
+                raise
+            except BaseException as exc:
+                throw = exc
+
+    return agen_wrapper
+
+
+def _wrap_generator(fn: Callable[..., Any], open_span: SpanOpener, capture_outputs: bool) -> Any:
+    """As :func:`_wrap_async_generator`, for a plain generator."""
+
+    @functools.wraps(fn)
+    def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        span = open_span(args, kwargs)
+        gen = fn(*args, **kwargs)
+        if span is None:
+            return (yield from gen)
+        collected = _Collected(capture_outputs)
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            token = CURRENT_SPAN.set(span)
+            try:
+                if throw is not None:
+                    exc, throw = throw, None
+                    item = gen.throw(exc)
+                else:
+                    item = gen.send(send)
+            except StopIteration as stop:
+                collected.finish(span, stop.value)
+                return stop.value
+            except BaseException as exc:
+                _fail(span, exc)
+                raise
+            finally:
+                detach(token)
+            collected.add(item)
+            try:
+                send = yield item
+            except GeneratorExit:
+                token = CURRENT_SPAN.set(span)
                 try:
-                    send = yield item
-                except GeneratorExit:
-                    token = None if span is None else _current_span_var.set(span)
-                    try:
-                        await agen.aclose()
-                    except BaseException as exc:
-                        _fail(span, exc)
-                        raise
-                    finally:
-                        _reset(token)
-                    collected.finish(span, None)
-                    raise
-                except BaseException as exc:
-                    throw = exc
-
-        return agen_wrapper
-
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            span = open_span(args, kwargs)
-            gen = fn(*args, **kwargs)
-            if span is None:
-                return (yield from gen)
-            collected = _Collected(capture_outputs)
-            send: Any = None
-            throw: BaseException | None = None
-            while True:
-                token = _current_span_var.set(span)
-                try:
-                    if throw is not None:
-                        exc, throw = throw, None
-                        item = gen.throw(exc)
-                    else:
-                        item = gen.send(send)
-                except StopIteration as stop:
-                    collected.finish(span, stop.value)
-                    return stop.value
+                    gen.close()
                 except BaseException as exc:
                     _fail(span, exc)
                     raise
                 finally:
-                    _reset(token)
-                collected.add(item)
-                try:
-                    send = yield item
-                except GeneratorExit:
-                    token = _current_span_var.set(span)
-                    try:
-                        gen.close()
-                    except BaseException as exc:
-                        _fail(span, exc)
-                        raise
-                    finally:
-                        _reset(token)
-                    collected.finish(span, None)
-                    raise
-                except BaseException as exc:
-                    throw = exc
+                    detach(token)
+                collected.finish(span, None)
+                raise
+            except BaseException as exc:
+                throw = exc
 
-        return gen_wrapper
+    return gen_wrapper
 
-    if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            span = open_span(args, kwargs)
-            if span is None:
-                return await fn(*args, **kwargs)
-            async with span:
-                result = await fn(*args, **kwargs)
-                if capture_outputs:
-                    span.set_outputs(result)
-                return result
+def _wrap_coroutine(fn: Callable[..., Any], open_span: SpanOpener, capture_outputs: bool) -> Any:
+    @functools.wraps(fn)
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        span = open_span(args, kwargs)
+        if span is None:
+            return await fn(*args, **kwargs)
+        async with span:
+            result = await fn(*args, **kwargs)
+            if capture_outputs:
+                span.set_outputs(result)
+            return result
 
-        return async_wrapper
+    return async_wrapper
 
+
+def _wrap_function(fn: Callable[..., Any], open_span: SpanOpener, capture_outputs: bool) -> Any:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         span = open_span(args, kwargs)
@@ -319,12 +352,3 @@ def _fail(span: Any, exc: BaseException) -> None:
         return
     span.set_error(exc)
     span.end()
-
-
-def _reset(token: Any) -> None:
-    if token is None:
-        return
-    try:
-        _current_span_var.reset(token)
-    except ValueError:  # resumed in another context than the one it was suspended in
-        pass

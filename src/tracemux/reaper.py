@@ -17,21 +17,26 @@ run starts, when ``stats()`` is read and at shutdown: no thread of its own. In a
 that starts no more runs, an old open run is ended at the next of those.
 
 ``TRACEMUX_RUN_MAX_AGE`` sets the age in seconds (default 3600; ``0`` or ``off``: only at
-shutdown). This module is a leaf: it knows nothing of spans beyond the few methods below.
+shutdown), parsed by :func:`tracemux.envparse.parse_max_age`. This module is a leaf: it
+knows nothing of spans beyond the few methods below.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
 from typing import Protocol
 
-log = logging.getLogger(__name__)
+from tracemux.envparse import DEFAULT_RUN_MAX_AGE, parse_max_age
+from tracemux.errors import ConfigError
+from tracemux.ratelimit import rate_limited
 
-DEFAULT_MAX_AGE = 3600.0
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
+
+DEFAULT_MAX_AGE = DEFAULT_RUN_MAX_AGE
 ENV_VARIABLE = "TRACEMUX_RUN_MAX_AGE"
 
 
@@ -50,30 +55,12 @@ class _Run(Protocol):
     def end(self) -> None: ...
 
 
-def parse_max_age(raw: str | None) -> float:
-    """Seconds from ``TRACEMUX_RUN_MAX_AGE`` (``inf`` for ``0``/``off``); ValueError if bad."""
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_AGE
-    text = raw.strip().lower()
-    if text in ("0", "off", "none", "false"):
-        return math.inf
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{ENV_VARIABLE}={raw!r}: expected seconds >= 0, or 'off'")
-    return value if value > 0 else math.inf
-
-
 def _max_age_from_env() -> float:
     raw = os.environ.get(ENV_VARIABLE)
     try:
         return parse_max_age(raw)
-    except ValueError:
-        log.error(
-            "tracemux: %s=%r is not a number of seconds; using %ss",
-            ENV_VARIABLE,
-            raw,
-            DEFAULT_MAX_AGE,
-        )
+    except ConfigError as exc:
+        log.error("tracemux: %s; using %ss", exc, DEFAULT_MAX_AGE)
         return DEFAULT_MAX_AGE
 
 
@@ -142,7 +129,7 @@ class OpenRuns:
                 run.end()
                 n += 1
             except Exception:
-                log.exception("tracemux: could not end an open run")
+                _warn.internal_error("end_open_run", "tracemux: could not end an open run")
         self.incomplete += n
         return n
 

@@ -21,8 +21,10 @@ import orjson
 
 from tracemux.capture import exact_copy
 from tracemux.model import ErrorInfo, LogEntry, RunInfo, SpanRecord
+from tracemux.ratelimit import rate_limited
 
-log = logging.getLogger("tracemux.redact")
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 MASK = "[masked]"
 
@@ -391,9 +393,9 @@ class MaskingPass:
                     record.run.redactor.record(record)  # type: ignore[union-attr]
             except Exception:
                 if type(record) is RunInfo:
-                    log.exception("tracemux: masking run fields failed")
+                    _warn.internal_error("mask_run", "tracemux: masking run fields failed")
                 else:
-                    log.exception("tracemux: masking failed; record dropped")
+                    _warn.internal_error("mask", "tracemux: masking failed; record dropped")
                     failed.append(record)
         return failed  # type: ignore[return-value]
 

@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
 from tracemux import config as _config
 from tracemux.capture import Capturer, clean_text, format_traceback
+from tracemux.context import CURRENT_SPAN, current_span, detach, install_default_service
+from tracemux.decorators import traced
 from tracemux.destinations.base import Destination
 from tracemux.model import (
     SPAN_KINDS,
@@ -37,26 +38,21 @@ from tracemux.model import (
     new_run_id,
     new_span_id,
 )
-from tracemux.pipeline.worker import ExportWorker, PipelineSettings, shared_worker
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.pipeline.settings import PipelineSettings
+from tracemux.pipeline.worker import ExportWorker, shared_worker
+from tracemux.ratelimit import internal_errors, rate_limited
 from tracemux.reaper import open_runs as _open_runs
 from tracemux.redact import Redactor, mask_for_log
 
-log = logging.getLogger("tracemux")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 _time_ns = time.time_ns
-_current: ContextVar[Span | None] = ContextVar("tracemux_current_span", default=None)
 
 MAX_LOGS_PER_SPAN = 1000
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _RECORD_OVERHEAD = 200  # bytes a record costs beyond its captured values (estimate)
 _sizeof = sys.getsizeof
-
-
-def current_span() -> Span | None:
-    """The span current in this context, if any."""
-    return _current.get()
 
 
 class Span(SpanRecord):
@@ -108,7 +104,7 @@ class Span(SpanRecord):
     # -- context management ---------------------------------------------------------------
 
     def __enter__(self) -> Span:
-        self._token = _current.set(self)
+        self._token = CURRENT_SPAN.set(self)
         return self
 
     def __exit__(
@@ -120,17 +116,14 @@ class Span(SpanRecord):
         token = self._token
         if token is not None:
             self._token = None
-            try:
-                _current.reset(token)
-            except ValueError:  # exited in another context than it was entered in
-                pass
+            detach(token)
         if exc is not None:
             self.set_error(exc)
         self.end()
         return False
 
     async def __aenter__(self) -> Span:
-        self._token = _current.set(self)
+        self._token = CURRENT_SPAN.set(self)
         return self
 
     async def __aexit__(
@@ -211,7 +204,7 @@ class Span(SpanRecord):
                     else self._capture.text(model, 256)
                 )
         except Exception:
-            _warn.warning("set_usage", "tracemux: set_usage failed", exc_info=True)
+            _warn.internal_error("set_usage", "tracemux: set_usage failed", level=logging.WARNING)
 
     def add_log(self, message: Any, level: str = "info", **fields: Any) -> None:
         """Attach a log line (and optional structured fields) to the span."""
@@ -317,7 +310,7 @@ class Span(SpanRecord):
             self.refs = 0
             self._worker.submit(self)
         except Exception:
-            _warn.error("end", "tracemux: could not queue a span", exc_info=True)
+            _warn.internal_error("end", "tracemux: could not queue a span")
 
     # -- identity -------------------------------------------------------------------------
 
@@ -348,7 +341,7 @@ class Run(Span):
     ) -> Span:
         """Open a span in this run, under the span current in this context if it belongs
         to this run, else directly under the run."""
-        cur = _current.get()
+        cur = CURRENT_SPAN.get()
         parent = cur if cur is not None and cur.run is self.run and not cur._ended else self
         return Span(
             self._worker, self._capture, self.run, parent.span_id, name, kind, inputs, metadata
@@ -440,12 +433,14 @@ NOOP_SPAN = _NoopSpan()
 class TracingService:
     """Records runs and spans and hands them to the process-wide export thread.
 
-    ``destinations``: where runs go by default (the local :class:`SQLiteStore` if None);
+    ``destinations``: where runs go by default (if None, the local store: ``TRACEMUX_DB``,
+    else the user data directory, as :func:`tracemux.config.store_from_env` says);
     a run can name its own with ``trace_run(..., destinations=[...])``.
     ``max_value_bytes``: captured values are truncated past this size, with a marker.
     ``mask_secrets``: mask secret keys and credential-shaped strings (on by default);
     ``extra_secret_keys`` / ``extra_secret_values``: regular expressions to mask as well.
-    ``pipeline``: limits of the process-wide pipeline (applied when given).
+    ``pipeline``: limits of the process-wide pipeline, shared by every service: applied
+    when given, a :class:`ConfigError` if another live service set different ones.
     ``disabled``: every call becomes a no-op and no thread is ever started.
 
     All services in a process share one export thread.
@@ -466,6 +461,11 @@ class TracingService:
         #: why tracing is off, when the default service found the configuration invalid
         self.config_error: _config.ConfigError | None = None
         self.destinations = self._check_destinations(destinations, "destinations")
+        # without destinations, runs go to the local store where TRACEMUX_DB says (as with
+        # from_env); chosen now, so a bad TRACEMUX_STORE_* value is a ConfigError here
+        self._default_store: Destination | None = (
+            None if self.destinations or self.disabled else _config.store_from_env()
+        )
         self._capture = Capturer(max_value_bytes)
         self._redactor = Redactor(
             enabled=mask_secrets,
@@ -473,8 +473,8 @@ class TracingService:
             extra_values=tuple(extra_secret_values),
         )
         self._worker = shared_worker()
-        if pipeline is not None:
-            self._worker.configure(pipeline)
+        if pipeline is not None:  # process-wide: refused if another live service set others
+            self._worker.configure(pipeline, owner=self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingService:
@@ -488,7 +488,8 @@ class TracingService:
             disabled=cfg.disabled,
             max_value_bytes=cfg.max_value_bytes,
             mask_secrets=cfg.mask_secrets,
-            pipeline=cfg.pipeline,
+            # the defaults claim nothing: a service given explicit limits keeps them
+            pipeline=None if cfg.pipeline == PipelineSettings() else cfg.pipeline,
         )
 
     @staticmethod
@@ -506,10 +507,8 @@ class TracingService:
         return out
 
     def _default_destinations(self) -> tuple[Destination, ...]:
-        if not self.destinations:
-            from tracemux.destinations.sqlite import SQLiteStore
-
-            self.destinations = (SQLiteStore(),)
+        if not self.destinations and self._default_store is not None:
+            self.destinations = (self._default_store,)
         return self.destinations
 
     # -- recording ------------------------------------------------------------------------
@@ -571,7 +570,7 @@ class TracingService:
             _open_runs.add(run)
             return run
         except Exception:
-            _warn.error("trace_run", "tracemux: could not start a run", exc_info=True)
+            _warn.internal_error("trace_run", "tracemux: could not start a run")
             return NOOP_SPAN  # type: ignore[return-value]
 
     def span(
@@ -580,7 +579,7 @@ class TracingService:
         """Open a span under the current span, or start a run if there is none."""
         if self.disabled:
             return NOOP_SPAN  # type: ignore[return-value]
-        cur = _current.get()
+        cur = CURRENT_SPAN.get()
         if cur is None or cur._ended:
             return self.trace_run(name, inputs=inputs, metadata=metadata, kind=kind)
         return Span(self._worker, self._capture, cur.run, cur.span_id, name, kind, inputs, metadata)
@@ -590,8 +589,6 @@ class TracingService:
     def traced(self, func: Any = None, /, **options: Any) -> Any:
         """:func:`tracemux.traced` bound to this service: ``@svc.traced``,
         ``@svc.traced(kind="tool")``. A call outside any run starts a run of this service."""
-        from tracemux.decorators import traced
-
         return traced(func, service=self, **options)
 
     # -- pipeline -------------------------------------------------------------------------
@@ -619,11 +616,13 @@ class TracingService:
     def stats(self) -> dict[str, Any]:
         """Counters: recorded, exported, dropped by reason, per-destination failures and
         retries, queue size and bytes, and the number of threads tracemux owns; runs
-        still open, and runs ended as incomplete (never ended by their caller)."""
+        still open, and runs ended as incomplete (never ended by their caller); errors
+        of tracemux's own that it swallowed (``internal_errors``, each logged)."""
         _open_runs.sweep()
         out = self._worker.stats()
         out["open_runs"] = len(_open_runs)
         out["incomplete_runs"] = _open_runs.incomplete
+        out["internal_errors"] = internal_errors()
         return out
 
 
@@ -659,3 +658,6 @@ def _service_from_env_or_off() -> TracingService:
         svc = TracingService(disabled=True)
         svc.config_error = exc
         return svc
+
+
+install_default_service(get_service)

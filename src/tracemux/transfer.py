@@ -25,10 +25,12 @@ from typing import IO, Any
 
 import orjson
 
-from tracemux.destinations.otlp import STATUS_ERROR, Attrs, encode_request, proto
-from tracemux.destinations.phoenix import SPAN_KINDS, OpenInferenceMapper
+from tracemux.destinations.openinference import SPAN_KINDS, OpenInferenceMapper
+from tracemux.destinations.otlp import encode_request, proto
+from tracemux.destinations.spanmap import STATUS_ERROR, Attrs
 from tracemux.destinations.sqlite import SQLiteStore, StoredRun, StoredSpan
 from tracemux.model import ErrorInfo, LogEntry, Record, RunInfo, SpanRecord
+from tracemux.version import __version__
 
 FORMATS = ("jsonl", "otlp")
 RUNS_PER_REQUEST = 100
@@ -85,8 +87,6 @@ class _ExportMapper(OpenInferenceMapper):
 
 def _write_otlp(store: SQLiteStore, runs: Iterable[StoredRun], out: IO[bytes]) -> int:
     from google.protobuf.json_format import MessageToDict
-
-    from tracemux import __version__
 
     mapper = _ExportMapper()
     n = 0

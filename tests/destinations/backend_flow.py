@@ -19,11 +19,7 @@ from typing import Any
 
 from tests.destinations.conftest import CaptureServer, FlatSpan
 from tracemux import TracingService
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # pragma: no cover
-    from tests.sidevenv import side_venv
+from tracemux.bench.sidevenv import side_venv
 
 RUN_NAME = "support-flow"
 USER = "user-1"

@@ -1,6 +1,6 @@
 """LangWatch: tracemux's export carries what the official SDK (``langwatch``) sends.
 
-The SDK runs in a side environment (``tests/sidevenv.py``) against a loopback capture
+The SDK runs in a side environment (``tracemux.bench.sidevenv``) against a loopback capture
 server, for the same Langflow-shaped tree (``backend_flow``); both OTLP exports are decoded
 and compared span by span. Compared: endpoint path, ``Authorization``, every attribute
 the SDK sets except ``langwatch.timestamps`` (the SDK's own clock readings, ``{}`` here),

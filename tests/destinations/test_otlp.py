@@ -69,7 +69,7 @@ def test_encoding_is_the_official_protobuf_message() -> None:
         status="error",
         error=ErrorInfo("ValueError", "boom", "Traceback ...\nValueError: boom"),
     )
-    from tracemux.destinations.phoenix import OpenInferenceMapper
+    from tracemux.destinations.openinference import OpenInferenceMapper
 
     body, n = encode_request([child, root], OpenInferenceMapper("proj"), "1.0")
     assert n == 2
@@ -104,7 +104,7 @@ def test_encoding_is_the_official_protobuf_message() -> None:
 
 
 def test_records_that_are_not_spans_are_skipped() -> None:
-    from tracemux.destinations.phoenix import OpenInferenceMapper
+    from tracemux.destinations.openinference import OpenInferenceMapper
     from tracemux.model import RunStart
 
     run = RunInfo("r", "flow", ())

@@ -1,7 +1,7 @@
 """Phoenix end to end: a real ``phoenix serve`` on 127.0.0.1, runs sent through tracemux,
 read back through Phoenix's REST API.
 
-Phoenix (``arize-phoenix``) lives in its own side environment (``tests/sidevenv.py``)
+Phoenix (``arize-phoenix``) lives in its own side environment (``tracemux.bench.sidevenv``)
 because its pins may clash with the test suite's. The first install takes minutes.
 """
 
@@ -19,12 +19,8 @@ from typing import Any
 
 import pytest
 
+from tracemux.bench.sidevenv import side_venv
 from tracemux.destinations import Phoenix
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # pragma: no cover
-    from tests.sidevenv import side_venv
 
 # the first run installs arize-phoenix into its side environment (minutes on a fresh machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

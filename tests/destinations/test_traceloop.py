@@ -36,14 +36,10 @@ from tests.destinations.backend_flow import (
 )
 from tests.destinations.conftest import CaptureServer, FlatSpan
 from tracemux import TracingService
+from tracemux.bench.sidevenv import side_venv
 from tracemux.config import ConfigError
 from tracemux.destinations import Traceloop
 from tracemux.destinations.env import traceloop_from_env
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # pragma: no cover
-    from tests.sidevenv import side_venv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -1,7 +1,7 @@
 """tracemux as the tracing service of the real Langflow 1.13 (lfx and langflow-base from PyPI).
 
 Each test runs real flows in a subprocess, in a side environment built by
-``tests/sidevenv.py`` (``lfx==1.13.*``: ~570 MB, ~1 min; ``langflow-base==1.13.*``: ~1.8 GB,
+``tracemux.bench.sidevenv`` (``lfx==1.13.*``: ~570 MB, ~1 min; ``langflow-base==1.13.*``: ~1.8 GB,
 ~2.5 min, the first time only), with tracemux registered the documented way: an
 ``lfx.toml`` in ``LANGFLOW_CONFIG_DIR``. The flows themselves are in
 :mod:`tracemux.bench.langflow_side` (shared with ``tracemux bench``).
@@ -21,13 +21,9 @@ from typing import Any
 import pytest
 
 from tests.destinations.conftest import CaptureServer, Reply
+from tracemux.bench.sidevenv import side_venv
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # pragma: no cover - when run from the repository root
-    from tests.sidevenv import side_venv
 
 # slow; the first run on a clean machine builds the side venvs inside a fixture (minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tracemux.bench.sidevenv import side_venv
 from tracemux.threadleak import ThreadLedger
 from tracemux.threadleak.ledger import is_patched
-
-try:
-    from sidevenv import side_venv
-except ImportError:  # tests/ imported as a package
-    from tests.sidevenv import side_venv
 
 HERE = Path(__file__).resolve()
 

@@ -26,7 +26,15 @@ langflow       real Langflow flows (langflow-base side venv), stock vs tracemux:
 
 The SDKs come from the ``bench`` extra; a scenario whose SDK is missing reports it as "not
 installed". langfuse 2 cannot share an environment with langfuse 5: it runs in the
-``langfuse2`` side venv (``tests/sidevenv.py``), as a subprocess that prints JSON.
+``langfuse2`` side venv (``tracemux.bench.sidevenv``), as a subprocess that prints JSON.
+
+Benchmarks outside the suite, each ``python -m tracemux.bench.<name>``:
+``otlp_throughput`` (OTLP export and the whole pipeline against the loopback receiver),
+``viewer_latency`` (the viewer on a million spans), ``threadleak_overhead`` and
+``threadleak_compare`` (the thread-leak detector's cost, and beside other detectors).
+Their results go to ``bench/results/`` of the source checkout. :mod:`tracemux.bench.receiver`
+is the one loopback receiver; :mod:`tracemux.bench.sidevenv` builds the side venvs tests
+and benchmarks share.
 """
 
 from __future__ import annotations

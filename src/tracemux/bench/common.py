@@ -9,7 +9,6 @@ dependencies at module level.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -25,10 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracemux.bench.sidevenv import repo_root, side_venv
+
 #: what a child reports about itself when it could not run
 NOT_INSTALLED = "not installed"
 
-#: the langfuse 2 side venv: the same name and spec as the tests use (tests/sidevenv.py)
+#: the langfuse 2 side venv: the same name and spec as the tests use
 LANGFUSE2_VENV = "langfuse2"
 LANGFUSE2_SPEC = ("langfuse>=2.60,<3",)
 
@@ -382,21 +383,15 @@ def tiny_ca() -> Iterator[str]:
 # -- the langfuse 2 side venv ------------------------------------------------------------------
 
 
-def repo_root() -> Path | None:
-    """The source checkout tracemux runs from (where ``tests/sidevenv.py`` lives), if any."""
-    root = Path(__file__).resolve().parents[3]
-    return root if (root / "tests" / "sidevenv.py").is_file() else None
-
-
 def langfuse2_python(build: bool) -> tuple[Path | None, str]:
     """The interpreter of the langfuse 2 side venv, and a note when there is none.
 
-    With ``build`` the venv is created or updated through ``tests/sidevenv.py`` (the same
-    name and spec the tests use); without it an existing venv is used as it is.
+    With ``build`` the venv is created or updated by :mod:`tracemux.bench.sidevenv` (the
+    same name and spec the tests use); without it an existing venv is used as it is.
     """
     root = repo_root()
     if root is None:
-        return None, "needs a source checkout (tests/sidevenv.py builds the langfuse 2 venv)"
+        return None, "needs a source checkout (side venvs install tracemux from it)"
     python = root / ".venvs" / LANGFUSE2_VENV / "bin" / "python"
     if not build:
         if python.exists():
@@ -405,15 +400,8 @@ def langfuse2_python(build: bool) -> tuple[Path | None, str]:
             "side venv .venvs/langfuse2 not built yet; quick mode does not build it "
             "(the full run or the test suite does)"
         )
-    spec = importlib.util.spec_from_file_location(
-        "_tracemux_sidevenv", root / "tests" / "sidevenv.py"
-    )
-    if spec is None or spec.loader is None:
-        return None, "cannot load tests/sidevenv.py"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        return Path(module.side_venv(LANGFUSE2_VENV, list(LANGFUSE2_SPEC))), ""
+        return Path(side_venv(LANGFUSE2_VENV, list(LANGFUSE2_SPEC))), ""
     except Exception as exc:  # pip failed: report it, do not fail the bench
         return None, f"could not build the langfuse 2 side venv: {str(exc)[:300]}"
 

@@ -1,7 +1,7 @@
 """Real Langflow flows, stock vs tracemux (langflow-base 1.13 in a side venv).
 
 The same ChatInput -> ChatOutput flow, run through lfx's ``Graph.arun`` in the
-``langflow113`` side venv (``tests/sidevenv.py``, ``langflow-base==1.13.*``), with lfx's
+``langflow113`` side venv (``tracemux.bench.sidevenv``, ``langflow-base==1.13.*``), with lfx's
 tracing service registered through ``lfx.toml`` as either langflow-base's own
 ``TracingService`` (*stock*: a tracer per backend and run) or tracemux's. Langfuse is a
 loopback stand-in (:mod:`tracemux.bench.receiver`). Measured, per side:
@@ -17,13 +17,13 @@ loopback stand-in (:mod:`tracemux.bench.receiver`). Measured, per side:
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tracemux.bench.common import Options, Receiver, bench_env, repo_root, run_python
+from tracemux.bench.common import Options, Receiver, bench_env, run_python
 from tracemux.bench.report import Section, SummaryRow, md_table
+from tracemux.bench.sidevenv import repo_root, side_venv
 
 VENV = "langflow113"
 SPEC = ("langflow-base==1.13.*",)
@@ -34,21 +34,14 @@ def side_python(build: bool) -> tuple[Path | None, str]:
     """The side venv's interpreter (built when ``build``), or None and why not."""
     root = repo_root()
     if root is None:
-        return None, "needs a source checkout (tests/sidevenv.py builds the side venv)"
+        return None, "needs a source checkout (side venvs install tracemux from it)"
     python = root / ".venvs" / VENV / "bin" / "python"
     if not build:
         if python.exists():
             return python, ""
         return None, f"side venv .venvs/{VENV} not built (the full run or the tests build it)"
-    spec = importlib.util.spec_from_file_location(
-        "_tracemux_sidevenv", root / "tests" / "sidevenv.py"
-    )
-    if spec is None or spec.loader is None:
-        return None, "cannot load tests/sidevenv.py"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        return Path(module.side_venv(VENV, list(SPEC), upgrade_pip=True)), ""
+        return Path(side_venv(VENV, list(SPEC), upgrade_pip=True)), ""
     except Exception as exc:
         return None, f"could not build the side venv: {str(exc)[:300]}"
 

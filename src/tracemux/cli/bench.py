@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tracemux bench`` with parsed arguments; returns the exit code."""
+    # lazily: the benchmark modules pull in matplotlib and the SDKs compared (the bench
+    # extra), which the other commands, and ``tracemux --help``, must not pay for
     from rich.console import Console
 
     from tracemux.bench.common import Options

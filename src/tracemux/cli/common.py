@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from tracemux.destinations.stores import TraceStore, open_store
+from tracemux.config import store_from_env
+from tracemux.destinations.stores import TraceStore
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 def store_for(args: argparse.Namespace) -> TraceStore:
     """The store named by ``--db``, else ``TRACEMUX_DB``, else the default path."""
-    return open_store(args.db or os.environ.get("TRACEMUX_DB") or None)
+    return store_from_env(path=args.db)
 
 
 def store_path_problem(path: Path) -> str:

@@ -221,26 +221,12 @@ def _run_target(target: Target) -> None:
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the program under a ledger; return its exit status, or 3 on thread growth."""
-    console = Console(stderr=True, soft_wrap=True)
-    try:
-        target = parse_command(args.command)
-    except ValueError as exc:
-        console.print(f"tracemux leakcheck: {exc}", markup=False, highlight=False)
-        return 2
-    if target.kind == "path" and not os.path.exists(target.value):
-        console.print(f"tracemux leakcheck: no such file: {target.value}", markup=False)
-        return 2
-    if args.db:
-        os.environ["TRACEMUX_DB"] = args.db
-    ledger = ThreadLedger(all_threads=True, allow=[SAMPLER_NAME, *args.allow])
-    sampler = _Sampler(ledger, args.every, console)
-    sampler.start()  # before the ledger: never part of the program's threads
+def _run_under(ledger: ThreadLedger, target: Target, console: Console) -> tuple[int, bool]:
+    """Run the program as ``python`` would (its argv, its folder first on sys.path) with
+    the ledger recording; returns its exit status and whether it was interrupted."""
     saved_argv, saved_path = sys.argv, list(sys.path)
     status = 0
     interrupted = False
-    started = time.monotonic()
     with ledger:
         try:
             sys.argv = list(target.argv)
@@ -262,20 +248,24 @@ def run(args: argparse.Namespace) -> int:
         finally:
             sys.argv = saved_argv
             sys.path[:] = saved_path
-    elapsed = time.monotonic() - started
-    try:
-        sampler.stop()
-        report = ledger.leaks(grace=0.0 if interrupted else args.grace)
-    except KeyboardInterrupt:
-        interrupted = True
-        report = ledger.leaks(grace=0.0)
-    sampler.peak = max(sampler.peak, report.count)
+    return status, interrupted
+
+
+def _print_summary(
+    console: Console,
+    args: argparse.Namespace,
+    report: LeakReport,
+    peak: int,
+    status: int,
+    interrupted: bool,
+    elapsed: float,
+) -> None:
     leaked = report.count > args.max_growth
     how = "interrupted (Ctrl+C)" if interrupted else f"exited with status {status}"
     console.print(
         Text(
             f"tracemux leakcheck summary: program {how} after {elapsed:.1f}s; "
-            f"peak {sampler.peak} live thread(s) it started, {report.count} still alive "
+            f"peak {peak} live thread(s) it started, {report.count} still alive "
             f"(max growth {args.max_growth})",
             style="bold",
         ),
@@ -292,6 +282,36 @@ def run(args: argparse.Namespace) -> int:
                 "them at exit (press Ctrl+C again to stop)",
                 markup=False,
             )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the program under a ledger; return its exit status, or 3 on thread growth."""
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        target = parse_command(args.command)
+    except ValueError as exc:
+        console.print(f"tracemux leakcheck: {exc}", markup=False, highlight=False)
+        return 2
+    if target.kind == "path" and not os.path.exists(target.value):
+        console.print(f"tracemux leakcheck: no such file: {target.value}", markup=False)
+        return 2
+    if args.db:
+        os.environ["TRACEMUX_DB"] = args.db
+    ledger = ThreadLedger(all_threads=True, allow=[SAMPLER_NAME, *args.allow])
+    sampler = _Sampler(ledger, args.every, console)
+    sampler.start()  # before the ledger: never part of the program's threads
+    started = time.monotonic()
+    status, interrupted = _run_under(ledger, target, console)
+    elapsed = time.monotonic() - started
+    try:
+        sampler.stop()
+        report = ledger.leaks(grace=0.0 if interrupted else args.grace)
+    except KeyboardInterrupt:
+        interrupted = True
+        report = ledger.leaks(grace=0.0)
+    sampler.peak = max(sampler.peak, report.count)
+    leaked = report.count > args.max_growth
+    _print_summary(console, args, report, sampler.peak, status, interrupted, elapsed)
     return EXIT_LEAKED if leaked else status
 
 

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from tracemux import __version__
+from tracemux.version import __version__
 
 #: each command and the module of ``tracemux.cli`` that registers it
 COMMANDS: dict[str, str] = {

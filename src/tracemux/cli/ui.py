@@ -23,7 +23,7 @@ from tracemux.cost import PriceFileError
 from tracemux.destinations.stores import store_exists
 from tracemux.ui.server import DEFAULT_HOST, DEFAULT_PORT, UIServer, is_loopback
 
-log = logging.getLogger("tracemux.ui")
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:

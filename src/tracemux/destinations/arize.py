@@ -28,9 +28,11 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import Attrs, RemoteDestination, traces_url
-from tracemux.destinations.phoenix import OpenInferenceMapper
+from tracemux.destinations.openinference import OpenInferenceMapper
+from tracemux.destinations.otlp import RemoteDestination, traces_url
 from tracemux.destinations.probe import Probe, otlp_probe
+from tracemux.destinations.spanmap import Attrs
+from tracemux.errors import ConfigError
 from tracemux.model import RunInfo
 
 DEFAULT_ENDPOINT = "https://otlp.arize.com"
@@ -86,8 +88,6 @@ class Arize(RemoteDestination):
         if self.project is not None and (
             not isinstance(self.project, str) or not self.project.strip()
         ):
-            from tracemux.config import ConfigError
-
             raise ConfigError("Arize: project must be a non-empty string")
 
     def traces_url(self) -> str:

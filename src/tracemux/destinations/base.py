@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
-from typing import ClassVar, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 from tracemux.model import Record
 
@@ -52,6 +53,36 @@ class ExportError(Exception):
         self.status = status
 
 
+class ExportContext:
+    """What an export thread lends the exporters it runs: a place to register the cleanup
+    of resources they share (one HTTP client for every remote destination), run when the
+    thread's session ends, after every exporter is closed.
+
+    The pipeline makes one per export thread and sets it current on that thread before any
+    :meth:`Destination.open`; exporters reach it with :meth:`current`. So destinations
+    depend on this interface, never on the pipeline (as sentry's transport owns its worker).
+    """
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self.exit_callbacks: list[Callable[[], Any]] = []
+
+    def on_exit(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` (a function or coroutine function) when the session ends."""
+        self.exit_callbacks.append(callback)
+
+    def make_current(self) -> None:
+        """Make this the context of the calling (export) thread."""
+        ExportContext._local.context = self
+
+    @staticmethod
+    def current() -> ExportContext | None:
+        """The calling thread's export context; None off the export thread (tests,
+        benchmarks calling an exporter on their own event loop)."""
+        return getattr(ExportContext._local, "context", None)
+
+
 class Exporter(Protocol):
     """Sends batches for one destination. Used only on the export thread."""
 
@@ -72,7 +103,8 @@ class Destination(ABC):
 
     @abstractmethod
     def open(self) -> Exporter:
-        """Create the exporter. Called once per lane, on the export thread."""
+        """Create the exporter. Called once per lane, on the export thread, where
+        :meth:`ExportContext.current` is the thread's export context."""
 
     @abstractmethod
     def describe(self) -> str:

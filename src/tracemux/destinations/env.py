@@ -44,7 +44,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from tracemux.config import ConfigError
 from tracemux.destinations.arize import Arize
 from tracemux.destinations.base import Destination
 from tracemux.destinations.langfuse import Langfuse
@@ -55,6 +54,7 @@ from tracemux.destinations.opik import Opik
 from tracemux.destinations.otlp import OTLP, parse_otlp_headers
 from tracemux.destinations.phoenix import Phoenix
 from tracemux.destinations.traceloop import Traceloop
+from tracemux.errors import ConfigError
 
 D = TypeVar("D", bound=Destination)
 

@@ -3,7 +3,7 @@
 - :func:`shared_client`: the one ``httpx.AsyncClient`` (one connection pool, one SSL
   context) that every remote destination of the export thread uses. It is created lazily
   on the export thread and closed when that thread's session ends
-  (:func:`tracemux.pipeline.worker.on_export_thread_exit`).
+  (:meth:`~tracemux.destinations.base.ExportContext.on_exit`).
 - :func:`post`: send one request and turn every failure into an
   :class:`~tracemux.destinations.base.ExportError` the lane understands: connection errors,
   timeouts, 408, 429 and 5xx are retryable (``Retry-After`` honoured), 413 splits the
@@ -29,13 +29,15 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tracemux.destinations.base import ExportError
+from tracemux.destinations.base import ExportContext, ExportError
+from tracemux.errors import ConfigError
 from tracemux.redact import mask_for_log
+from tracemux.version import __version__
 
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("tracemux.destinations.http")
+log = logging.getLogger(__name__)
 
 #: seconds a request may take before it counts as a (retryable) timeout
 DEFAULT_TIMEOUT = 10.0
@@ -122,8 +124,6 @@ class IdleThreadExecutor(concurrent.futures.ThreadPoolExecutor):
 def _new_client() -> httpx.AsyncClient:
     import httpx
 
-    from tracemux import __version__
-
     return httpx.AsyncClient(
         timeout=httpx.Timeout(DEFAULT_TIMEOUT, connect=5.0, pool=POOL_TIMEOUT),
         # one request in flight per destination lane, PER_ORIGIN per origin (see post())
@@ -157,12 +157,10 @@ def shared_client() -> httpx.AsyncClient:
             _local.loop = None
         await client.aclose()
 
-    from tracemux.pipeline.worker import on_export_thread_exit
-
-    try:
-        on_export_thread_exit(close)
-    except RuntimeError:  # not on the export thread: the caller closes it
+    context = ExportContext.current()
+    if context is None:  # not on the export thread: the caller closes it
         return client
+    context.on_exit(close)
     try:  # host-name lookups on a short-lived thread, not on a lasting executor pool
         loop.set_default_executor(IdleThreadExecutor())
     except (RuntimeError, TypeError):  # pragma: no cover - a loop that refuses: keep its own
@@ -306,11 +304,18 @@ async def post(
         ) from None
     finally:
         origins.release(origin)
-    status = response.status_code
-    if 200 <= status < 300:
+    if 200 <= response.status_code < 300:
         return response
-    body = response.content
-    detail = _snippet(body, secrets)
+    raise _status_error(label, response, secrets, what)
+
+
+def _status_error(
+    label: str, response: httpx.Response, secrets: Iterable[str], what: str
+) -> ExportError:
+    """The :class:`ExportError` for a non-2xx answer: 413 splits the batch; 5xx, 408 and
+    429 are retried (``Retry-After`` honoured); any other status drops the batch."""
+    status = response.status_code
+    detail = _snippet(response.content, secrets)
     hint = _HINTS.get(status)
     message = f"HTTP {status} for {what}"
     if hint:
@@ -319,18 +324,18 @@ async def post(
         message += f": {detail}"
     log.debug("tracemux: %s: %s", label, message)
     if status == 413:
-        raise ExportError(
+        return ExportError(
             message, retryable=False, too_large=True, reason="http_413", status=status
         )
     if status >= 500 or status in RETRY_STATUSES:
-        raise ExportError(
+        return ExportError(
             message,
             retryable=True,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             reason=f"http_{status}",
             status=status,
         )
-    raise ExportError(message, retryable=False, reason=f"http_{status}", status=status)
+    return ExportError(message, retryable=False, reason=f"http_{status}", status=status)
 
 
 # -- validation and masking ------------------------------------------------------------------
@@ -394,8 +399,6 @@ def safe_url(url: object) -> str:
 
 
 def _config_error(message: str) -> Exception:
-    from tracemux.config import ConfigError
-
     return ConfigError(message)
 
 

@@ -48,16 +48,11 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import (
-    STATUS_UNSET,
-    Attrs,
-    RemoteDestination,
-    SpanMapper,
-    dumps,
-    error_message,
-    json_value,
-)
+from tracemux.destinations.otlp import RemoteDestination, error_message
+from tracemux.destinations.spanmap import STATUS_UNSET, Attrs, SpanMapper, dumps, json_value
+from tracemux.errors import ConfigError
 from tracemux.model import RunInfo, SpanRecord
+from tracemux.version import __version__
 
 DEFAULT_HOST = "https://cloud.langfuse.com"
 TRACES_PATH = "/api/public/otel/v1/traces"
@@ -252,8 +247,6 @@ class Langfuse(RemoteDestination):
         if self.environment is not None and not (
             isinstance(self.environment, str) and _ENVIRONMENT.match(self.environment)
         ):
-            from tracemux.config import ConfigError
-
             raise ConfigError(
                 "Langfuse: environment must be lowercase letters, digits, '-' or '_' "
                 "(at most 40, not starting with 'langfuse')"
@@ -268,8 +261,6 @@ class Langfuse(RemoteDestination):
         return f"Basic {token}"
 
     def request_headers(self) -> dict[str, str]:
-        from tracemux import __version__
-
         return {
             "Authorization": self.auth_header(),
             "x-langfuse-public-key": self.public_key,

@@ -49,14 +49,9 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import (
-    STATUS_OK,
-    Attrs,
-    RemoteDestination,
-    SpanMapper,
-    dumps,
-    json_value,
-)
+from tracemux.destinations.otlp import RemoteDestination
+from tracemux.destinations.spanmap import STATUS_OK, Attrs, SpanMapper, dumps, json_value
+from tracemux.errors import ConfigError
 from tracemux.model import RunInfo, SpanRecord
 
 DEFAULT_ENDPOINT = "https://api.smith.langchain.com"
@@ -248,8 +243,6 @@ class LangSmith(RemoteDestination):
         owner = "LangSmith"
         require_key("api_key", self.api_key, owner=owner)
         if not isinstance(self.project, str) or not self.project.strip():
-            from tracemux.config import ConfigError
-
             raise ConfigError("LangSmith: project must be a non-empty string")
         object.__setattr__(self, "endpoint", check_url("endpoint", self.endpoint, owner=owner))
         object.__setattr__(self, "timeout", check_timeout(self.timeout, owner=owner))

@@ -42,15 +42,9 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import (
-    STATUS_UNSET,
-    Attrs,
-    RemoteDestination,
-    SpanMapper,
-    dumps,
-    json_value,
-)
+from tracemux.destinations.otlp import RemoteDestination
 from tracemux.destinations.probe import Probe, otlp_probe
+from tracemux.destinations.spanmap import STATUS_UNSET, Attrs, SpanMapper, dumps, json_value
 from tracemux.model import RunInfo, SpanRecord
 
 DEFAULT_ENDPOINT = "https://app.langwatch.ai"

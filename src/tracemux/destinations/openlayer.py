@@ -62,13 +62,15 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import dumps, error_message, json_value
+from tracemux.destinations.otlp import error_message
 from tracemux.destinations.probe import Probe
+from tracemux.destinations.spanmap import dumps, json_value
+from tracemux.errors import ConfigError
 from tracemux.model import Record, RunInfo, SpanRecord
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 
 log = logging.getLogger(__name__)
-_warn = RateLimitedLog(log, interval=60.0)
+_warn = rate_limited(log)
 
 DEFAULT_BASE_URL = "https://api.openlayer.com/v1"
 STREAM_PATH = "/inference-pipelines/{id}/data-stream"
@@ -435,8 +437,6 @@ class Openlayer(Destination):
     max_pending_spans: int = 100_000
 
     def __post_init__(self) -> None:
-        from tracemux.config import ConfigError
-
         owner = "Openlayer"
         require_key("api_key", self.api_key, owner=owner)
         object.__setattr__(self, "base_url", check_url("base_url", self.base_url, owner=owner))
@@ -498,16 +498,12 @@ class Openlayer(Destination):
 
 
 def _check_id(name: str, value: object) -> str:
-    from tracemux.config import ConfigError
-
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value):
         raise ConfigError(f"Openlayer: {name} must be a pipeline id (letters, digits, - and _)")
     return value
 
 
 def _pairs(value: object, name: str) -> tuple[tuple[str, str], ...]:
-    from tracemux.config import ConfigError
-
     items: Any
     if isinstance(value, Mapping):
         items = value.items()

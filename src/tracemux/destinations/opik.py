@@ -59,8 +59,9 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import dumps, json_value
 from tracemux.destinations.probe import Probe
+from tracemux.destinations.spanmap import dumps, json_value
+from tracemux.errors import ConfigError
 from tracemux.model import Record, RunInfo, SpanRecord
 
 DEFAULT_URL = "https://www.comet.com/opik/api"
@@ -293,8 +294,6 @@ class Opik(Destination):
     timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        from tracemux.config import ConfigError
-
         owner = "Opik"
         object.__setattr__(self, "url", check_url("url", self.url, owner=owner))
         if self.api_key is not None:

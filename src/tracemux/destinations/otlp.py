@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import gzip
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import orjson
 
 from tracemux.destinations.base import Destination
 from tracemux.destinations.http import (
@@ -34,66 +32,25 @@ from tracemux.destinations.http import (
     post,
     safe_url,
 )
+from tracemux.destinations.openinference import OpenInferenceMapper
+from tracemux.destinations.spanmap import (
+    STATUS_ERROR,
+    Attrs,
+    AttrValue,
+    SpanMapper,
+    json_text,
+)
 from tracemux.model import Record, RunInfo, SpanRecord
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
+from tracemux.version import __version__
 
-log = logging.getLogger("tracemux.destinations.otlp")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
 
-STATUS_UNSET = 0
-STATUS_OK = 1
-STATUS_ERROR = 2
 SPAN_KIND_INTERNAL = 1
-
-#: an attribute value: str, bool, int, float or a list of str
-AttrValue = Any
-Attrs = list[tuple[str, AttrValue]]
-
-
-def json_text(value: bytes | None) -> str | None:
-    """A captured JSON snapshot as text."""
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace")
-
-
-def json_value(value: bytes | None) -> Any:
-    """A captured JSON snapshot parsed (None when absent or unreadable)."""
-    if value is None:
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value.decode("utf-8", "replace")
-
-
-class SpanMapper(ABC):
-    """What one backend sees of a span. Subclasses live with their destination."""
-
-    scope_name: ClassVar[str] = "tracemux"
-    #: status code of a span that did not fail (some SDKs send UNSET, some OK)
-    ok_status: ClassVar[int] = STATUS_UNSET
-    #: whether a span's own attributes may repeat a key of its run's (checked if so)
-    overlapping: ClassVar[bool] = False
-
-    def project(self, run: RunInfo) -> str | None:
-        """The key spans are grouped by into resources (a project name, or None)."""
-        return None
-
-    def resource_attributes(self, project: str | None) -> Attrs:
-        """Attributes of the resource the spans of ``project`` are sent under."""
-        return [("service.name", "tracemux")]
-
-    @abstractmethod
-    def run_attributes(self, run: RunInfo) -> Attrs:
-        """Attributes every span of ``run`` carries (computed once per run and batch)."""
-
-    @abstractmethod
-    def span_attributes(self, span: SpanRecord) -> Attrs:
-        """Attributes of one span."""
 
 
 # -- protobuf encoding -------------------------------------------------------------------------
@@ -213,6 +170,62 @@ def error_message(span: SpanRecord) -> str:
     return f"{err.type}: {err.message}" if err.message else err.type
 
 
+def _cache_for(mapper: SpanMapper, p: _Proto) -> _AttrCache:
+    """The attribute cache of ``mapper`` (kept across batches)."""
+    cache = _caches.get(id(mapper))
+    if cache is None or cache.p is not p:
+        if len(_caches) > 64:
+            _caches.clear()
+        cache = _caches[id(mapper)] = _AttrCache(p)
+    return cache
+
+
+def _run_entry(
+    p: _Proto,
+    request: Any,
+    scopes: dict[str | None, Any],
+    mapper: SpanMapper,
+    run: RunInfo,
+    cache: _AttrCache,
+    scope_version: str,
+) -> tuple[bytes, frozenset[str], Attrs, Any]:
+    """What every span of ``run`` shares in one request: its attributes (serialized once,
+    their keys, the pairs) and the scope its spans go under (one resource per project)."""
+    pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
+    project = mapper.project(run)
+    scope_spans = scopes.get(project)
+    if scope_spans is None:
+        rs = request.resource_spans.add()
+        add_attr = rs.resource.attributes.add
+        for key, value in mapper.resource_attributes(project):
+            if value is not None:
+                _set_value(p, add_attr(key=key).value, value)
+        scope_spans = scopes[project] = rs.scope_spans.add()
+        scope_spans.scope.name = mapper.scope_name
+        scope_spans.scope.version = scope_version
+    return cache.serialize(pairs), frozenset(k for k, _ in pairs), pairs, scope_spans.spans
+
+
+def _own_attributes(p: _Proto, msg: Any, own: Attrs, parts: list[bytes], cache: _AttrCache) -> None:
+    """A span's own attributes: short repeating values as cached serialized bytes appended
+    to ``parts`` (merged in one go), the rest set on ``msg`` directly."""
+    add_attr = msg.attributes.add
+    cached, entries, max_chars = cache.get, cache.entries, cache.MAX_VALUE_CHARS
+    for key, value in own:
+        if value is None:
+            continue
+        t = type(value)
+        if t is str:
+            if len(value) > max_chars:
+                add_attr(key=key).value.string_value = value
+                continue
+        elif t is not int and t is not bool:
+            _set_value(p, add_attr(key=key).value, value)
+            continue
+        data = entries.get((key, t, value))
+        parts.append(cached(key, value) if data is None else data)
+
+
 def encode_request(
     batch: Sequence[Record], mapper: SpanMapper, scope_version: str = ""
 ) -> tuple[bytes, int]:
@@ -223,11 +236,7 @@ def encode_request(
     short values that repeat, are serialized once and merged into each span.
     """
     p = proto()
-    cache = _caches.get(id(mapper))
-    if cache is None or cache.p is not p:
-        if len(_caches) > 64:
-            _caches.clear()
-        cache = _caches[id(mapper)] = _AttrCache(p)
+    cache = _cache_for(mapper, p)
     request = p.Request()
     scopes: dict[str | None, Any] = {}
     run_attrs: dict[int, tuple[bytes, frozenset[str], Attrs, Any]] = {}
@@ -236,9 +245,6 @@ def encode_request(
     # the status of a successful span, merged like an attribute (setting it costs more)
     ok_bytes = p.Span(status=p.Status(code=ok_code)).SerializeToString() if ok_code else b""
     overlapping = mapper.overlapping
-    cached = cache.get
-    entries = cache.entries
-    max_chars = cache.MAX_VALUE_CHARS
     for rec in batch:
         if not rec.is_span:
             continue
@@ -246,23 +252,8 @@ def encode_request(
         run = span.run
         common = run_attrs.get(id(run))
         if common is None:
-            pairs = [(k, v) for k, v in mapper.run_attributes(run) if v is not None]
-            project = mapper.project(run)
-            scope_spans = scopes.get(project)
-            if scope_spans is None:
-                rs = request.resource_spans.add()
-                add_attr = rs.resource.attributes.add
-                for key, value in mapper.resource_attributes(project):
-                    if value is not None:
-                        _set_value(p, add_attr(key=key).value, value)
-                scope_spans = scopes[project] = rs.scope_spans.add()
-                scope_spans.scope.name = mapper.scope_name
-                scope_spans.scope.version = scope_version
-            common = run_attrs[id(run)] = (
-                cache.serialize(pairs),
-                frozenset(k for k, _ in pairs),
-                pairs,
-                scope_spans.spans,
+            common = run_attrs[id(run)] = _run_entry(
+                p, request, scopes, mapper, run, cache, scope_version
             )
         common_bytes, common_keys, common_pairs, spans = common
         msg = spans.add(
@@ -277,20 +268,7 @@ def encode_request(
             msg.parent_span_id = span.parent_id.to_bytes(8, "big")
         own = mapper.span_attributes(span)
         parts = [ok_bytes]
-        add_attr = msg.attributes.add
-        for key, value in own:
-            if value is None:
-                continue
-            t = type(value)
-            if t is str:
-                if len(value) > max_chars:
-                    add_attr(key=key).value.string_value = value
-                    continue
-            elif t is not int and t is not bool:
-                _set_value(p, add_attr(key=key).value, value)
-                continue
-            data = entries.get((key, t, value))
-            parts.append(cached(key, value) if data is None else data)
+        _own_attributes(p, msg, own, parts, cache)
         if not overlapping or common_keys.isdisjoint([k for k, v in own if v is not None]):
             parts.append(common_bytes)
         else:  # the span's own value wins; keys stay unique
@@ -326,8 +304,6 @@ class OTLPExporter:
         secrets: Sequence[str] = (),
         compresslevel: int = 1,
     ) -> None:
-        from tracemux import __version__
-
         self.label = label
         self.url = url
         self.headers = {
@@ -466,8 +442,6 @@ class OTLP(RemoteDestination):
         return tuple(v for _, v in self.headers)  # type: ignore[misc]
 
     def mapper(self) -> SpanMapper:
-        from tracemux.destinations.phoenix import OpenInferenceMapper
-
         return OpenInferenceMapper(self.project, self.service_name)
 
     def describe(self) -> str:
@@ -492,8 +466,3 @@ def parse_otlp_headers(raw: str) -> dict[str, str]:
             raise ValueError("a header has an empty name")
         out[name] = unquote(value.strip())
     return out
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text (what JavaScript's ``JSON.stringify`` would give)."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")

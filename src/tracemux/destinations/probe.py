@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracemux.destinations.otlp import CONTENT_TYPE, proto
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -31,8 +33,6 @@ class Probe:
 
 def otlp_probe(dest: Any, auth_vars: str, url_var: str) -> Probe:
     """POST an empty ``ExportTraceServiceRequest`` (no spans) to an OTLP destination."""
-    from tracemux.destinations.otlp import CONTENT_TYPE, proto
-
     return Probe(
         "POST",
         dest.traces_url(),

@@ -30,7 +30,7 @@ import platformdirs
 from tracemux.destinations.base import Destination, ExportError
 from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
-log = logging.getLogger("tracemux.destinations.sqlite")
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 6
 

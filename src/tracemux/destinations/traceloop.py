@@ -45,16 +45,10 @@ from tracemux.destinations.http import (
     require_key,
     safe_url,
 )
-from tracemux.destinations.otlp import (
-    STATUS_UNSET,
-    Attrs,
-    RemoteDestination,
-    SpanMapper,
-    dumps,
-    json_value,
-    traces_url,
-)
+from tracemux.destinations.otlp import RemoteDestination, traces_url
 from tracemux.destinations.probe import Probe, otlp_probe
+from tracemux.destinations.spanmap import STATUS_UNSET, Attrs, SpanMapper, dumps, json_value
+from tracemux.errors import ConfigError
 from tracemux.model import RunInfo, SpanRecord
 
 DEFAULT_BASE_URL = "https://api.traceloop.com"
@@ -208,8 +202,6 @@ class Traceloop(RemoteDestination):
         object.__setattr__(self, "headers", check_headers(self.headers, owner=owner))
         object.__setattr__(self, "timeout", check_timeout(self.timeout, owner=owner))
         if not isinstance(self.app_name, str) or not self.app_name.strip():
-            from tracemux.config import ConfigError
-
             raise ConfigError("Traceloop: app_name must be a non-empty string")
 
     def traces_url(self) -> str:

@@ -32,13 +32,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
 
-from tracemux.ratelimit import RateLimitedLog
-from tracemux.service import Span, TracingService, current_span, get_service
+from tracemux.context import current_span
+from tracemux.ratelimit import rate_limited
+from tracemux.service import Span, TracingService, get_service
 
 __all__ = ["MAX_OPEN_RUNS", "CallbackHandler"]
 
-log = logging.getLogger("tracemux.integrations.langchain")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 #: LangChain runs one handler keeps open at most; past it the oldest is ended as abandoned
 MAX_OPEN_RUNS = 10_000

@@ -53,30 +53,30 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tracemux import config as _config
+from tracemux.context import CURRENT_SPAN, detach, reset_quietly
 from tracemux.destinations import env as _env
 from tracemux.destinations.base import Destination
 from tracemux.destinations.langfuse import Langfuse
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.integrations.langflow_native import NativeRun, NativeTracing, native_tracing
+from tracemux.ratelimit import rate_limited
 from tracemux.reaper import open_runs
 from tracemux.service import LOG_LEVELS, Run, Span, get_service
 from tracemux.service import TracingService as CoreService
-from tracemux.service import _current as _current_span_var
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
 
-    from tracemux.integrations.langflow_native import NativeRun, NativeTracing
 
 __all__ = ["TracingService"]
 
-log = logging.getLogger("tracemux.integrations.langflow")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 
 class _TraceContext:
@@ -252,6 +252,14 @@ def _settings_deactivate(settings_service: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _tracemux_disabled() -> bool:
+    try:
+        return _config.disabled_from_env()
+    except _config.ConfigError as exc:
+        log.error("tracemux: %s; tracing stays on", exc)
+        return False
+
+
 def _env_flag(name: str) -> bool:
     raw = os.environ.get(name, "")
     if not raw.strip():
@@ -321,7 +329,7 @@ class TracingService(_Base):  # type: ignore[misc]
             from_settings = _settings_deactivate(settings_service)
             deactivated = (
                 _env_flag(_DEACTIVATE_VARIABLE) if from_settings is None else from_settings
-            ) or _env_flag("TRACEMUX_DISABLED")
+            ) or _tracemux_disabled()
         self._service = service
         if destinations_from_env is None:
             destinations_from_env = service is None
@@ -331,8 +339,6 @@ class TracingService(_Base):  # type: ignore[misc]
         self._noop = _NoopComponentTrace(self)
         self._native: NativeTracing | None = None
         if not self.deactivated and native is not False:
-            from tracemux.integrations.langflow_native import native_tracing
-
             self._native = native_tracing(required=native is True)
         self._ready = True
 
@@ -436,9 +442,9 @@ class TracingService(_Base):  # type: ignore[misc]
             native = None
             if self._native is not None:
                 native = self._native.start(run_id, run_name, user_id, session_id, project, flow_id)
-            trace = _TraceContext(run, project, previous, _current_span_var.get(), native)
+            trace = _TraceContext(run, project, previous, CURRENT_SPAN.get(), native)
             _trace_var.set(trace)
-            _current_span_var.set(run)
+            CURRENT_SPAN.set(run)
         except Exception as exc:
             _warn.warning(
                 "start_tracers", "tracemux: start_tracers failed: %s: %s", type(exc).__name__, exc
@@ -473,8 +479,8 @@ class TracingService(_Base):  # type: ignore[misc]
         finally:
             if _trace_var.get() is trace:
                 _trace_var.set(trace.previous)
-            if _current_span_var.get() is run:
-                _current_span_var.set(trace.previous_span)
+            if CURRENT_SPAN.get() is run:
+                CURRENT_SPAN.set(trace.previous_span)
             trace.previous = trace.previous_span = None
         if trace.native is not None:
             await trace.native.end(outputs, error)
@@ -519,11 +525,11 @@ class TracingService(_Base):  # type: ignore[misc]
             return
         try:
             comp = trace.components.get(span_id)
-            token = _current_span_var.set(comp.span if comp is not None else trace.run)
+            token = CURRENT_SPAN.set(comp.span if comp is not None else trace.run)
             try:
                 span = trace.run.span(name, str(span_type).lower(), metadata={"span_id": span_id})
             finally:
-                _reset(_current_span_var, token)
+                detach(token)
             if outputs is not None:
                 span.set_outputs(outputs)
             span.end()
@@ -541,7 +547,7 @@ class TracingService(_Base):  # type: ignore[misc]
         """lfx's ``TracingServiceProtocol.log``: a log line on the current span."""
         if self.deactivated:
             return
-        span = _current_span_var.get()
+        span = CURRENT_SPAN.get()
         if span is not None and not span.ended:
             span.add_log(message, "info", **kwargs)
 
@@ -594,7 +600,7 @@ class TracingService(_Base):  # type: ignore[misc]
             comp.native_logs = []
             native_started = native.start_component(component, trace_name, inputs, metadata)
         comp_token = _component_var.set(comp)
-        span_token = _current_span_var.set(span)
+        span_token = CURRENT_SPAN.set(span)
         error: BaseException | None = None
         try:
             yield self
@@ -603,8 +609,8 @@ class TracingService(_Base):  # type: ignore[misc]
             span.set_error(exc)
             raise
         finally:
-            _reset(_current_span_var, span_token)
-            _reset(_component_var, comp_token)
+            detach(span_token)
+            reset_quietly(_component_var, comp_token)
             if trace.components.get(trace_name) is comp:
                 del trace.components[trace_name]
             span.end()
@@ -696,7 +702,7 @@ class TracingService(_Base):  # type: ignore[misc]
         parent: Span = trace.run
         if comp is not None and comp.trace is trace and not comp.span.ended:
             parent = comp.span
-        try:
+        try:  # lazily: it needs langchain-core, an optional dependency
             from tracemux.integrations.langchain import CallbackHandler
         except ImportError:
             _warn.warning(
@@ -709,10 +715,3 @@ class TracingService(_Base):  # type: ignore[misc]
             if native is not None:
                 callbacks.append(native)
         return callbacks
-
-
-def _reset(var: ContextVar[Any], token: Token[Any]) -> None:
-    try:
-        var.reset(token)
-    except ValueError:  # exited in another context than it was entered in
-        pass

@@ -22,10 +22,11 @@ from contextvars import Token
 from typing import Any
 from uuid import UUID
 
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.context import reset_quietly
+from tracemux.ratelimit import rate_limited
 
 log = logging.getLogger(__name__)
-_warn = RateLimitedLog(log, interval=60.0)
+_warn = rate_limited(log)
 
 _SENSITIVE = ("api_key", "password", "server_url")
 
@@ -115,10 +116,7 @@ class NativeRun:
             _warn.warning("end_trace", "tracemux: native end_trace failed: %s", exc)
         finally:
             if token is not None:
-                try:
-                    self._context_var.reset(token)
-                except ValueError:  # ended in another context than it started in
-                    pass
+                reset_quietly(self._context_var, token)
 
     def event_span(self, span_id: str, name: str, outputs: Any, span_type: str) -> None:
         """A standalone instantaneous span, as Langflow's ``record_event_span`` writes it."""

@@ -24,10 +24,10 @@ from typing import Any
 
 from tracemux.destinations.base import Destination, Exporter, ExportError
 from tracemux.model import Record
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.ratelimit import rate_limited
 
-log = logging.getLogger("tracemux.pipeline")
-_warn = RateLimitedLog(log, interval=30.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log, interval=30.0)  # retry warnings: docs/guarantees.md
 
 DROP_BUFFER_FULL = "destination_buffer_full"
 DROP_EXPORT_ERROR = "export_error"
@@ -206,7 +206,7 @@ class Lane:
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in the bookkeeping itself: say so, keep the thread alive
-            log.exception("tracemux: lane %s failed", self.label)
+            _warn.internal_error(("lane", self.label), "tracemux: lane %s failed", self.label)
         finally:
             self.task = None
             self.last_active = time.monotonic()

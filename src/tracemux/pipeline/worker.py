@@ -1,9 +1,10 @@
 """The one export thread of the process, and the pipeline around it.
 
-``ExportWorker`` owns the queue, starts a single daemon thread named ``tracemux-export``
-lazily on the first record, and runs an asyncio loop in it. The loop drains the queue,
-masks secrets (:mod:`tracemux.redact`), routes each record to the lanes of its run's
-destinations (:mod:`tracemux.pipeline.batching`) and lets the lanes export concurrently.
+``ExportWorker`` owns the queue (:mod:`tracemux.pipeline.queue`) and starts a single daemon
+thread named ``tracemux-export`` lazily on the first record; the thread runs a
+:class:`~tracemux.pipeline.session.Session` (drain, mask, route to the lanes of
+:mod:`tracemux.pipeline.batching`). This module is the worker's lifecycle and its
+counters; the limits are :class:`~tracemux.pipeline.settings.PipelineSettings`.
 
 Lifecycle, all in this module:
 - ``flush(timeout)``: a marker travels through the queue; it completes when every lane
@@ -19,424 +20,31 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import inspect
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from tracemux.destinations.base import Destination
+from tracemux.errors import ConfigError
 from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
 from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
-from tracemux.ratelimit import RateLimitedLog
+from tracemux.pipeline.session import FlushMarker, Session, Stop
+from tracemux.pipeline.settings import PipelineSettings
+from tracemux.ratelimit import rate_limited
 from tracemux.reaper import open_runs
-from tracemux.redact import MaskingPass
 
-log = logging.getLogger("tracemux.pipeline")
-_warn = RateLimitedLog(log, interval=60.0)
+log = logging.getLogger(__name__)
+_warn = rate_limited(log)
 
 THREAD_NAME = "tracemux-export"
 #: what an export thread a shutdown gave up on (stuck in an exporter) is renamed to
 ABANDONED_THREAD_NAME = "tracemux-export-abandoned"
-#: items routed per pass of the export loop; lanes get to export between passes
-DRAIN_CHUNK = 512
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Limits of the process-wide pipeline."""
-
-    max_queue_spans: int = 100_000
-    max_queue_bytes: int = 64 * 1024 * 1024
-    batch_size: int = 512
-    flush_interval: float = 1.0
-    exit_timeout: float = 10.0
-    max_destinations: int = 256
-    idle_ttl: float = 300.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "max_queue_spans": self.max_queue_spans >= 1,
-            "max_queue_bytes": self.max_queue_bytes >= 1024,
-            "batch_size": self.batch_size >= 1,
-            "flush_interval": self.flush_interval > 0,
-            "exit_timeout": self.exit_timeout >= 0,
-            "max_destinations": self.max_destinations >= 1,
-            "idle_ttl": self.idle_ttl > 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"PipelineSettings.{name} is out of range: {getattr(self, name)!r}"
-                )
-
-
-class _FlushMarker:
-    """Travels through the queue; done when every lane has completed what came before."""
-
-    __slots__ = ("aborted", "callback", "targets")
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
-        self.aborted = False  # the thread stopped before it got to this marker
-        self.targets: list[tuple[Lane, int]] = []
-
-    def is_done(self) -> bool:
-        return all(lane.completed >= target for lane, target in self.targets)
-
-
-class _Stop:
-    __slots__ = ("deadline",)
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-
-class _Session:
-    """The state of one running export thread: its loop, lanes and pending markers."""
-
-    def __init__(self, worker: ExportWorker, queue: SpanQueue) -> None:
-        self.worker = worker
-        self.queue = queue
-        self.lanes: dict[Destination, Lane] = {}
-        self.markers: list[_FlushMarker] = []
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.wake_event: asyncio.Event | None = None
-        self.stop: _Stop | None = None
-        self.stop_requested = False  # a _Stop is on its way through the queue
-        self.shutdown_drops_before = 0
-        self.started = threading.Event()
-        self.stopped = threading.Event()
-        self.abandoned = False
-        # whoever counts what is left at the end (this thread in _finish, or a shutdown that
-        # gave up on it in ExportWorker._abandon) does it under this lock, exactly once; the
-        # thread also routes records and books each export's outcome under it, so a record
-        # is never both counted as dropped by _abandon and then as exported
-        self.count_lock = threading.RLock()
-        self.counted = False
-        self.exit_callbacks: list[Callable[[], Any]] = []
-
-    # -- called from other threads -----------------------------------------------------
-
-    def wake(self) -> None:
-        loop, event = self.loop, self.wake_event
-        if loop is None or event is None:
-            return
-        try:
-            loop.call_soon_threadsafe(event.set)
-        except RuntimeError:  # loop closed
-            pass
-
-    # -- the thread ----------------------------------------------------------------------
-
-    def run(self) -> None:
-        _thread_session.session = self
-        try:
-            asyncio.run(self._main())
-        except BaseException:  # never let the thread die with a traceback on stderr
-            log.exception("tracemux: export thread failed")
-        finally:
-            self.stopped.set()
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.wake_event = asyncio.Event()
-        self.started.set()
-        settings = self.worker.settings
-        tick = min(settings.flush_interval, 0.25)
-        event = self.wake_event
-        while True:
-            try:
-                wait = tick
-                if self.stop is not None:
-                    wait = max(0.0, min(tick, self.stop.deadline - time.monotonic()))
-                await asyncio.wait_for(event.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
-            event.clear()
-            if self.abandoned:  # a shutdown gave up on this thread and counted what is left
-                break
-            self._drain()
-            if self.stop is None and len(self.queue):  # a backlog: another pass soon
-                event.set()
-            now = time.monotonic()
-            stop = self.stop
-            for lane in list(self.lanes.values()):
-                lane.poke(now, urgent=stop is not None)
-            if stop is not None:
-                if self._all_idle() or now >= stop.deadline:
-                    break
-            else:
-                self._evict_idle(now)
-        await self._finish(self.stop.deadline if self.stop else time.monotonic())
-
-    def _all_idle(self) -> bool:
-        return all(not lane.pending and not lane.busy for lane in self.lanes.values())
-
-    def _drain(self, limit: int = DRAIN_CHUNK) -> None:
-        """Route up to ``limit`` queued items to their lanes (the rest wait for the next
-        pass, so that lanes export between passes and a big backlog cannot overflow a
-        healthy destination's buffer)."""
-        with self.count_lock:
-            # abandoned: _abandon counted what is queued; stopping: the rest is the next
-            # thread's
-            if not self.abandoned and self.stop is None:
-                self._route_pass(limit)
-
-    def _route_pass(self, limit: int) -> None:
-        items = self.queue.take(limit)
-        if not items:
-            return
-        dropped = self._mask(items)
-        last_dests: object = None
-        lanes: list[Lane] = []
-        group: list[Record] = []  # consecutive records going to the same lanes
-        popleft = items.popleft
-        while items:
-            item = popleft()
-            kind = type(item)
-            if kind is _FlushMarker or kind is _Stop:
-                self._route(group, lanes)
-                group = []
-                if kind is _FlushMarker:
-                    self._place_marker(item)
-                    continue
-                # stop: what was recorded after the shutdown began waits for the next thread
-                self.stop = item
-                self.queue.requeue_front(items)
-                break
-            if item.is_span:
-                if dropped and id(item) in dropped:
-                    continue
-                dests = item.run.destinations
-            else:
-                dests = item.run.start_destinations
-            if dests is not last_dests:  # runs of one service share one tuple: look up once
-                self._route(group, lanes)
-                group = []
-                lanes = self._lanes_for(dests)
-                last_dests = dests
-            group.append(item)
-        self._route(group, lanes)
-        self._check_markers()
-
-    def _mask(self, items: Iterable[Any]) -> set[int] | None:
-        """Mask secrets in every record of the pass (one scan); returns the ids of spans
-        dropped because masking them failed, or None."""
-        masking = MaskingPass()
-        for item in items:
-            kind = type(item)
-            if kind is _FlushMarker or kind is _Stop:
-                continue
-            run = item.run
-            if not run.redacted:
-                run.redacted = True
-                masking.add_run(run)
-            if item.is_span:
-                masking.add_span(item)
-        failed = masking.run()
-        if not failed:
-            return None
-        for span in failed:
-            self.queue.count_drop("mask_error")
-            self.queue.release(1, span.nbytes)
-        return {id(span) for span in failed}
-
-    def _route(self, group: list[Record], lanes: list[Lane]) -> None:
-        if not group:
-            return
-        nbytes = sum([r.nbytes for r in group])
-        if not lanes:
-            self.queue.release(len(group), nbytes)
-            return
-        refs = len(lanes)
-        for record in group:
-            record.refs = refs
-        for lane in lanes:
-            lane.extend(group, nbytes)
-
-    def _place_marker(self, marker: _FlushMarker) -> None:
-        marker.targets = [
-            (lane, lane.appended) for lane in self.lanes.values() if lane.completed < lane.appended
-        ]
-        for lane, target in marker.targets:
-            lane.flush_to = max(lane.flush_to, target)
-        self.markers.append(marker)
-
-    def _lanes_for(self, dests: tuple[Destination, ...]) -> list[Lane]:
-        lanes = self.lanes
-        return [lanes.get(dest) or self._open_lane(dest) for dest in dests]
-
-    def _open_lane(self, dest: Destination) -> Lane:
-        settings = self.worker.settings
-        if len(self.lanes) >= settings.max_destinations:
-            self._evict_one()
-        lane = Lane(
-            dest,
-            books=self.count_lock,
-            release=self.queue.release,
-            on_drop=self._on_drop,
-            on_done=self._on_lane_done,
-            # one destination may hold up to 3/4 of the memory budget: a burst fits, and a
-            # destination that is down still leaves room for the others
-            max_spans=max(1, settings.max_queue_spans * 3 // 4),
-            max_bytes=max(1024, settings.max_queue_bytes * 3 // 4),
-            interval=settings.flush_interval,
-        )
-        lane.blocked_by = self.worker._stuck.get(dest)
-        self.lanes[dest] = lane
-        self.worker._lane_opened(lane)
-        return lane
-
-    def _on_drop(self, reason: str, n: int) -> None:
-        self.queue.count_drop(reason, n)
-
-    def _on_lane_done(self, lane: Lane) -> None:
-        self._check_markers()
-        lane.poke(time.monotonic(), urgent=self.stop is not None)
-        if self.stop is not None and self.wake_event is not None:
-            self.wake_event.set()
-
-    def _check_markers(self) -> None:
-        if not self.markers:
-            return
-        still = []
-        for marker in self.markers:
-            if marker.is_done():
-                _call_quietly(marker.callback)
-            else:
-                still.append(marker)
-        self.markers = still
-
-    def _evict_idle(self, now: float) -> None:
-        settings = self.worker.settings
-        ttl = settings.idle_ttl
-        for dest, lane in list(self.lanes.items()):
-            if not lane.pending and not lane.busy and now - lane.last_active > ttl:
-                self._close_lane_soon(dest, lane)
-        excess = len(self.lanes) - settings.max_destinations
-        if excess > 0:  # over the cap (all were busy when one opened): flush, then close
-            idle = sorted(
-                (
-                    (lane.last_active, dest)
-                    for dest, lane in self.lanes.items()
-                    if not lane.busy and not lane.pending
-                ),
-                key=lambda item: item[0],
-            )
-            for _, dest in idle[:excess]:
-                self._close_lane_soon(dest, self.lanes[dest])
-            if len(idle) < excess:
-                for lane in self.lanes.values():
-                    lane.poke(now, urgent=True)
-
-    def _evict_one(self) -> None:
-        """Make room for a new destination: close the least recently active idle lane.
-
-        Only a lane with nothing buffered or in flight is closed, so eviction never loses
-        a record; when every lane is busy the cap is exceeded until one is idle again.
-        """
-        idle = [
-            (lane.last_active, dest)
-            for dest, lane in self.lanes.items()
-            if not lane.busy and not lane.pending
-        ]
-        if not idle:
-            now = time.monotonic()
-            for lane in self.lanes.values():  # flush them, so that they become idle
-                lane.poke(now, urgent=True)
-            _warn.warning(
-                "cap",
-                "tracemux: more than %d destinations busy at once",
-                self.worker.settings.max_destinations,
-            )
-            return
-        _, dest = min(idle, key=lambda item: item[0])
-        self._close_lane_soon(dest, self.lanes[dest])
-
-    def _close_lane_soon(self, dest: Destination, lane: Lane) -> None:
-        del self.lanes[dest]
-        self.worker._lane_closed(lane)
-        if self.loop is not None:
-            self.loop.create_task(_close_quietly(lane, timeout=10.0))
-
-    async def _finish(self, deadline: float) -> None:
-        """Stop: cancel what is still in flight, count what is left, close exporters."""
-        for lane in self.lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
-        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        with self.count_lock:  # synchronous: no await while it is held
-            count = not self.counted  # False: a shutdown gave up on us and counted already
-            self.counted = True
-            while self.stop is None and not self.abandoned and len(self.queue):
-                self._route_pass(len(self.queue))  # the backlog up to the stop marker
-            for lane in self.lanes.values():
-                lane.drop_all(DROP_SHUTDOWN, count=count)
-        # what was queued after the stop marker stays queued (still counted) for the next
-        # thread; flushes waiting behind it are told now that this thread will not do it
-        for item in self.queue.snapshot():
-            if type(item) is _FlushMarker:
-                item.aborted = True
-                _call_quietly(item.callback)
-        self._check_markers()
-        for marker in self.markers:  # nothing more will be done: let waiters go
-            _call_quietly(marker.callback)
-        self.markers = []
-        remaining = max(0.05, deadline - time.monotonic())
-        closing = [_close_quietly(lane, timeout=remaining) for lane in self.lanes.values()]
-        for lane in self.lanes.values():
-            self.worker._lane_closed(lane)
-        self.lanes.clear()
-        if closing:
-            await asyncio.gather(*closing)
-        for callback in reversed(self.exit_callbacks):  # shared resources, after the exporters
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, timeout=max(0.05, deadline - time.monotonic()))
-            except Exception as exc:
-                log.warning(
-                    "tracemux: export-thread cleanup failed: %s: %s", type(exc).__name__, exc
-                )
-
-
-_thread_session = threading.local()
-
-
-def on_export_thread_exit(callback: Callable[[], Any]) -> None:
-    """Run ``callback`` (a function or coroutine function) when the current export
-    thread's session ends, after every exporter is closed.
-
-    For resources that exporters share, such as one HTTP client for all destinations.
-    Must be called on the export thread (from ``Destination.open`` or an exporter).
-    """
-    session = getattr(_thread_session, "session", None)
-    if session is None:
-        raise RuntimeError("on_export_thread_exit() must be called on the export thread")
-    session.exit_callbacks.append(callback)
-
-
-async def _close_quietly(lane: Lane, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(lane.close(), timeout=timeout)
-    except Exception as exc:
-        log.warning("tracemux: closing %s failed: %s: %s", lane.label, type(exc).__name__, exc)
-
-
-def _call_quietly(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except Exception:
-        log.exception("tracemux: flush callback failed")
 
 
 class ExportWorker:
@@ -444,12 +52,13 @@ class ExportWorker:
 
     def __init__(self, settings: PipelineSettings | None = None) -> None:
         self.settings = settings or PipelineSettings()
+        self._settings_owner: weakref.ref[object] | None = None  # see configure()
         # re-entrant: a signal handler may record (and so start the thread) or shut down
         # while its own thread is inside one of these sections
         self._lock = threading.RLock()
         self._in_shutdown = threading.local()  # set while this thread runs shutdown()
         self.queue = self._new_queue()
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._thread: threading.Thread | None = None  # set until that thread ended or is abandoned
         self._starting = False
         # destinations whose export blocked a thread that a shutdown abandoned, with that
@@ -461,7 +70,7 @@ class ExportWorker:
         self._labels: dict[Destination, str] = {}  # describe() of destinations, cached
         # sessions given up on whose thread still runs: after fork() the child must keep
         # them (their exporters' connections) alive, never closing what the parent uses
-        self._abandoned: list[tuple[_Session, threading.Thread]] = []
+        self._abandoned: list[tuple[Session, threading.Thread]] = []
         self._late_warned = False
         self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
@@ -485,9 +94,24 @@ class ExportWorker:
         except Exception:  # never into the recording call
             log.debug("tracemux: could not count a queue drop per destination", exc_info=True)
 
-    def configure(self, settings: PipelineSettings) -> None:
-        """Change the limits. Takes effect for new records (queue) and new lanes."""
+    def configure(self, settings: PipelineSettings, owner: object | None = None) -> None:
+        """Change the limits. Takes effect for new records (queue) and new lanes.
+
+        The limits are the process's, shared by every service. ``owner`` (the service
+        asking) claims them until :meth:`shutdown`: another owner asking for different
+        limits meanwhile is a :class:`~tracemux.errors.ConfigError`, not a silent change
+        under the first one's feet. The same limits again are accepted.
+        """
         with self._lock:
+            holder = self._settings_owner() if self._settings_owner is not None else None
+            if holder is not None and holder is not owner and settings != self.settings:
+                raise ConfigError(
+                    "pipeline settings are process-wide and another live TracingService set "
+                    f"different ones ({self.settings}); pass the same settings, or none to "
+                    "use those in force, or shut the other service down first"
+                )
+            if owner is not None:
+                self._settings_owner = weakref.ref(owner)
             self.settings = settings
             q = self.queue
             q.max_spans = settings.max_queue_spans
@@ -524,7 +148,7 @@ class ExportWorker:
                 self._starting = False
 
     def _start_locked(self) -> None:
-        session = _Session(self, self.queue)
+        session = Session(self, self.queue)
         thread = threading.Thread(target=session.run, name=THREAD_NAME, daemon=True)
         try:
             thread.start()
@@ -545,7 +169,7 @@ class ExportWorker:
         t = self._thread
         return t is not None and t.is_alive()
 
-    def _resume_if_queued(self) -> _Session | None:
+    def _resume_if_queued(self) -> Session | None:
         """The running session; one is started if records wait in the queue without a
         thread (recorded while a shutdown was stopping the last one)."""
         if self._session is None and self._thread is None and self.queue.in_flight[0]:
@@ -560,7 +184,7 @@ class ExportWorker:
         if threading.current_thread() is self._thread:
             return False  # an exporter cannot wait for itself
         done = threading.Event()
-        marker = _FlushMarker(done.set)
+        marker = FlushMarker(done.set)
         if not self.queue.put_control(marker):
             return False  # a shutdown gave up on the thread meanwhile
         return done.wait(max(0.0, timeout)) and not marker.aborted and session is self._session
@@ -582,7 +206,7 @@ class ExportWorker:
             except RuntimeError:  # the caller gave up (timeout) and its loop is closed
                 pass
 
-        marker = _FlushMarker(done)
+        marker = FlushMarker(done)
         if not self.queue.put_control(marker):
             return False
         try:
@@ -613,6 +237,7 @@ class ExportWorker:
     def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
+            self._settings_owner = None  # the next service may set its own limits
             session, thread = self._session, self._thread
             if session is None or thread is None:
                 return self.queue.in_flight[0] == 0
@@ -621,7 +246,7 @@ class ExportWorker:
                 session.shutdown_drops_before = self._shutdown_drops()
                 # deliver what it can until shortly before the deadline
                 margin = min(0.25, max(0.0, timeout) * 0.2)
-                self.queue.put_control(_Stop(deadline - margin))
+                self.queue.put_control(Stop(deadline - margin))
         if thread is threading.current_thread():
             return False  # an exporter cannot wait for its own thread: it stops after this
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -641,7 +266,7 @@ class ExportWorker:
     def _shutdown_drops(self) -> int:
         return self.queue.dropped.get(DROP_SHUTDOWN, 0)
 
-    def _abandon(self, session: _Session, thread: threading.Thread) -> None:
+    def _abandon(self, session: Session, thread: threading.Thread) -> None:
         """The thread is stuck in an exporter: leave it (it is a daemon) and start clean.
 
         Called with ``self._lock`` held."""
@@ -690,7 +315,7 @@ class ExportWorker:
         )
         thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
         for lane in lanes:
-            self._lane_closed(lane)
+            self.lane_closed(lane)
         self._session = None
         self._thread = None
         self._last_shutdown_undelivered = count + late
@@ -803,10 +428,16 @@ class ExportWorker:
 
     # -- stats ----------------------------------------------------------------------------
 
-    def _lane_opened(self, lane: Lane) -> None:
+    def stuck_thread(self, dest: Destination) -> threading.Thread | None:
+        """The abandoned thread still inside an export to ``dest``, if any."""
+        return self._stuck.get(dest)
+
+    def lane_opened(self, lane: Lane) -> None:
+        """A session opened ``lane``: its counters are live."""
         self._live_lanes[id(lane)] = lane
 
-    def _lane_closed(self, lane: Lane) -> None:
+    def lane_closed(self, lane: Lane) -> None:
+        """A session closed ``lane``: its counters are kept, merged per label."""
         if self._live_lanes.pop(id(lane), None) is None:
             return
         old = self._closed_stats.get(lane.label)

@@ -34,7 +34,7 @@ from tracemux.threadleak.frames import (
 )
 from tracemux.threadleak.report import LeakedThread, LeakReport, target_name
 
-logger = logging.getLogger("tracemux.threadleak")
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DEPTH = 48
 """Frames kept per creation stack (innermost ones); about 0.1 µs each to capture."""

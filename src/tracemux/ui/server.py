@@ -74,8 +74,9 @@ from tracemux.destinations.sqlite import RUN_STATUS_FILTERS, SQLiteStore, Stored
 from tracemux.destinations.stores import store_exists
 from tracemux.transfer import FORMATS, export_runs
 from tracemux.ui import dashboard
+from tracemux.version import __version__
 
-log = logging.getLogger("tracemux.ui")
+log = logging.getLogger(__name__)
 
 THREAD_PREFIX = "tracemux-ui"
 DEFAULT_HOST = "127.0.0.1"
@@ -682,8 +683,6 @@ class UIServer:
 
     def info(self) -> dict[str, Any]:
         """What ``/api/info`` answers: the store's path, whether it exists, the version."""
-        from tracemux import __version__
-
         return {
             "db": self.store.path,
             "exists": store_exists(self.store),

@@ -1,11 +1,12 @@
-"""Side virtual environments for tests that need packages the main ``.venv`` cannot hold.
+"""Side virtual environments for tests and benchmarks that need packages the main ``.venv``
+cannot hold.
 
 Some checks need a package version that cannot share an environment with the rest of the
 test suite (for example langfuse 2.x next to langfuse 5.x). :func:`side_venv` builds such an
 environment once under ``<repo>/.venvs/<name>`` (gitignored) and returns the path of its
 Python interpreter; tests then run their check in a subprocess with that interpreter::
 
-    from sidevenv import side_venv
+    from tracemux.bench.sidevenv import side_venv
 
     python = side_venv("langfuse2", ["langfuse>=2.60,<3"])
     subprocess.run([str(python), script], check=True)
@@ -13,8 +14,9 @@ Python interpreter; tests then run their check in a subprocess with that interpr
 Properties:
 
 * **Generic**: any name and any list of pip requirement specifiers.
-* **Includes tracemux**: the repository itself is installed editable (no extras) unless
-  ``editable=()`` is passed, so code in the side environment can ``import tracemux``.
+* **Needs a source checkout** (:func:`repo_root`): the repository itself is installed
+  editable (no extras) unless ``editable=()`` is passed, so code in the side environment
+  can ``import tracemux``.
 * **Idempotent**: a stamp file records what was installed (requirements, editable paths
   and a digest of their ``pyproject.toml``, base interpreter); a later call with the same
   arguments and unchanged project metadata returns at once; otherwise pip runs again in
@@ -37,8 +39,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/tracemux/bench/sidevenv.py
 VENVS_DIR = REPO_ROOT / ".venvs"
+
+
+def repo_root() -> Path | None:
+    """The source checkout tracemux runs from (side venvs install it editable), if any."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else None
+
+
 _STAMP = ".sidevenv-stamp.json"
 
 

@@ -1,6 +1,6 @@
 """Cost of recording thread creation sites: thread start+join with and without a ledger.
 
-Run: ``.venv/bin/python bench/threadleak_overhead.py [--threads N] [--repeat R]``
+Run: ``python -m tracemux.bench.threadleak_overhead [--threads N] [--repeat R]``
 
 Measures, per thread, the median over R rounds of N sequential ``Thread.start()`` +
 ``join()``:

@@ -1,7 +1,7 @@
 """How fast the viewer answers on a big store: builds a store of 1,000,000 spans (by
 default) and times the API requests behind each page.
 
-    .venv/bin/python bench/viewer_latency.py [--spans 1000000] [--db PATH] [--reuse]
+    python -m tracemux.bench.viewer_latency [--spans 1000000] [--db PATH] [--reuse]
 
 The store is written through the store's own write path (``SQLiteStore.import_runs``:
 the same multi-row statements, full-text index and dashboard figures as the export

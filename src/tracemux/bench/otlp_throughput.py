@@ -1,13 +1,13 @@
 """OTLP export throughput and the cost of a new destination, in one process.
 
-    .venv/bin/python bench/otlp_throughput.py [--spans N] [--new-destinations K]
+    python -m tracemux.bench.otlp_throughput [--spans N] [--new-destinations K]
 
 1. Exporter throughput: realistic spans (inputs, outputs, metadata; every third an LLM
    span with model and usage) encoded as OTLP protobuf with the Langfuse mapping, gzip'ed
    and POSTed with the one shared HTTP client to a loopback receiver, on one thread running
    one asyncio loop (as the export thread does): sequential batches of 512, and four
-   destinations exporting concurrently. The receiver runs in another process (it reads each
-   body and answers 200), so it does not compete with the exporter for the GIL.
+   destinations exporting concurrently. The receiver (:class:`~tracemux.bench.common.Receiver`)
+   runs in another process, so it does not compete with the exporter for the GIL.
 2. The whole pipeline: spans recorded through ``TracingService`` on the main thread while
    the export thread sends them; throughput from the first record to the end of ``flush``.
 3. The first span to a new destination (a tenant with new keys) once the shared client
@@ -24,61 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from typing import Any
 
-RECEIVER = textwrap.dedent(
-    """
-    import asyncio, sys
-
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\\r\\n\\r\\n")
-                length = 0
-                for line in head.split(b"\\r\\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n"
-                             b"Content-Type: application/x-protobuf\\r\\n\\r\\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
-        print("ready", flush=True)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-    """
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_receiver() -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, str(port)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc, f"http://127.0.0.1:{port}"
+from tracemux.bench.common import Receiver
 
 
 def make_spans(n: int) -> list[Any]:
@@ -277,15 +228,15 @@ def main() -> None:
     parser.add_argument("--new-destinations", type=int, default=200)
     parser.add_argument("--langfuse-clients", type=int, default=5)
     args = parser.parse_args()
-    proc, url = start_receiver()
+    receiver = Receiver().start()
+    url = receiver.url
     try:
         ex = exporter_throughput(url, args.spans)
         pipe = pipeline_throughput(url, args.spans)
         first = first_span_cost(url, args.new_destinations)
         sdk = langfuse_client_cost(url, args.langfuse_clients)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        receiver.stop()
 
     print(f"OTLP export to a loopback receiver, {args.spans:,} spans, one export thread")
     print(f"  encode (protobuf + gzip) only       {ex['encode_only']:>10,.0f} spans/s")
