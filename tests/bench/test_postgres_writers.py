@@ -1,25 +1,25 @@
-"""bench/postgres_writers.py, briefly: 8 processes writing one PostgreSQL store (and one
-SQLite store) at full speed; every span is stored or counted dropped with its reason."""
+"""``python -m tracemux.bench.postgres_writers``, briefly: 8 processes writing one
+PostgreSQL store (and one SQLite store) at full speed; every span is stored or counted
+dropped with its reason."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.pgserver import bin_dir
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "postgres_writers.py"
+SCRIPT_MODULE = "tracemux.bench.postgres_writers"
 
 
 @pytest.mark.slow
 def test_eight_writers_every_span_stored_or_counted(pg_cluster) -> None:
     assert bin_dir() is not None
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--processes", "8", "--seconds", "1", "--json",
+        [sys.executable, "-m", SCRIPT_MODULE, "--processes", "8", "--seconds", "1", "--json",
          "--dsn", pg_cluster.new_database()],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

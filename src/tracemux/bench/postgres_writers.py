@@ -1,6 +1,6 @@
 """Many processes writing one store at full speed: PostgreSQL beside SQLite, same run.
 
-    .venv/bin/python bench/postgres_writers.py [--processes 8] [--seconds 10] [--dsn DSN]
+    .venv/bin/python -m tracemux.bench.postgres_writers [--processes 8] [--seconds 10] [--dsn DSN]
 
 Each process records runs of 10 spans as fast as it can for ``--seconds``, then flushes;
 its export thread writes to the store (one transaction per batch). Then the script checks
