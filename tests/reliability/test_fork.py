@@ -157,3 +157,40 @@ def test_100_forks_under_full_speed_recording(tmp_path: Path) -> None:
     assert not missing, f"children whose spans did not all arrive: {missing}"
     slowest = max(r[1] for r in results.values())
     print(f"{FORKS} forks, slowest child {slowest:.2f}s, parent drops {report['stats']}")
+
+
+_PARENT_CLOSES = """
+import os, sys
+from tracemux import TracingService
+from tracemux.destinations import SQLiteStore
+
+svc = TracingService([SQLiteStore(sys.argv[1])])
+svc.trace_run("parent").end()
+assert svc.flush(10)  # the parent's export connection is open (WAL mode) at fork time
+to_parent, to_child = os.pipe(), os.pipe()
+pid = os.fork()
+if pid == 0:
+    svc.trace_run("child-before").end()
+    ok = svc.flush(10)  # the child's own connection is open now
+    os.write(to_parent[1], b"x")
+    os.read(to_child[0], 1)  # ...while the parent closed its last connection
+    svc.trace_run("child-after").end()
+    ok = svc.flush(10) and ok
+    os._exit(0 if ok else 1)
+os.read(to_parent[0], 1)
+svc.shutdown(10)  # closes the parent's connection: the last one, unless the child holds a lock
+os.write(to_child[1], b"x")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_child_commits_survive_the_parent_closing_its_store(tmp_path: Path) -> None:
+    # A child that kept the connection it inherited held no real lock on the file (SQLite
+    # thought the inherited one covered it): the parent's closing connection checkpointed
+    # and deleted the WAL, and the child's next commit went into the deleted file.
+    db = tmp_path / "t.db"
+    proc = run_python(write_script(tmp_path, "close.py", _PARENT_CLOSES), str(db), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {run.name for run in SQLiteStore(str(db)).runs()}
+    assert names == {"parent", "child-before", "child-after"}

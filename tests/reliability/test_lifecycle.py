@@ -227,12 +227,6 @@ print(json.dumps({"codes": [code for _, code in slow]}))
 """
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: a child forked while another parent thread shuts down again and again "
-    "sometimes loses its committed run from the shared SQLite store (about 1 run in 20 "
-    "children, in half the runs); under investigation, see docs/guarantees.md (Fork)",
-)
 def test_fork_while_another_thread_shuts_down(tmp_path: Path) -> None:
     script = write_script(tmp_path, "fork.py", _FORK)
     db = tmp_path / "t.db"

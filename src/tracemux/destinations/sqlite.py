@@ -223,6 +223,11 @@ class _ForkGuard:
         if not self._taken_for_fork:
             log.warning("tracemux: forking during a long SQLite call; the child may not write")
 
+    @property
+    def held_for_fork(self) -> bool:
+        """Whether the last fork() happened with the guard held (no call in progress)."""
+        return self._taken_for_fork
+
     def after_fork_in_parent(self) -> None:
         if self._taken_for_fork:
             self._taken_for_fork = False
@@ -246,20 +251,40 @@ def _after_fork_in_parent() -> None:
     _fork_guard.after_fork_in_parent()
 
 
-#: the export connections open in this process. A forked child must never close one it
-#: inherited (not even by garbage collection, when the thread that used it is gone): closing
-#: any descriptor of a file drops every POSIX lock the process holds on it, including the
-#: locks of the child's own connection, and the child's writes were lost ("disk I/O error",
-#: committed runs missing). So in the child they are kept, unused, for good.
-_export_connections: set[sqlite3.Connection] = set()
-_inherited_connections: list[sqlite3.Connection] = []
+#: the connections (with a reader's cursor, if one is mid-result) open in this process.
+#: A forked child closes the ones it inherited before it opens one of its own. SQLite keeps
+#: one in-memory record per database file of the locks this process holds, and takes a
+#: POSIX lock only when that record says it holds none. An inherited WAL connection says
+#: "SHARED held", but POSIX locks do not cross fork(): the child's own connection then held
+#: no real lock, a parent connection closing meanwhile got the EXCLUSIVE lock, checkpointed
+#: and deleted the WAL, and the child's later commits went to the deleted file (lost,
+#: though counted as exported). Closed before the child has a connection, they cannot
+#: release any lock of the child's.
+_open_connections: dict[sqlite3.Connection, sqlite3.Cursor | None] = {}
+#: inherited connections not closed yet: closed by the first thread of the child that
+#: opens a connection (an export thread, under its exit deadline: never the fork itself)
+_inherited: list[tuple[sqlite3.Connection, sqlite3.Cursor | None]] = []
 
 
 def _after_fork_in_child() -> None:
     global _fork_guard
+    guarded = _fork_guard.held_for_fork
     _fork_guard = _ForkGuard()  # the child has no other thread that could hold it
-    _inherited_connections.extend(_export_connections)
-    _export_connections.clear()
+    # Unguarded, a parent thread was inside SQLite (mid-transaction, or holding one of its
+    # mutexes): closing could hang or roll back in shared memory, so they are kept.
+    _inherited[:] = _open_connections.items() if guarded else ()
+    _open_connections.clear()
+
+
+def _close_inherited() -> None:
+    """Close the connections this process inherited through fork(). Call under the guard,
+    before opening a connection."""
+    while _inherited:
+        conn, cursor = _inherited.pop()
+        with contextlib.suppress(Exception):
+            if cursor is not None:
+                cursor.close()  # a reader's unfinished statement would keep conn open
+            conn.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -475,11 +500,14 @@ class SQLiteStore(Destination):
         while True:
             guard = _fork_guard
             with guard:
-                conn = sqlite3.connect(self.path, timeout=_LOCK_TRY)
+                _close_inherited()
+                conn = sqlite3.connect(self.path, timeout=_LOCK_TRY, check_same_thread=False)
+                _open_connections[conn] = None  # a forked child closes it at once
+            cur = None
             try:
                 with guard:
                     conn.execute("PRAGMA query_only = 1")
-                    cur = conn.execute(sql, args)
+                    cur = _open_connections[conn] = conn.execute(sql, args)
                 rows: list[tuple[Any, ...]] = []
                 while True:
                     with guard:
@@ -491,8 +519,10 @@ class SQLiteStore(Destination):
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
             finally:
-                with guard:
-                    conn.close()
+                with guard:  # the cursor first: a live one would defer the real close
+                    if cur is not None:  # to its garbage collection, outside the guard
+                        cur.close()
+                    _close(conn)
             time.sleep(_LOCK_TRY)
 
     def _filters(
@@ -1342,9 +1372,8 @@ def batch_rows(
 
 
 def _close(conn: sqlite3.Connection) -> None:
-    """Close an export connection, unless this process inherited it through fork()."""
-    if conn in _export_connections:
-        _export_connections.discard(conn)
+    """Close a connection, unless a fork() already closed it (it was inherited)."""
+    if _open_connections.pop(conn, False) is not False:
         conn.close()
 
 
@@ -1394,10 +1423,11 @@ class _SQLiteExporter:
             _check_usable(Path(path))
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         with _fork_guard:  # every call into SQLite: its global mutexes must not cross a fork
+            _close_inherited()
             conn = sqlite3.connect(
                 path, timeout=_LOCK_TRY, isolation_level=None, check_same_thread=False
             )
-        _export_connections.add(conn)
+            _open_connections[conn] = None  # a forked child closes it at once
         try:
             with _fork_guard:
                 conn.execute("PRAGMA synchronous = NORMAL")
