@@ -348,3 +348,27 @@ def test_aflush_that_timed_out_on_a_closed_loop_is_silent(make_service, received
         assert svc.flush(10)
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
     assert len(received["slow"]) == 1
+
+
+def test_the_exported_total_never_goes_down_when_old_counters_are_let_go(make_service) -> None:
+    """Counters of closed lanes are kept for 1,000 labels; the oldest are let go after that,
+    but what they exported stays in stats()["exported"] (it went down, and a delta between
+    two snapshots came out negative)."""
+    from tracemux.pipeline.worker import PipelineSettings, shared_worker
+
+    worker = shared_worker()
+    before_settings = worker.settings
+    worker.configure(PipelineSettings(max_destinations=4))
+    try:
+        svc = make_service([Recorder("evict-base")])
+        before = svc.stats()["exported"]
+        runs = 1_200
+        for i in range(runs):
+            with svc.trace_run("r", destinations=[Recorder(f"evict-{i}")]):
+                pass
+            if i % 50 == 49:
+                assert svc.flush(30)
+        assert svc.flush(30)
+        assert svc.stats()["exported"] - before == runs
+    finally:
+        worker.configure(before_settings)

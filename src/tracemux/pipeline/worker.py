@@ -74,6 +74,9 @@ class ExportWorker:
         self._late_warned = False
         self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
+        # spans exported by closed lanes whose counters were let go (the oldest of more than
+        # 1,000 labels): kept in the total so that stats()["exported"] never goes down
+        self._evicted_exported = 0
         self._live_lanes: dict[int, Lane] = {}
         self._inherited: list[Any] = []  # a parent's lanes, kept alive (never closed) in a child
         self._atexit_registered = False
@@ -443,7 +446,8 @@ class ExportWorker:
         old = self._closed_stats.get(lane.label)
         if old is None:
             if len(self._closed_stats) >= 1000:
-                self._closed_stats.pop(next(iter(self._closed_stats)))
+                evicted = self._closed_stats.pop(next(iter(self._closed_stats)))
+                self._evicted_exported += evicted.exported
             self._closed_stats[lane.label] = lane.stats
         else:
             _merge_stats(old, lane.stats)
@@ -476,7 +480,7 @@ class ExportWorker:
             "recorded": q.accepted
             + dropped.get(DROP_QUEUE_FULL, 0)
             + dropped.get(DROP_QUEUE_BYTES, 0),
-            "exported": sum(int(d["exported"]) for d in per_dest.values()),
+            "exported": self._evicted_exported + sum(int(d["exported"]) for d in per_dest.values()),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
             # spans in an export a shutdown gave up on: delivered or not, if it returns
@@ -512,6 +516,7 @@ class ExportWorker:
         self._thread = None
         self._live_lanes = {}
         self._closed_stats = {}
+        self._evicted_exported = 0
         self._register_multiprocessing_exit()
 
     def _register_multiprocessing_exit(self) -> None:
