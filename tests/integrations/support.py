@@ -192,6 +192,19 @@ class LangflowServer:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(deadline_s)
 
+    def group_members(self) -> list[int]:
+        """The processes still in the server's process group (its children included)."""
+        assert self.proc is not None
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":  # pgrp; not a zombie
+                members.append(int(stat.parent.name))
+        return members
+
     def kill(self) -> None:
         """End the server's whole process group, whatever state it is in, and reap it."""
         if self.proc is None:

@@ -61,6 +61,7 @@ class Served:
     threads: dict[str, int] = field(default_factory=dict)
     native_traces: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int | None = None
+    left_running: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     log: str = ""
 
@@ -86,8 +87,11 @@ def _make_flows(python: Path) -> dict[str, Any]:
 
 
 def _server_env(workdir: Path, langfuse: CaptureServer) -> dict[str, str]:
+    tmp = workdir / "tmp"  # Langflow's temporary files (its telemetry outbox, adopted by any
+    tmp.mkdir()  # Langflow started later on the machine) stay in the test's directory
     return {
         **clean_environ(),
+        "TMPDIR": str(tmp),
         "LANGFLOW_CONFIG_DIR": str(workdir),
         "LANGFLOW_DATABASE_URL": f"sqlite:///{workdir / 'langflow.db'}",
         "LANGFLOW_AUTO_LOGIN": "true",
@@ -200,8 +204,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             began = time.monotonic()
             _scenario(server, served, client)
             served.timings["scenario_s"] = time.monotonic() - began
+        assert server.worker_pid() in server.group_members()  # what SIGTERM must end
         stopping = time.monotonic()
         served.exit_code = server.terminate(STOP_DEADLINE_S)
+        served.left_running = server.group_members()
         served.timings["stop_s"] = time.monotonic() - stopping
         served.log = server.log_tail(200_000)
         sys.stderr.write(f"langflow server: {json.dumps(served.timings)} {served.threads}\n")
@@ -291,6 +297,7 @@ def test_sigterm_stops_the_server_with_every_span_exported(served: Served) -> No
     """The last runs' spans were still on their way to a slow Langfuse at SIGTERM: Langflow's
     service teardown (tracemux's ``teardown``) delivered them before the process exited."""
     assert served.exit_code == 0, served.log[-4000:]
+    assert served.left_running == []  # no gunicorn master or worker left behind
     runs = served.runs()
     assert len(runs) == len(served.run_replies) + len(served.build_events)
     assert all(run.status != "running" and run.span_count == 3 for run in runs.values())
