@@ -459,7 +459,10 @@ class TracingService(_Base):  # type: ignore[misc]
 
         Only hands the run to the export thread: no network I/O on the event loop
         (Langflow's native tracer, when it runs beside, writes its rows in a task).
-        Components still open are ended too, marked as cut short.
+        Components still open are ended too, marked as cut short. With no ``error``, a run
+        in which a component directly under it raised fails with that component's error
+        (lfx stops a run there; langflow-base's build endpoint ends such a run without its
+        error first). A second call for a run already ended is ignored.
         """
         if self.deactivated:
             return
