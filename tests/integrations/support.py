@@ -92,7 +92,10 @@ def tree(store: SQLiteStore, run_id: str) -> list[tuple[int, str, str]]:
 # -- a real Langflow server in a side environment ---------------------------------------------
 
 #: variables of the test machine that must not reach a Langflow process started by a test
-BACKEND_PREFIXES = ("LANGFUSE_", "LANGSMITH_", "LANGCHAIN_", "PHOENIX_", "ARIZE_", "OTEL_")
+BACKEND_PREFIXES = (
+    *("LANGFUSE_", "LANGSMITH_", "LANGCHAIN_", "PHOENIX_", "ARIZE_", "OTEL_", "LANGWATCH_"),
+    *("OPIK_", "TRACELOOP_", "OPENLAYER_"),
+)
 
 
 def clean_environ() -> dict[str, str]:

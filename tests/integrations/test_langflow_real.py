@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.destinations.conftest import CaptureServer, Reply
+from tests.integrations.support import clean_environ
 from tracemux.bench.sidevenv import side_venv
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.sqlite import StoredSpan
@@ -32,7 +32,6 @@ LFX_REQUIREMENTS = ["lfx==1.13.*"]
 LANGFLOW_REQUIREMENTS = ["langflow-base==1.13.*"]
 
 #: variables of the test machine that must not leak into the flows' environment
-_BACKEND_PREFIXES = ("LANGFUSE_", "LANGSMITH_", "LANGCHAIN_", "PHOENIX_", "ARIZE_", "OTEL_")
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +63,9 @@ def run_side(
     the tracing service the ``lfx.toml`` in ``LANGFLOW_CONFIG_DIR`` names (``tracemux``,
     ``stock`` for Langflow's own, ``none`` for no file)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_BACKEND_PREFIXES) and not k.startswith(("TRACEMUX_", "LANGFLOW_"))
-    }
     full_env = {
-        **base,
+        **clean_environ(),
+        "TMPDIR": str(workdir),  # Langflow's lock files and telemetry outbox stay here
         "LANGFLOW_CONFIG_DIR": str(workdir),
         "LANGFLOW_DATABASE_URL": f"sqlite:///{workdir / 'langflow.db'}",
         "DO_NOT_TRACK": "true",
