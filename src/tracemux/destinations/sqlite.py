@@ -1208,34 +1208,63 @@ def aggregate_stats(
     (flow, project)): {(grain, t, project, flow, name, kind): [calls, failures, longest ns,
     its run, a failed run, {bucket: count}]} and {(grain, t, project, flow, model): [calls,
     input tokens, output tokens]}."""
-    figures: dict[tuple[Any, ...], list[Any]] = {}
+    hours: dict[tuple[Any, ...], list[Any]] = {}
     models: dict[tuple[Any, ...], list[int]] = {}
-    for row in spans:
-        run_id, name, kind, start, end, status = row[0], row[3], row[4], row[5], row[6], row[7]
-        flow, project = runs.get(run_id, (None, None))
-        kind = RUN_KIND if row[2] is None else kind
+    no_run = (None, None)
+    log10, floor, base = math.log10, math.floor, _LOG_BASE
+    for row in spans:  # per hour; the days are summed from the hours below
+        run_id, name, start, end, status = row[0], row[3], row[5], row[6], row[7]
+        flow, project = runs.get(run_id, no_run)
+        key = ("h", start // HOUR_NS, project or "", flow or "", name, row[4])
+        if row[2] is None:
+            key = (*key[:5], RUN_KIND)
         duration = end - start
-        bucket = latency_bucket(duration)
+        bucket = floor(log10(max(1, duration // 1000)) / base)  # latency_bucket(duration)
+        entry = hours.get(key)
+        if entry is None:
+            entry = hours[key] = [0, 0, -1, None, None, {}]
+        entry[0] += 1
+        if status == "error":
+            entry[1] += 1
+            entry[4] = run_id
+        if duration > entry[2]:
+            entry[2], entry[3] = duration, run_id
+        hist = entry[5]
+        hist[bucket] = hist.get(bucket, 0) + 1
         model = row[13]
-        usage = orjson.loads(row[12]) if model is not None and row[12] else None
-        for grain, grain_ns in GRAINS.items():
-            key = (grain, start // grain_ns, project or "", flow or "", name, kind)
-            entry = figures.get(key)
-            if entry is None:
-                entry = figures[key] = [0, 0, -1, None, None, {}]
-            entry[0] += 1
-            if status == "error":
-                entry[1] += 1
-                entry[4] = run_id
-            if duration > entry[2]:
-                entry[2], entry[3] = duration, run_id
-            entry[5][bucket] = entry[5].get(bucket, 0) + 1
-            if model is not None:
-                totals = models.setdefault((*key[:4], model), [0, 0, 0])
-                totals[0] += 1
-                totals[1] += int((usage or {}).get("input_tokens") or 0)
-                totals[2] += int((usage or {}).get("output_tokens") or 0)
-    return figures, models
+        if model is not None:
+            usage = orjson.loads(row[12]) if row[12] else {}
+            totals = models.setdefault((*key[:4], model), [0, 0, 0])
+            totals[0] += 1
+            totals[1] += int(usage.get("input_tokens") or 0)
+            totals[2] += int(usage.get("output_tokens") or 0)
+    return _add_days(hours), _add_days(models)
+
+
+def _add_days(hours: dict[tuple[Any, ...], list[Any]]) -> dict[tuple[Any, ...], list[Any]]:
+    """Figures per hour (see aggregate_stats) and the same summed per day."""
+    out = dict(hours)
+    per_day = DAY_NS // HOUR_NS
+    for key, entry in hours.items():
+        day = ("d", key[1] // per_day, *key[2:])
+        total = out.get(day)
+        if total is None:
+            out[day] = [*entry[:5], dict(entry[5])] if len(entry) == 6 else list(entry)
+        elif len(entry) == 3:  # a model's calls and tokens
+            total[0] += entry[0]
+            total[1] += entry[1]
+            total[2] += entry[2]
+        else:
+            total[0] += entry[0]
+            total[1] += entry[1]
+            if entry[2] > total[2]:
+                total[2], total[3] = entry[2], entry[3]
+            if entry[4] is not None:
+                total[4] = entry[4]
+            hist = total[5]
+            for bucket, count in entry[5].items():
+                hist[bucket] = hist.get(bucket, 0) + count
+    return out
 
 
 def _write_stats(
