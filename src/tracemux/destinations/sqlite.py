@@ -1158,7 +1158,12 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside a write
-    transaction): a new store gets the first schema, then every migration since."""
+    transaction): a new store gets the first schema, then every migration since. The
+    version is read again first: another process (a sibling worker opening the same new
+    store) may have upgraded it between our look and our write lock."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
     statements = [x for x in _SCHEMA.split(";") if x.strip()] if version == 0 else []
     statements += [sql for to, step in _MIGRATIONS if to > version for sql in step]
     for statement in statements:
