@@ -9,7 +9,14 @@ included), then writes those batches into a fresh store with ``_SQLiteExporter.e
 timing each call with ``time.thread_time`` (CPU of this thread only). Shapes: ``bench``,
 the throughput scenario's runs (a root and nine tool spans with small inputs and
 outputs); ``llm``, the same with one LLM span per run that names a model, has token usage
-and a log line. ``--profile`` prints the top of a cProfile of one pass. Figures, not
+and a log line. ``--profile`` prints the top of a cProfile of one pass.
+
+``--rows`` compares the two ways of writing the spans' rows (the bulk of a batch), on the
+same rows: multi-row ``INSERT ... VALUES (...), (...)`` statements (what the store does)
+and ``executemany`` over the pre-built tuples, each batch in its own transaction, with
+``--busy-threads`` application threads running pure Python meanwhile (the sqlite3 module
+gives the GIL away around every statement step: ``executemany`` takes it back once per
+row, from a busy thread that keeps it up to the switch interval). Figures, not
 assertions: the machine may be busy.
 """
 
@@ -21,6 +28,7 @@ import json
 import pstats
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +120,66 @@ def time_export(batches: list[list[Record]], path: Path) -> dict[str, Any]:
     }
 
 
+def _busy(stop: threading.Event) -> None:
+    while not stop.is_set():
+        sum(range(200))  # an application thread's pure-Python work
+
+
+def compare_row_paths(
+    batches: list[list[Record]], directory: Path, busy_threads: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """CPU and wall µs per span of writing the spans' rows, by each path (interleaved)."""
+    import sqlite3
+
+    from tracemux.destinations.sqlite import (
+        SPANS_STATEMENT,
+        SQLiteStore,
+        executemany_rows,
+        insert_rows,
+        max_variables,
+        store_rows,
+    )
+
+    rowsets = [store_rows(batch).spans for batch in batches]
+    spans = sum(len(rows) for rows in rowsets)
+    paths = {
+        "multirow": lambda conn, rows: insert_rows(
+            conn, SPANS_STATEMENT, rows, max_variables(conn)
+        ),
+        "executemany": lambda conn, rows: executemany_rows(conn, SPANS_STATEMENT, rows),
+    }
+    out: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "wall": []} for k in paths}
+    stop = threading.Event()
+    threads = [threading.Thread(target=_busy, args=(stop,)) for _ in range(busy_threads)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(repeats):
+            for name, write in paths.items():
+                path = directory / f"rows-{name}-{k}.db"
+                SQLiteStore(path).open().close()  # today's schema
+                conn = sqlite3.connect(path, isolation_level=None)
+                cpu = wall = 0.0
+                for rows in rowsets:
+                    c0, w0 = time.thread_time(), time.perf_counter()
+                    conn.execute("BEGIN IMMEDIATE")
+                    write(conn, rows)
+                    conn.execute("COMMIT")
+                    cpu += time.thread_time() - c0
+                    wall += time.perf_counter() - w0
+                conn.close()
+                out[name]["cpu"].append(cpu / spans * 1e6)
+                out[name]["wall"].append(wall / spans * 1e6)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return {
+        name: {f"{key}_us_per_span": round(sorted(v)[len(v) // 2], 2) for key, v in m.items()}
+        for name, m in out.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000)
@@ -119,8 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("bench", "llm"), default="bench")
     parser.add_argument("--profile", action="store_true", help="cProfile one more pass")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--rows", action="store_true", help="compare the row-writing paths")
+    parser.add_argument("--busy-threads", type=int, default=1, help="with --rows (default 1)")
     args = parser.parse_args(argv)
     batches = capture_batches(args.spans, args.shape)
+    if args.rows:
+        with tempfile.TemporaryDirectory(prefix="tracemux-bench-sw-") as tmp:
+            figures = compare_row_paths(batches, Path(tmp), args.busy_threads, args.repeats)
+        summary = {"busy_threads": args.busy_threads, **figures}
+        print(json.dumps(summary) if args.json else json.dumps(summary, indent=1))
+        return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="tracemux-bench-sw-") as tmp:
         for k in range(args.repeats):

@@ -186,6 +186,15 @@ def _insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], limit
     conn.execute(_INDEX_TEXT, (last,))
 
 
+def _executemany_rows(
+    conn: sqlite3.Connection, statement: tuple[str, str, int], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``rows`` with ``executemany`` of a one-row statement: what :func:`_insert_rows` is
+    measured against (``python -m tracemux.bench.store_write --rows``)."""
+    head, tail, columns = statement
+    conn.executemany(_values_sql(head, tail, columns, 1), rows)
+
+
 # SQLite must not see a fork() in the middle of a transaction: the child would inherit
 # SQLite's in-process record of a lock that no thread of the child will ever release, and
 # its own writes would find the database "locked" forever. A write holds this guard only
@@ -1673,6 +1682,12 @@ class _SQLiteExporter:
         with contextlib.suppress(sqlite3.Error), _fork_guard:
             _close(self.conn)
 
+
+# -- for the write path's benchmark (tracemux.bench.store_write) ----------------------
+SPANS_STATEMENT = _SPANS
+insert_rows = _insert_rows
+executemany_rows = _executemany_rows
+max_variables = _max_variables
 
 # -- shared with the PostgreSQL store (tracemux.destinations.postgres): the same rows,
 # filters and cursors, so that both stores give the same answers ----------------------
