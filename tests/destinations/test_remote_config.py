@@ -64,6 +64,17 @@ def test_phoenix_from_env() -> None:
     assert isinstance(dest, Phoenix) and dest.traces_url() == "http://h:6006/v1/traces"
 
 
+def test_a_phoenix_key_alone_means_phoenix_cloud_as_in_langflow() -> None:
+    (dest,) = destinations_from_env({"PHOENIX_API_KEY": "phx-key-000000000"})
+    assert isinstance(dest, Phoenix)
+    assert dest.traces_url() == "https://app.phoenix.arize.com/v1/traces"
+    # both headers Langflow's Phoenix tracer sends, so either kind of Phoenix Cloud space works
+    assert dest.request_headers() == {
+        "Authorization": "Bearer phx-key-000000000",
+        "api_key": "phx-key-000000000",
+    }
+
+
 def test_otlp_from_env() -> None:
     (dest,) = destinations_from_env(
         {
@@ -108,7 +119,6 @@ def test_several_fan_out_and_the_store_stays_with_tracemux_db(tmp_path: object) 
         ({**LF, "LANGFUSE_BASE_URL": "http://h:70000"}, "LANGFUSE_BASE_URL"),
         ({"LANGSMITH_ENDPOINT": "https://api.smith.langchain.com"}, "LANGSMITH_API_KEY"),
         ({"LANGSMITH_API_KEY": "k", "LANGSMITH_ENDPOINT": "htps:/x"}, "LANGSMITH_ENDPOINT"),
-        ({"PHOENIX_API_KEY": "phx"}, "PHOENIX_COLLECTOR_ENDPOINT"),
         ({"PHOENIX_COLLECTOR_ENDPOINT": "localhost:6006"}, "PHOENIX_COLLECTOR_ENDPOINT"),
         ({"OTEL_EXPORTER_OTLP_HEADERS": "a=b"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "not a url"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -115,11 +115,15 @@ def test_equal_stores_are_one_destination(tmp_path):
     assert a != SQLiteStore(tmp_path / "same.db", max_runs=3)
 
 
-def wait_for_committed_spans(db: Path, timeout: float = 60.0) -> None:
+def wait_for_committed_spans(
+    db: Path, writer: subprocess.Popen, log: Path, timeout: float = 60.0
+) -> None:
+    """Return once the writer has committed a span; else fail with its threads' stacks."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    uri = f"{db.as_uri()}?mode=ro"  # never create the file before the writer does
+    while time.monotonic() < deadline and writer.poll() is None:
         try:
-            conn = sqlite3.connect(db)
+            conn = sqlite3.connect(uri, uri=True)
             try:
                 if conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]:
                     return
@@ -128,15 +132,21 @@ def wait_for_committed_spans(db: Path, timeout: float = 60.0) -> None:
         except sqlite3.OperationalError:
             pass  # not created yet
         time.sleep(0.05)
-    raise AssertionError("the writer committed nothing")
+    if writer.poll() is None:
+        writer.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to the log
+        time.sleep(1)
+    writer.kill()
+    writer.wait(10)
+    raise AssertionError(f"the writer committed nothing; its stderr:\n{log.read_text()}")
 
 
 def test_killed_writer_leaves_a_consistent_database(tmp_path):
     db = tmp_path / "killed.db"
     code = textwrap.dedent(
         f"""
-        import tracemux, itertools
+        import faulthandler, itertools, signal, sys, tracemux
         from tracemux.destinations import SQLiteStore
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         svc = tracemux.TracingService([SQLiteStore({str(db)!r})])
         for i in itertools.count():
             with svc.trace_run(f"r{{i}}") as run:
@@ -145,18 +155,25 @@ def test_killed_writer_leaves_a_consistent_database(tmp_path):
                         pass
             if i == 50:
                 print("writing", flush=True)
+            if i % 2000 == 0:
+                print(i, svc.stats(), file=sys.stderr, flush=True)
         """
     )
+    # the writer sees no TRACEMUX_ settings that other tests of this process may have left
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEMUX_")}
     for attempt in range(5):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONPATH": SRC},
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        log = tmp_path / f"writer-{attempt}.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                env={**env, "PYTHONPATH": SRC},
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "writing"
-        wait_for_committed_spans(db)
+        assert proc.stdout.readline().strip() == "writing", log.read_text()
+        wait_for_committed_spans(db, proc, log)
         time.sleep(0.05 + 0.13 * attempt)  # and then mid-batch
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -52,7 +52,7 @@ from tracemux.destinations.langwatch import LangWatch
 from tracemux.destinations.openlayer import Openlayer
 from tracemux.destinations.opik import Opik
 from tracemux.destinations.otlp import OTLP, parse_otlp_headers
-from tracemux.destinations.phoenix import Phoenix
+from tracemux.destinations.phoenix import PHOENIX_CLOUD, Phoenix
 from tracemux.destinations.traceloop import Traceloop
 from tracemux.errors import ConfigError
 
@@ -184,18 +184,18 @@ def langsmith_from_env(env: Mapping[str, str]) -> LangSmith | None:
 
 
 def phoenix_from_env(env: Mapping[str, str]) -> Phoenix | None:
-    """Phoenix, if ``PHOENIX_COLLECTOR_ENDPOINT`` is set."""
+    """Phoenix, if ``PHOENIX_COLLECTOR_ENDPOINT`` or ``PHOENIX_API_KEY`` is set.
+
+    A key without an endpoint means Phoenix Cloud, as in Langflow's own Phoenix tracer."""
     endpoint_var, endpoint = _first(env, "PHOENIX_COLLECTOR_ENDPOINT")
     project_var, project = _first(env, "PHOENIX_PROJECT_NAME")
     key_var, key = _first(env, "PHOENIX_API_KEY")
-    if endpoint is None:
-        if key is not None:
-            raise ConfigError("PHOENIX_API_KEY is set but PHOENIX_COLLECTOR_ENDPOINT is not")
+    if endpoint is None and key is None:
         return None
     return _build(
         Phoenix,
         {
-            "endpoint": (endpoint_var, endpoint),
+            "endpoint": (endpoint_var, endpoint if endpoint is not None else PHOENIX_CLOUD),
             "project": (project_var, project),
             "api_key": (key_var, key),
         },

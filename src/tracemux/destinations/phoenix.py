@@ -24,6 +24,8 @@ from tracemux.destinations.otlp import RemoteDestination, traces_url
 from tracemux.errors import ConfigError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:6006"
+#: Phoenix Cloud: where ``PHOENIX_API_KEY`` alone sends runs (Langflow's default too)
+PHOENIX_CLOUD = "https://app.phoenix.arize.com"
 DEFAULT_PROJECT = "default"
 
 
@@ -33,7 +35,9 @@ class Phoenix(RemoteDestination):
 
     ``endpoint``: Phoenix's base URL (its collector, ``/v1/traces``, is appended unless
     given). ``project``: the Phoenix project (a run's own ``project`` takes precedence).
-    ``api_key``: sent as a bearer token when set. ``timeout``: seconds per request.
+    ``api_key``: sent when set, as a bearer token and as the ``api_key`` header older Phoenix
+    Cloud spaces read (both, as Langflow's Phoenix tracer does). ``timeout``: seconds per
+    request.
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -59,7 +63,9 @@ class Phoenix(RemoteDestination):
         return traces_url(self.endpoint)
 
     def request_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        if not self.api_key:
+            return {}
+        return {"Authorization": f"Bearer {self.api_key}", "api_key": self.api_key}
 
     def secrets(self) -> tuple[str, ...]:
         return (self.api_key,) if self.api_key else ()
