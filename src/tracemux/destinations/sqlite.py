@@ -108,7 +108,7 @@ _SPANS = (
     "",
     15,
 )
-# A batch writes each of its runs once (see run_rows): the run's identity and start, what
+# A batch writes each of its runs once (see store_rows): the run's identity and start, what
 # its spans in this batch add to the counts, and, when its root span is in the batch, how
 # it ended. The identity is replaced only when the batch holds the run's start (a later
 # run that reuses the id renames it; a late span of the first one does not).
