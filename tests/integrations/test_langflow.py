@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
+import logging
 import os
 import random
 import statistics
@@ -170,6 +172,56 @@ async def test_trace_component_with_exception(
     assert await core.aflush(10)
     comp = by_name(store, str(run_id))["test_component"]
     assert comp.status == "error" and comp.error["type"] == "ValueError"
+
+
+async def test_a_run_ended_without_its_error_fails_with_the_component_that_raised(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore, caplog
+) -> None:
+    """langflow-base's build endpoint (the UI's) catches a component's exception, ends the
+    run's traces with no error, then again from a background task with the error: the run
+    fails with the component's error, and the second call is expected, not warned about."""
+    run_id = uuid.uuid4()
+    await tracing_service.start_tracers(run_id, "ui build", "user-1", "build-session")
+    async with tracing_service.trace_component(Component("ChatInput-1"), "ChatInput-1", {}):
+        pass
+    failure: ValueError | None = None
+    try:
+        async with tracing_service.trace_component(BrokenTool("Tool-2"), "Tool-2", {}):
+            await BrokenTool("Tool-2").build()
+    except ValueError as exc:
+        failure = exc
+    assert failure is not None
+    # the background task runs in a copy of the context taken before the first call
+    later = contextvars.copy_context()
+    with caplog.at_level("DEBUG", logger="tracemux"):
+        await tracing_service.end_tracers({"flow_name": "ui build"})
+        await later.run(
+            asyncio.create_task,
+            tracing_service.end_tracers({"flow_name": "ui build"}, error=failure),
+        )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert await core.aflush(10)
+    (run,) = store.runs()
+    assert run.status == "error" and run.error is not None
+    assert run.error["type"] == "ValueError" and run.error["message"] == str(failure)
+    assert by_name(store, str(run_id))["Tool-2"].status == "error"
+
+
+async def test_a_nested_component_error_its_parent_handled_does_not_fail_the_run(
+    tracing_service: TracingService, core: CoreService, store: SQLiteStore
+) -> None:
+    """Only a component directly under the run stops it: one raising inside another
+    component (a tool of an agent, say) that handles the error leaves the run going."""
+    run_id = uuid.uuid4()
+    await tracing_service.start_tracers(run_id, "agent flow", None, None)
+    async with tracing_service.trace_component(Component("Agent-1"), "Agent-1", {}):
+        with pytest.raises(ValueError):
+            async with tracing_service.trace_component(BrokenTool("Tool-2"), "Tool-2", {}):
+                await BrokenTool("Tool-2").build()
+    await tracing_service.end_tracers({})
+    assert await core.aflush(10)
+    (run,) = store.runs()
+    assert run.status == "partial" and run.error is None and run.error_count == 1
 
 
 async def test_flow_with_sync_async_and_failing_components(

@@ -85,6 +85,7 @@ class _TraceContext:
     __slots__ = (
         "components",
         "ended",
+        "failure",
         "native",
         "previous",
         "previous_span",
@@ -107,6 +108,9 @@ class _TraceContext:
         self.native = native
         self.components: dict[str, _ComponentContext] = {}
         self.ended = False
+        #: the error of the first component directly under the run that raised: lfx stops a
+        #: run there, so the run failed with it even when ``end_tracers`` gets no error
+        self.failure: BaseException | None = None
 
 
 class _ComponentContext:
@@ -455,16 +459,27 @@ class TracingService(_Base):  # type: ignore[misc]
 
         Only hands the run to the export thread: no network I/O on the event loop
         (Langflow's native tracer, when it runs beside, writes its rows in a task).
-        Components still open are ended too, marked as cut short.
+        Components still open are ended too, marked as cut short. With no ``error``, a run
+        in which a component directly under it raised fails with that component's error
+        (lfx stops a run there; langflow-base's build endpoint ends such a run without its
+        error first). A second call for a run already ended is ignored.
         """
         if self.deactivated:
             return
         trace = _trace_var.get()
-        if trace is None or trace.ended:
+        if trace is None:
             _warn.warning("end_tracers", "tracemux: end_tracers called with no run in context")
+            return
+        if trace.ended:
+            # langflow-base's build endpoint (the UI's) ends a run's traces twice: at the end
+            # of the build and again from a background task (with the error, if a component
+            # failed): the run was ended by the first call, with that error (``failure``)
+            log.debug("tracemux: end_tracers: the run of this context has already ended")
             return
         trace.ended = True
         run = trace.run
+        if error is None:
+            error = trace.failure
         try:
             for comp in list(trace.components.values()):
                 if not comp.span.ended:
@@ -481,7 +496,7 @@ class TracingService(_Base):  # type: ignore[misc]
                 _trace_var.set(trace.previous)
             if CURRENT_SPAN.get() is run:
                 CURRENT_SPAN.set(trace.previous_span)
-            trace.previous = trace.previous_span = None
+            trace.previous = trace.previous_span = trace.failure = None
         if trace.native is not None:
             await trace.native.end(outputs, error)
 
@@ -607,6 +622,8 @@ class TracingService(_Base):  # type: ignore[misc]
         except BaseException as exc:
             error = exc
             span.set_error(exc)
+            if trace.failure is None and span.parent_id == trace.run.span_id:
+                trace.failure = exc
             raise
         finally:
             detach(span_token)
