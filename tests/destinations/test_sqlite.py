@@ -219,3 +219,30 @@ def test_odd_sized_batches_are_written_whole_whatever_the_variable_limit(
             assert sorted(s.outputs["j2"] for s in spans if s.outputs) == [
                 j * 2 for j in range(n - 1)
             ]
+
+
+def test_values_and_logs_read_back_as_recorded(service, store):
+    """The store keeps the JSON captured on the caller's thread as it was (not decoded and
+    encoded again): every value and log line reads back equal."""
+    with service.trace_run("values", inputs={"q": 'héllo "quoted" \u2603', "n": [1, 2.5]}) as run:
+        with run.span("Chat", kind="llm", inputs=[{"role": "user", "content": "hi"}]) as llm:
+            llm.add_log("plain")
+            llm.add_log("with fields: ünïcode", level="warning", attempt=2, tags=["a", None])
+            llm.set_usage(model="gpt-4o-mini", input_tokens=3, output_tokens=4)
+            llm.set_outputs({"answer": None, "nested": {"x": True}}, metadata={"m": 1})
+    assert service.flush(10)
+    (stored,) = store.runs()
+    assert stored.inputs == {"q": 'héllo "quoted" \u2603', "n": [1, 2.5]}
+    spans = {s.name: s for s in store.spans(stored.run_id)}
+    chat = spans["Chat"]
+    assert chat.inputs == [{"role": "user", "content": "hi"}]
+    assert chat.outputs == {"answer": None, "nested": {"x": True}}
+    assert chat.metadata == {"m": 1}
+    assert chat.usage == {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+    assert chat.model == "gpt-4o-mini"
+    assert [(lg["level"], lg["message"], lg["fields"]) for lg in chat.logs] == [
+        ("info", "plain", None),
+        ("warning", "with fields: ünïcode", {"attempt": 2, "tags": ["a", None]}),
+    ]
+    assert all(isinstance(lg["time_ns"], int) for lg in chat.logs)
+    assert spans["values"].logs == [] and spans["values"].parent_id is None

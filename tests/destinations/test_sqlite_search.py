@@ -20,8 +20,18 @@ def _ids(store: SQLiteStore, search: str) -> set[str]:
 
 
 def _text_rows(path: str) -> int:
+    """Entries in the full-text index (after checking it agrees with the spans)."""
+    check_search_index(path)
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM span_text").fetchone()[0]
+        return conn.execute("SELECT COUNT(*) FROM span_text_docsize").fetchone()[0]
+
+
+def check_search_index(path: str | Path) -> None:
+    """The full-text index is sound and holds one entry per span, under the span's rowid."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO span_text (span_text) VALUES ('integrity-check')")
+        indexed = conn.execute("SELECT id FROM span_text_docsize ORDER BY id").fetchall()
+        assert indexed == conn.execute("SELECT rowid FROM spans ORDER BY rowid").fetchall()
 
 
 def test_search_finds_words_anywhere_in_a_run(service: TracingService, store: SQLiteStore) -> None:

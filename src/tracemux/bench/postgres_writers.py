@@ -1,13 +1,15 @@
 """Many processes writing one store at full speed: PostgreSQL beside SQLite, same run.
 
     .venv/bin/python -m tracemux.bench.postgres_writers [--processes 8] [--seconds 10] [--dsn DSN]
+        [--stores sqlite,postgres]
 
 Each process records runs of 10 spans as fast as it can for ``--seconds``, then flushes;
 its export thread writes to the store (one transaction per batch). Then the script checks
 that every span was stored or counted dropped (with its reason) and prints, per store,
 the spans recorded, stored and dropped and the sustained rate: spans stored per second,
 from the first span recorded to the last batch committed. Without ``--dsn`` a throwaway
-PostgreSQL cluster is started on 127.0.0.1 (Debian's binaries, see tests/pgserver.py).
+PostgreSQL cluster is started on 127.0.0.1 (Debian's binaries, see tests/pgserver.py);
+``--stores sqlite`` writes the SQLite store alone (as gunicorn workers sharing one file).
 Figures, not assertions: the machine may be busy. ``--json`` prints one JSON line.
 """
 
@@ -22,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from tracemux.bench.sidevenv import repo_root
+
 SPANS_PER_RUN = 10
 
 
@@ -51,6 +54,7 @@ def child(target: str, tag: str, seconds: float) -> None:
             {
                 "recorded": stats["recorded"],
                 "exported": dest.get("exported", 0),
+                "failures": dest.get("failures", 0),
                 "dropped": stats["dropped"],
                 "flushed": flushed,
                 "start": start,
@@ -81,11 +85,13 @@ def run_store(target: str, processes: int, seconds: float) -> dict[str, Any]:
             dropped[reason] = dropped.get(reason, 0) + n
     recorded = sum(r["recorded"] for r in reports)
     exported = sum(r["exported"] for r in reports)
+    failures = sum(r["failures"] for r in reports)
     elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
     return {
         "recorded": recorded,
         "exported": exported,
         "dropped": dropped,
+        "failures": failures,  # failed writes (each retried: none is a loss by itself)
         "flushed": all(r["flushed"] for r in reports),
         "seconds": round(elapsed, 2),
         "spans_per_s": round(exported / elapsed) if elapsed > 0 else 0,
@@ -104,17 +110,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--dsn", help="a PostgreSQL database to write (default: a throwaway one)")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,postgres",
+        help="the stores to write, in order: sqlite, postgres or both (default both)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], args.child[1], float(args.child[2]))
         return 0
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
+    if not stores or set(stores) - {"sqlite", "postgres"}:
+        parser.error("--stores takes sqlite, postgres or both, separated by a comma")
     cluster = None
     with tempfile.TemporaryDirectory(prefix="tracemux-bench-") as tmp:
         dsn = args.dsn
-        if dsn is None:
-            sys.path.insert(0, str(ROOT))
+        if dsn is None and "postgres" in stores:
+            root = repo_root()  # tests/pgserver.py lives in the checkout
+            if root is None:
+                parser.error("no source checkout to start PostgreSQL from: pass --dsn")
+            sys.path.insert(0, str(root))
             from tests.pgserver import PgCluster, bin_dir
 
             bindir = bin_dir()
@@ -125,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             dsn = cluster.new_database()
         try:
             results = {}
-            for name, target in (("sqlite", str(Path(tmp) / "bench.db")), ("postgres", dsn)):
+            targets = {"sqlite": str(Path(tmp) / "bench.db"), "postgres": dsn}
+            for name in stores:
+                target = str(targets[name])
                 figures = run_store(target, args.processes, args.seconds)
                 figures["stored"] = stored_spans(target)
                 figures["accounted"] = (

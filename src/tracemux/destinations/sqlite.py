@@ -32,7 +32,7 @@ from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: A run's status: ``running`` until its root span ends; then ``error`` when the run
 #: itself failed (its root span), ``partial`` when it went on to the end although one or
@@ -99,47 +99,42 @@ CREATE INDEX IF NOT EXISTS spans_by_run_time ON spans (run_id, start_ns);
 
 # Each write is "INSERT ... VALUES (row), (row), ... [ON CONFLICT ...]" with many rows per
 # statement (see _insert_rows): (statement head, tail after the values, columns per row).
-_RUN_START = (
-    "INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,"
-    " start_ns)",
-    """ON CONFLICT (run_id) DO UPDATE SET
-    name = excluded.name, user_id = excluded.user_id, session_id = excluded.session_id,
-    project = excluded.project, tags = excluded.tags, metadata = excluded.metadata,
-    start_ns = MIN(runs.start_ns, excluded.start_ns)""",
-    9,
-)
+# A span written twice (the same run and span id) is kept as first written: the search
+# index (span_text, fed from the spans table by rowid) then never holds a stale row.
 _SPANS = (
-    """INSERT OR REPLACE INTO spans
+    """INSERT OR IGNORE INTO spans
     (run_id, span_id, parent_id, name, kind, start_ns, end_ns, status,
      inputs, outputs, metadata, logs, usage, model, error)""",
     "",
     15,
 )
-_RUN_COUNTS = (
-    """INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags, metadata,
-                  start_ns, span_count, error_count, input_tokens, output_tokens)""",
-    """ON CONFLICT (run_id) DO UPDATE SET
-    span_count = runs.span_count + excluded.span_count,
+# A batch writes each of its runs once (see store_rows): the run's identity and start, what
+# its spans in this batch add to the counts, and, when its root span is in the batch, how
+# it ended. The identity is replaced only when the batch holds the run's start (a later
+# run that reuses the id renames it; a late span of the first one does not).
+_RUN_UPDATE = """span_count = runs.span_count + excluded.span_count,
     error_count = runs.error_count + excluded.error_count,
-    status = CASE WHEN runs.status = 'ok' AND excluded.error_count > 0 THEN 'partial'
-                  ELSE runs.status END,
     input_tokens = runs.input_tokens + excluded.input_tokens,
     output_tokens = runs.output_tokens + excluded.output_tokens,
-    start_ns = MIN(runs.start_ns, excluded.start_ns)""",
-    13,
-)
-# The run ends: an update of rows that exist (the counts above were just written), as an
-# upsert so that many of them fit in one statement.
-_RUN_END = (
-    "INSERT INTO runs (run_id, trace_id, start_ns, end_ns, status, inputs, outputs, error)",
-    """ON CONFLICT (run_id) DO UPDATE SET
-    end_ns = excluded.end_ns,
-    status = CASE WHEN excluded.status = 'ok' AND runs.error_count > 0 THEN 'partial'
+    start_ns = CASE WHEN excluded.end_ns IS NULL THEN MIN(runs.start_ns, excluded.start_ns)
+                    ELSE excluded.start_ns END,
+    end_ns = COALESCE(excluded.end_ns, runs.end_ns),
+    status = CASE WHEN excluded.end_ns IS NULL THEN
+                      CASE WHEN runs.status = 'ok' AND excluded.error_count > 0 THEN 'partial'
+                           ELSE runs.status END
+                  WHEN excluded.status = 'ok' AND runs.error_count > 0 THEN 'partial'
                   ELSE excluded.status END,
-    inputs = excluded.inputs,
-    outputs = excluded.outputs, error = excluded.error, start_ns = excluded.start_ns""",
-    8,
-)
+    inputs = CASE WHEN excluded.end_ns IS NULL THEN runs.inputs ELSE excluded.inputs END,
+    outputs = CASE WHEN excluded.end_ns IS NULL THEN runs.outputs ELSE excluded.outputs END,
+    error = CASE WHEN excluded.end_ns IS NULL THEN runs.error ELSE excluded.error END"""
+_RUN_IDENTITY = """name = excluded.name, user_id = excluded.user_id,
+    session_id = excluded.session_id, project = excluded.project, tags = excluded.tags,
+    metadata = excluded.metadata,"""
+_RUN_HEAD = """INSERT INTO runs (run_id, trace_id, name, user_id, session_id, project, tags,
+    metadata, start_ns, end_ns, status, span_count, error_count, input_tokens, output_tokens,
+    inputs, outputs, error)"""
+_RUN_STARTED = (_RUN_HEAD, f"ON CONFLICT (run_id) DO UPDATE SET {_RUN_IDENTITY} {_RUN_UPDATE}", 18)
+_RUN_CONTINUED = (_RUN_HEAD, f"ON CONFLICT (run_id) DO UPDATE SET {_RUN_UPDATE}", 18)
 _ROWS_PER_STATEMENT = (1024, 256, 64, 16, 4, 1)
 
 
@@ -180,6 +175,24 @@ def _insert_rows(
         while n - i >= size:
             conn.execute(sql, list(chain(rows[i : i + size])))
             i += size
+
+
+def _insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], limit: int) -> None:
+    """Append rows to the spans table and index their text (in a write transaction): the
+    new rows are those past the largest rowid before (a rowid table without AUTOINCREMENT
+    gives each new row the largest rowid + 1; a span already stored is not written)."""
+    last = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM spans").fetchone()[0]
+    _insert_rows(conn, _SPANS, rows, limit)
+    conn.execute(_INDEX_TEXT, (last,))
+
+
+def _executemany_rows(
+    conn: sqlite3.Connection, statement: tuple[str, str, int], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``rows`` with ``executemany`` of a one-row statement: what :func:`_insert_rows` is
+    measured against (``python -m tracemux.bench.store_write --rows``)."""
+    head, tail, columns = statement
+    conn.executemany(_values_sql(head, tail, columns, 1), rows)
 
 
 # SQLite must not see a fork() in the middle of a transaction: the child would inherit
@@ -530,15 +543,17 @@ class SQLiteStore(Destination):
     ) -> tuple[str, list[Any]]:
         """The WHERE clause of these filters; search uses the full-text index when the
         store has one (a store not yet upgraded is searched by name and id only)."""
-        fts = False
+        fts = _NO_TEXT
         if search:
             try:
                 _, rows = self._query(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'span_text'"
+                    "SELECT user_version, EXISTS (SELECT 1 FROM sqlite_master"
+                    " WHERE type = 'table' AND name = 'span_text') FROM pragma_user_version"
                 )
-                fts = bool(rows)
+                if rows and rows[0][1]:
+                    fts = _TEXT_BY_SPAN if rows[0][0] >= _SPAN_TEXT_BY_SPAN_SINCE else _TEXT_BY_RUN
             except sqlite3.OperationalError:
-                fts = False
+                fts = _NO_TEXT
         return _run_filters(search, status, user_id, session_id, fts=fts)
 
     def runs(
@@ -911,7 +926,7 @@ def _run_filters(
     status: str | None,
     user_id: str | None,
     session_id: str | None,
-    fts: bool = False,
+    fts: int = 0,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
@@ -924,11 +939,16 @@ def _run_filters(
             clauses.append("(name LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
             args += [pattern, pattern]
         else:  # a run whose id starts with the text, or one of whose spans (the root's
-            # name included) has its words: two index searches, no scan of the runs
+            # name included) has its words: index searches, no scan of the runs
             clauses.append(
-                "((run_id >= ? AND run_id < ?) OR rowid IN"
-                f" (SELECT rowid >> {_SPANS_PER_RUN_BITS} FROM span_text"
-                " WHERE span_text MATCH ?))"
+                "((run_id >= ? AND run_id < ?) OR "
+                + (
+                    "run_id IN (SELECT run_id FROM spans WHERE rowid IN"
+                    " (SELECT rowid FROM span_text WHERE span_text MATCH ?)))"
+                    if fts == _TEXT_BY_SPAN
+                    else f"rowid IN (SELECT rowid >> {_SPANS_PER_RUN_BITS} FROM span_text"
+                    " WHERE span_text MATCH ?))"
+                )
             )
             args += [search, search + "\U0010ffff", match]
     if status:
@@ -991,11 +1011,46 @@ def _run_columns(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
-# Full-text search: one row per span in the FTS5 table span_text, whose rowid is
-# (the run's rowid << 20) + the span's number in its run, so that a match leads to its run
-# and a run's rows are deleted as one range. Written by the export thread with the spans.
+# Full-text search, from schema 7: the FTS5 table span_text indexes the spans table's own
+# name, inputs, outputs, logs and error (external content: the text is not copied), one
+# entry per span under the span's rowid. The export thread feeds it with one statement per
+# batch, from the rows it just wrote; a span's entry is deleted (the FTS5 'delete' command,
+# given the same row) just before the span. Schemas 4 to 6 kept a copy of the text under
+# (the run's rowid << 20) + the span's number in its run: read so until upgraded.
+_NO_TEXT, _TEXT_BY_RUN, _TEXT_BY_SPAN = 0, 1, 2
+_SPAN_TEXT_BY_SPAN_SINCE = 7
 _SPANS_PER_RUN_BITS = 20
-_TEXT_CHARS = 32_768  # of each value (inputs, outputs, logs, error) a span's text holds
+_TEXT_CHARS = 32_768  # of each value a span's text held (schemas 4 to 6)
+_TEXT_COLUMNS = "name, inputs, outputs, logs, error"
+_SPAN_TEXT_TABLE = (
+    f"CREATE VIRTUAL TABLE span_text USING fts5({_TEXT_COLUMNS}, content = 'spans',"
+    " content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 2', detail = none)"
+)
+_INDEX_TEXT = (
+    f"INSERT INTO span_text (rowid, {_TEXT_COLUMNS})"
+    f" SELECT rowid, {_TEXT_COLUMNS} FROM spans WHERE rowid > ?"
+)
+_UNINDEX_TEXT = (
+    f"INSERT INTO span_text (span_text, rowid, {_TEXT_COLUMNS})"
+    f" SELECT 'delete', rowid, {_TEXT_COLUMNS} FROM spans WHERE run_id IN"
+)
+_SPANS_V7 = """CREATE TABLE spans_v7 (
+    run_id    TEXT NOT NULL,
+    span_id   TEXT NOT NULL,
+    parent_id TEXT,
+    name      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    start_ns  INTEGER NOT NULL,
+    end_ns    INTEGER NOT NULL,
+    status    TEXT NOT NULL,
+    inputs    TEXT,
+    outputs   TEXT,
+    metadata  TEXT,
+    logs      TEXT,
+    usage     TEXT,
+    model     TEXT,
+    error     TEXT
+)"""
 
 # The dashboard's figures, kept as spans are written (by the export thread, a few rows per
 # batch), per hour and per day: for each (project, flow, span name, kind), the calls, the
@@ -1091,12 +1146,33 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " WHERE model IS NOT NULL",
         ),
     ),
+    (
+        7,
+        (  # for writing: spans in a rowid table (appended, not inserted into a tree ordered
+            # by run id), one index for reading a run's spans (its order: a run's spans are
+            # sorted after the lookup), search text indexed from the spans' own columns
+            _SPANS_V7,
+            "INSERT INTO spans_v7 SELECT * FROM spans ORDER BY run_id, start_ns, span_id",
+            "DROP TABLE spans",  # and its indexes
+            "ALTER TABLE spans_v7 RENAME TO spans",
+            "CREATE UNIQUE INDEX spans_by_id ON spans (run_id, span_id)",
+            "CREATE INDEX spans_with_model ON spans (run_id, model, usage) WHERE model IS NOT NULL",
+            "DROP TABLE IF EXISTS span_text",
+            _SPAN_TEXT_TABLE,
+            "INSERT INTO span_text (span_text) VALUES ('rebuild')",
+        ),
+    ),
 )
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside a write
-    transaction): a new store gets the first schema, then every migration since."""
+    transaction): a new store gets the first schema, then every migration since. The
+    version is read again first: another process (a sibling worker opening the same new
+    store) may have upgraded it between our look and our write lock."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
     statements = [x for x in _SCHEMA.split(";") if x.strip()] if version == 0 else []
     statements += [sql for to, step in _MIGRATIONS if to > version for sql in step]
     for statement in statements:
@@ -1110,7 +1186,6 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-_SPAN_TEXT = ("INSERT OR REPLACE INTO span_text (rowid, body)", "", 2)
 _RUN_FIELDS = (
     "run_id", "trace_id", "name", "user_id", "session_id", "project", "tags", "metadata",
     "start_ns", "end_ns", "status", "span_count", "error_count", "input_tokens",
@@ -1140,42 +1215,6 @@ def _stored_span_row(span: StoredSpan) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def _span_text(span_row: Sequence[Any]) -> str:
-    """What search finds a span by: its name, inputs, outputs, logs and error."""
-    parts = [span_row[3]]
-    for i in (8, 9, 11, 14):  # inputs, outputs, logs, error (see _SQLiteExporter.export)
-        value = span_row[i]
-        if value:
-            parts.append(value[:_TEXT_CHARS])
-    return " ".join(parts)
-
-
-def _search_rows(
-    conn: sqlite3.Connection, spans: list[Any], counts: dict[str, list[Any]]
-) -> list[tuple[int, str]]:
-    """span_text rows for a batch's spans (after their runs' counts were written)."""
-    ids = list(counts)
-    numbered: dict[str, list[int]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT run_id, rowid, span_count FROM runs WHERE run_id IN ({marks})", chunk
-        ).fetchall()
-        for run_id, rowid, span_count in rows:
-            # [next key, the batch's first span's number in its run]
-            numbered[run_id] = [rowid << _SPANS_PER_RUN_BITS, span_count - counts[run_id][9]]
-    mask = (1 << _SPANS_PER_RUN_BITS) - 1
-    out = []
-    for row in spans:
-        slot = numbered.get(row[0])
-        if slot is None:
-            continue
-        out.append((slot[0] + (slot[1] & mask), _span_text(row)))
-        slot[1] += 1
-    return out
-
-
 def aggregate_stats(
     spans: Sequence[Sequence[Any]], runs: dict[str, tuple[str | None, str | None]]
 ) -> tuple[dict[tuple[Any, ...], list[Any]], dict[tuple[Any, ...], list[int]]]:
@@ -1183,34 +1222,63 @@ def aggregate_stats(
     (flow, project)): {(grain, t, project, flow, name, kind): [calls, failures, longest ns,
     its run, a failed run, {bucket: count}]} and {(grain, t, project, flow, model): [calls,
     input tokens, output tokens]}."""
-    figures: dict[tuple[Any, ...], list[Any]] = {}
+    hours: dict[tuple[Any, ...], list[Any]] = {}
     models: dict[tuple[Any, ...], list[int]] = {}
-    for row in spans:
-        run_id, name, kind, start, end, status = row[0], row[3], row[4], row[5], row[6], row[7]
-        flow, project = runs.get(run_id, (None, None))
-        kind = RUN_KIND if row[2] is None else kind
+    no_run = (None, None)
+    log10, floor, base = math.log10, math.floor, _LOG_BASE
+    for row in spans:  # per hour; the days are summed from the hours below
+        run_id, name, start, end, status = row[0], row[3], row[5], row[6], row[7]
+        flow, project = runs.get(run_id, no_run)
+        key = ("h", start // HOUR_NS, project or "", flow or "", name, row[4])
+        if row[2] is None:
+            key = (*key[:5], RUN_KIND)
         duration = end - start
-        bucket = latency_bucket(duration)
+        bucket = floor(log10(max(1, duration // 1000)) / base)  # latency_bucket(duration)
+        entry = hours.get(key)
+        if entry is None:
+            entry = hours[key] = [0, 0, -1, None, None, {}]
+        entry[0] += 1
+        if status == "error":
+            entry[1] += 1
+            entry[4] = run_id
+        if duration > entry[2]:
+            entry[2], entry[3] = duration, run_id
+        hist = entry[5]
+        hist[bucket] = hist.get(bucket, 0) + 1
         model = row[13]
-        usage = orjson.loads(row[12]) if model is not None and row[12] else None
-        for grain, grain_ns in GRAINS.items():
-            key = (grain, start // grain_ns, project or "", flow or "", name, kind)
-            entry = figures.get(key)
-            if entry is None:
-                entry = figures[key] = [0, 0, -1, None, None, {}]
-            entry[0] += 1
-            if status == "error":
-                entry[1] += 1
-                entry[4] = run_id
-            if duration > entry[2]:
-                entry[2], entry[3] = duration, run_id
-            entry[5][bucket] = entry[5].get(bucket, 0) + 1
-            if model is not None:
-                totals = models.setdefault((*key[:4], model), [0, 0, 0])
-                totals[0] += 1
-                totals[1] += int((usage or {}).get("input_tokens") or 0)
-                totals[2] += int((usage or {}).get("output_tokens") or 0)
-    return figures, models
+        if model is not None:
+            usage = orjson.loads(row[12]) if row[12] else {}
+            totals = models.setdefault((*key[:4], model), [0, 0, 0])
+            totals[0] += 1
+            totals[1] += int(usage.get("input_tokens") or 0)
+            totals[2] += int(usage.get("output_tokens") or 0)
+    return _add_days(hours), _add_days(models)
+
+
+def _add_days(hours: dict[tuple[Any, ...], list[Any]]) -> dict[tuple[Any, ...], list[Any]]:
+    """Figures per hour (see aggregate_stats) and the same summed per day."""
+    out = dict(hours)
+    per_day = DAY_NS // HOUR_NS
+    for key, entry in hours.items():
+        day = ("d", key[1] // per_day, *key[2:])
+        total = out.get(day)
+        if total is None:
+            out[day] = [*entry[:5], dict(entry[5])] if len(entry) == 6 else list(entry)
+        elif len(entry) == 3:  # a model's calls and tokens
+            total[0] += entry[0]
+            total[1] += entry[1]
+            total[2] += entry[2]
+        else:
+            total[0] += entry[0]
+            total[1] += entry[1]
+            if entry[2] > total[2]:
+                total[2], total[3] = entry[2], entry[3]
+            if entry[4] is not None:
+                total[4] = entry[4]
+            hist = total[5]
+            for bucket, count in entry[5].items():
+                hist[bucket] = hist.get(bucket, 0) + count
+    return out
 
 
 def _write_stats(
@@ -1280,14 +1348,7 @@ def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
     for start in range(0, len(run_ids), 500):
         chunk = list(run_ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        rowids = conn.execute(f"SELECT rowid FROM runs WHERE run_id IN ({marks})", chunk)
-        conn.executemany(
-            "DELETE FROM span_text WHERE rowid >= ? AND rowid < ?",
-            [
-                (r << _SPANS_PER_RUN_BITS, (r + 1) << _SPANS_PER_RUN_BITS)
-                for (r,) in rowids.fetchall()
-            ],
-        )
+        conn.execute(f"{_UNINDEX_TEXT} ({marks})", chunk)
         conn.execute(f"DELETE FROM spans WHERE run_id IN ({marks})", chunk)
         deleted += conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
     return deleted
@@ -1374,6 +1435,103 @@ def batch_rows(
     return starts, spans, counts, ends
 
 
+@dataclass
+class StoreRows:
+    """A batch as the SQLite store writes it (see :func:`store_rows`)."""
+
+    #: rows of the spans table, in its column order
+    spans: list[tuple[Any, ...]]
+    #: one row of the runs table per run of the batch whose start is in it, and per other
+    #: run: what the batch adds to it (see _RUN_STARTED and _RUN_CONTINUED)
+    started: list[list[Any]]
+    continued: list[list[Any]]
+    #: run id -> (flow, project): for the dashboard's figures
+    flows: dict[str, tuple[str | None, str | None]]
+
+
+def _logs_json(logs: Sequence[Any]) -> str:
+    """A span's logs as the JSON text the store keeps, the fields' captured JSON as is."""
+    dumps = orjson.dumps
+    parts = [
+        b'{"time_ns":%d,"level":%s,"message":%s,"fields":%s}'
+        % (
+            lg.time_ns,
+            dumps(lg.level),
+            dumps(lg.message),
+            b"null" if lg.fields is None else lg.fields,
+        )
+        for lg in logs
+    ]
+    return (b"[" + b",".join(parts) + b"]").decode("utf-8")
+
+
+def store_rows(batch: Sequence[Record]) -> StoreRows:
+    """A batch as rows: its spans, and each of its runs once (identity, start, the counts
+    its spans add, and how it ended when its root span is in the batch). Values are the
+    JSON captured on the caller's thread, as text (not decoded and encoded again)."""
+    spans = []
+    runs: dict[str, list[Any]] = {}
+    started = set()
+    dumps = orjson.dumps
+    for rec in batch:
+        run = rec.run
+        run_id = run.run_id
+        row = runs.get(run_id)
+        if row is None:  # the runs table's columns
+            row = runs[run_id] = [*_run_columns(run), run.start_ns, None, "running"]
+            row += [0, 0, 0, 0, None, None, None]
+        if type(rec) is RunStart:
+            started.add(run_id)
+            if run.start_ns < row[8]:
+                row[8] = run.start_ns
+            continue
+        span: SpanRecord = rec  # type: ignore[assignment]
+        usage, error, parent, start = span.usage, span.error, span.parent_id, span.start_ns
+        inputs, outputs, metadata = span.inputs, span.outputs, span.metadata
+        inputs = None if inputs is None else inputs.decode()
+        outputs = None if outputs is None else outputs.decode()
+        error_text = None if error is None else dumps(error._asdict()).decode()
+        spans.append(
+            (
+                run_id,
+                f"{span.span_id:016x}",
+                None if parent is None else f"{parent:016x}",
+                span.name,
+                span.kind,
+                start,
+                span.end_ns,
+                span.status,
+                inputs,
+                outputs,
+                None if metadata is None else metadata.decode(),
+                _logs_json(span.logs) if span.logs else None,
+                None if usage is None else dumps(usage).decode(),
+                span.model,
+                error_text,
+            )
+        )
+        if start < row[8]:
+            row[8] = start
+        row[11] += 1
+        if span.status == "error":
+            row[12] += 1
+        if usage:
+            row[13] += int(usage.get("input_tokens") or 0)
+            row[14] += int(usage.get("output_tokens") or 0)
+        if span.is_root:
+            row[8], row[9], row[10] = start, span.end_ns, span.status
+            row[15], row[16], row[17] = inputs, outputs, error_text
+    for row in runs.values():  # a run that went on after a failed span is partial
+        if row[10] == "ok" and row[12]:
+            row[10] = "partial"
+    return StoreRows(
+        spans,
+        [row for run_id, row in runs.items() if run_id in started],
+        [row for run_id, row in runs.items() if run_id not in started],
+        {run_id: (row[2], row[5]) for run_id, row in runs.items()},
+    )
+
+
 def _close(conn: sqlite3.Connection) -> None:
     """Close a connection, unless a fork() already closed it (it was inherited)."""
     if _open_connections.pop(conn, False) is not False:
@@ -1449,11 +1607,11 @@ class _SQLiteExporter:
         return conn
 
     def export(self, batch: Sequence[Record]) -> None:
-        starts, spans, counts, ends = batch_rows(batch)
+        rows = store_rows(batch)
         conn = self.conn
         try:
             with _write_transaction(conn):
-                self._write(conn, starts, spans, counts, ends)
+                self._write(conn, rows)
         except sqlite3.Error as exc:  # _write_transaction rolled back
             # disk full, read-only, locked: keep the batch and try again later
             raise ExportError(f"sqlite write failed: {exc}", retryable=True) from None
@@ -1462,49 +1620,27 @@ class _SQLiteExporter:
             self._last_prune = now
             self.prune()
 
-    def _write(
-        self,
-        conn: sqlite3.Connection,
-        starts: list[Any],
-        spans: list[Any],
-        counts: dict[str, list[Any]],
-        ends: list[Any],
-    ) -> None:
+    def _write(self, conn: sqlite3.Connection, rows: StoreRows) -> None:
         limit = self._max_variables
-        if starts:
-            _insert_rows(conn, _RUN_START, starts, limit)
-        if spans:
-            _insert_rows(conn, _SPANS, spans, limit)
-            _insert_rows(conn, _RUN_COUNTS, list(counts.values()), limit)
-            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, spans, counts), limit)
-            _write_stats(conn, spans, {k: (c[2], c[5]) for k, c in counts.items()}, limit)
-        if ends:
-            _insert_rows(conn, _RUN_END, ends, limit)
+        if rows.started:
+            _insert_rows(conn, _RUN_STARTED, rows.started, limit)
+        if rows.continued:
+            _insert_rows(conn, _RUN_CONTINUED, rows.continued, limit)
+        if rows.spans:
+            _insert_spans(conn, rows.spans, limit)
+            _write_stats(conn, rows.spans, rows.flows, limit)
 
     def import_runs(self, runs: Sequence[StoredRun], spans: Sequence[StoredSpan]) -> int:
         """Write whole runs and spans (see :meth:`SQLiteStore.import_runs`)."""
         run_rows = [_stored_run_row(r) for r in runs]
         span_rows = [_stored_span_row(s) for s in spans]
-        counts = {}
-        for row in span_rows:
-            counts.setdefault(row[0], [None] * 9 + [0])[9] += 1
         conn = self.conn
         limit = self._max_variables
         with _write_transaction(conn):
             _delete_runs(conn, [r.run_id for r in runs])
             _insert_rows(conn, _RUN_ROWS, run_rows, limit)
-            _insert_rows(conn, _SPANS, span_rows, limit)
-            # number the spans from 0 in each run: the runs' span_count is the full count
-            conn.executemany(
-                "UPDATE runs SET span_count = ? WHERE run_id = ?",
-                [(c[9], run_id) for run_id, c in counts.items()],
-            )
-            _insert_rows(conn, _SPAN_TEXT, _search_rows(conn, span_rows, counts), limit)
+            _insert_spans(conn, span_rows, limit)
             _write_stats(conn, span_rows, {r.run_id: (r.name, r.project) for r in runs}, limit)
-            conn.executemany(
-                "UPDATE runs SET span_count = ? WHERE run_id = ?",
-                [(r.span_count, r.run_id) for r in runs],
-            )
         return len(runs)
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
@@ -1546,6 +1682,12 @@ class _SQLiteExporter:
         with contextlib.suppress(sqlite3.Error), _fork_guard:
             _close(self.conn)
 
+
+# -- for the write path's benchmark (tracemux.bench.store_write) ----------------------
+SPANS_STATEMENT = _SPANS
+insert_rows = _insert_rows
+executemany_rows = _executemany_rows
+max_variables = _max_variables
 
 # -- shared with the PostgreSQL store (tracemux.destinations.postgres): the same rows,
 # filters and cursors, so that both stores give the same answers ----------------------
