@@ -402,3 +402,18 @@ def test_what_a_span_holds_counts_against_the_memory_bound(make_service, receive
     extra = full.nbytes - plain.nbytes
     assert extra >= 200 + 4 * len("input_tokens") + 700 + 100 + 2 * 900
     assert root.nbytes >= 1000 + 500  # the tags and run metadata live as long as the root
+
+
+def test_log_lines_past_the_limit_are_counted_in_one_closing_line(make_service, received):
+    from tracemux.service import MAX_LOGS_PER_SPAN
+
+    svc = make_service([Recorder("logs")])
+    with svc.trace_run("r") as run, run.span("chatty") as span:
+        for i in range(MAX_LOGS_PER_SPAN + 7):
+            span.add_log(f"line {i}")
+    assert svc.flush(10)
+    (chatty,) = [s for s in received["logs"] if s.name == "chatty"]
+    assert len(chatty.logs) == MAX_LOGS_PER_SPAN + 1
+    assert chatty.logs[-2].message == f"line {MAX_LOGS_PER_SPAN - 1}"
+    last = chatty.logs[-1]
+    assert last.level == "warning" and "7 more log lines dropped" in last.message
