@@ -6,14 +6,19 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime
+import math
 import threading
 import uuid
+from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tracemux
-from tracemux.destinations import SQLiteStore
+from tests.conftest import Recorder
+from tracemux.destinations import Discard, SQLiteStore
 from tracemux.model import trace_id_for
 from tracemux.service import NOOP_SPAN
 
@@ -325,3 +330,90 @@ def test_internal_errors_are_swallowed_counted_and_logged_once_per_interval(serv
     assert service.stats()["internal_errors"] == before + 3
     logged = [r for r in caplog.records if r.name == "tracemux.test_internal"]
     assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+# -- set_usage: the fast path for plain counts and the general one agree ----------------------
+
+_counts = (
+    st.none()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.booleans()
+    | st.floats()
+    | st.just(2**53)
+    | st.just(2**53 + 1)
+)
+
+
+def _expected_usage(
+    base: dict[str, Any] | None, values: list[tuple[str, Any]], total: Any
+) -> dict[str, Any] | None:
+    """What set_usage promises: finite numbers within ±2**53 (not bools) are kept, on top
+    of what was recorded before; the total is the sum when not given."""
+    usage = dict(base or {})
+    for key, value in values:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or not -(2**53) <= value <= 2**53:
+            continue
+        usage[key] = value
+    if total is None and "input_tokens" in usage and "output_tokens" in usage:
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    return usage or None
+
+
+def test_set_usage_keeps_valid_counts_and_sums_the_total(make_service):
+    svc = make_service([Discard("usage-test")])
+
+    @settings(max_examples=200, deadline=None)
+    @given(_counts, _counts, _counts, st.booleans())
+    def check(inp: Any, out: Any, total: Any, twice: bool) -> None:
+        with svc.trace_run("r") as run, run.span("llm", kind="llm") as span:
+            base = None
+            if twice:  # a second call adds to the first (the general path)
+                span.set_usage(input_tokens=5, output_tokens=6)
+                base = {"input_tokens": 5, "output_tokens": 6, "total_tokens": 11}
+            span.set_usage(model="gpt-4o", input_tokens=inp, output_tokens=out, total_tokens=total)
+            values = [("input_tokens", inp), ("output_tokens", out), ("total_tokens", total)]
+            expected = _expected_usage(base, values, total)
+            assert span.usage == expected
+            assert list(span.usage or {}) == list(expected or {})  # the same key order
+            assert span.model == "gpt-4o"
+
+    check()
+    assert svc.flush(10)
+
+
+def test_what_a_span_holds_counts_against_the_memory_bound(make_service, received):
+    """A span's size against the bound counts its captured values, its usage and model,
+    logs and error; a root span also carries the run's shared fields."""
+    svc = make_service([Recorder("sizes")])
+    with svc.trace_run("r", tags=["t" * 1000], metadata={"m": "x" * 500}) as run:
+        with run.span("plain", inputs={"q": "x" * 300}) as plain:
+            plain.set_outputs("y" * 400)
+        with run.span("full", inputs={"q": "x" * 300}) as full:
+            full.set_outputs("y" * 400)
+            full.set_usage(model="m" * 200, input_tokens=1, output_tokens=2, cached_tokens=3)
+            full.add_log("l" * 700, extra="z" * 100)
+            full.set_error(ValueError("e" * 900))
+    assert svc.flush(10)
+    spans = {s.name: s for s in received["sizes"]}
+    plain, full, root = spans["plain"], spans["full"], spans["r"]
+    assert plain.nbytes >= len(plain.inputs) + len(plain.outputs) > 700
+    extra = full.nbytes - plain.nbytes
+    assert extra >= 200 + 4 * len("input_tokens") + 700 + 100 + 2 * 900
+    assert root.nbytes >= 1000 + 500  # the tags and run metadata live as long as the root
+
+
+def test_log_lines_past_the_limit_are_counted_in_one_closing_line(make_service, received):
+    from tracemux.service import MAX_LOGS_PER_SPAN
+
+    svc = make_service([Recorder("logs")])
+    with svc.trace_run("r") as run, run.span("chatty") as span:
+        for i in range(MAX_LOGS_PER_SPAN + 7):
+            span.add_log(f"line {i}")
+    assert svc.flush(10)
+    (chatty,) = [s for s in received["logs"] if s.name == "chatty"]
+    assert len(chatty.logs) == MAX_LOGS_PER_SPAN + 1
+    assert chatty.logs[-2].message == f"line {MAX_LOGS_PER_SPAN - 1}"
+    last = chatty.logs[-1]
+    assert last.level == "warning" and "7 more log lines dropped" in last.message

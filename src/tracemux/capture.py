@@ -7,7 +7,10 @@ builtin types) and hands the copy to one ``orjson.dumps`` with no ``default`` ho
 holds borrowed references into a list or dict while it serializes it, and Python code
 running meanwhile (a ``default`` hook, a ``__repr__``, an Enum's ``.value``, or another
 thread handed the GIL by any of them) could shrink the container under it and crash the
-process (see docs/orjson-mutation-crash.md).
+process (see docs/orjson-mutation-crash.md). The usual shapes (a string; a dict or list
+of scalars; a list of such dicts, as chat messages are) skip ``marshal``: each container is
+copied by one C call (``dict.copy``, atomic under the GIL), and only the copies are
+checked to hold exact builtin scalars before orjson sees them; they give the same bytes.
 Everything else (sets, pydantic models, arbitrary objects, cycles, huge ints, values too
 big) takes the Python walk, which first copies the value into fresh plain containers that
 no user code can reach, calling user code (``repr``, ``model_dump``...) at most once per
@@ -20,6 +23,7 @@ import base64
 import dataclasses
 import datetime
 import enum
+import itertools
 import marshal
 import math
 import traceback
@@ -39,8 +43,44 @@ _FAST_OPTIONS = _DUMPS_OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_P
 
 _marshal_dumps = marshal.dumps
 _marshal_loads = marshal.loads
+_dumps = orjson.dumps
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _is_flat = _SCALARS.issuperset  # an iterable of types: all exact builtin scalars?
+_is_dicts = frozenset({dict}).issuperset  # an iterable of types: all exact dicts?
+_dict_copy = dict.copy
+_dict_values = dict.values
+_chain = itertools.chain.from_iterable
+
+
+def _flat_copy(value: Any, cls: type) -> Any:
+    """The common shapes, copied with C calls only (each atomic under the GIL: no Python
+    code runs, so no other thread can change what is being copied): a dict or list of
+    scalars, and a list of such dicts (chat messages). None for any other shape.
+
+    Every container in the result is a fresh copy that no other code can reach, and every
+    leaf is an exact builtin scalar: orjson, given it and no ``default`` hook, runs no
+    Python code. The checks look at the copies, never at the caller's containers again.
+    (:meth:`Capturer.value` has the dict case inline.)"""
+    if cls is dict:
+        copy = value.copy()
+        if _is_flat(map(type, copy.values())) and _is_flat(map(type, copy)):
+            return copy
+        return None
+    if cls is list:
+        copy = value.copy()
+        types = set(map(type, copy))
+        if _is_flat(types):
+            return copy
+        if types == _DICT_ONLY:  # a list of dicts: copy each, then check the copies
+            copies = list(map(_dict_copy, copy))
+            if _is_flat(map(type, _chain(map(_dict_values, copies)))) and _is_flat(
+                map(type, _chain(copies))
+            ):
+                return copies
+    return None
+
+
+_DICT_ONLY = {dict}
 
 
 def _plain_copy(value: Any) -> Any:
@@ -49,19 +89,8 @@ def _plain_copy(value: Any) -> Any:
     ValueError unless ``value`` holds only exact builtin types (no Enum, no subclass, no
     object). orjson, given this copy and no ``default`` hook, runs no Python code either:
     nothing can change a container while orjson holds borrowed references into it."""
-    cls = type(value)
-    if cls in _SCALARS:
+    if type(value) in _SCALARS:
         return value
-    # the common flat cases: a shallow copy (C code, so atomic under the GIL) of scalars
-    # only is already out of reach of other code, and orjson runs no Python code on it
-    if cls is dict:
-        copy = value.copy()
-        if _is_flat(map(type, copy.values())) and _is_flat(map(type, copy)):
-            return copy
-    elif cls is list:
-        copy = value.copy()
-        if _is_flat(map(type, copy)):
-            return copy
     return _marshal_loads(_marshal_dumps(value, 3))  # 3+: shared and cyclic parts once
 
 
@@ -92,6 +121,29 @@ class Capturer:
         User code reachable from ``value`` (``__repr__``, ``model_dump``, a mapping's
         ``items``...) is called at most once per object, and never while orjson is inside
         one of the caller's containers."""
+        if value is None:
+            return None
+        cls = type(value)
+        if cls is dict or cls is str or cls is list:  # the usual values: no marshal
+            try:
+                if cls is dict:  # _flat_copy's dict case, inline (a call less)
+                    copy = value.copy()
+                    if not (_is_flat(map(type, copy.values())) and _is_flat(map(type, copy))):
+                        copy = None
+                else:
+                    copy = value if cls is str else _flat_copy(value, cls)
+                if copy is not None:
+                    data = _dumps(copy, option=_FAST_OPTIONS)
+                    if len(data) <= self.max_value_bytes:
+                        return exact_copy(data)
+            except Exception:  # a lone surrogate, a huge int: the general path decides
+                pass
+        return self.general(value)
+
+    def general(self, value: Any) -> bytes | None:
+        """What :meth:`value` returns, by the general path alone: a ``marshal`` copy of
+        builtin types, else the Python walk (:meth:`value` takes a faster path to the
+        same bytes for a string, and a dict or list of scalars or of such dicts)."""
         if value is None:
             return None
         budget = self.max_value_bytes

@@ -44,6 +44,8 @@ STATUS_ERROR = "error"
 # make span ids repeat. Seeded from os.urandom, and again in a forked child.
 _rng = random.Random()
 _getrandbits = _rng.getrandbits
+#: ``span_id_bits(64) or 1`` is :func:`new_span_id` inline (the hot path saves the call)
+span_id_bits = _getrandbits
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_rng.seed)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tracemux import config as _config
 from tracemux.capture import Capturer, clean_text, format_traceback
-from tracemux.context import CURRENT_SPAN, current_span, detach, install_default_service
+from tracemux.context import CURRENT_SPAN, current_span, install_default_service, reset_quietly
 from tracemux.decorators import traced
 from tracemux.destinations.base import Destination
 from tracemux.model import (
@@ -36,7 +36,7 @@ from tracemux.model import (
     RunStart,
     SpanRecord,
     new_run_id,
-    new_span_id,
+    span_id_bits,
 )
 from tracemux.pipeline.settings import PipelineSettings
 from tracemux.pipeline.worker import ExportWorker, shared_worker
@@ -53,6 +53,7 @@ MAX_LOGS_PER_SPAN = 1000
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _RECORD_OVERHEAD = 200  # bytes a record costs beyond its captured values (estimate)
 _sizeof = sys.getsizeof
+_getrandbits = span_id_bits
 
 
 class Span(SpanRecord):
@@ -75,13 +76,13 @@ class Span(SpanRecord):
         inputs: Any = None,
         metadata: Any = None,
     ) -> None:
+        # (``_token`` is set by __enter__, ``_logs_dropped`` by add_log and ``end_ns`` by
+        # end, only when needed: each slot written here is paid by every span)
         self._worker = worker
         self._capture = capture
         self._ended = False
-        self._token = None
-        self._logs_dropped = 0
         self.run = run
-        self.span_id = new_span_id()
+        self.span_id = _getrandbits(64) or 1  # new_span_id(), a call less
         self.parent_id = parent_id
         self.is_root = False
         self.name = (
@@ -98,7 +99,6 @@ class Span(SpanRecord):
         self.model = None
         self.error = None
         self.status = STATUS_UNSET
-        self.end_ns = 0
         self.start_ns = _time_ns()
 
     # -- context management ---------------------------------------------------------------
@@ -113,10 +113,13 @@ class Span(SpanRecord):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        token = self._token
+        try:
+            token = self._token
+        except AttributeError:  # never entered
+            token = None
         if token is not None:
             self._token = None
-            detach(token)
+            reset_quietly(CURRENT_SPAN, token)
         if exc is not None:
             self.set_error(exc)
         self.end()
@@ -174,6 +177,37 @@ class Span(SpanRecord):
         """Record the model and token usage of an LLM or embedding call."""
         if self._ended:
             return
+        if (  # the usual call: plain int counts, nothing recorded before
+            type(input_tokens) is int
+            and type(output_tokens) is int
+            and total_tokens is None
+            and not other
+            and self.usage is None
+            and -_MAX_USAGE <= input_tokens <= _MAX_USAGE
+            and -_MAX_USAGE <= output_tokens <= _MAX_USAGE
+        ):
+            self.usage = {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens,
+            }
+            if model is not None:
+                self.model = (
+                    model
+                    if type(model) is str and len(model) <= 256 and model.isascii()
+                    else self._capture.text(model, 256)
+                )
+            return
+        self._set_usage(model, input_tokens, output_tokens, total_tokens, other)
+
+    def _set_usage(
+        self,
+        model: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        total_tokens: int | None,
+        other: dict[str, int | float],
+    ) -> None:
         try:
             usage: dict[str, int | float] = dict(self.usage or {})
             for key, value in (
@@ -214,7 +248,7 @@ class Span(SpanRecord):
         if logs is None:
             logs = self.logs = []
         elif len(logs) >= MAX_LOGS_PER_SPAN:
-            self._logs_dropped += 1
+            self._logs_dropped = self._dropped_logs() + 1
             return
         cap = self._capture
         logs.append(
@@ -274,43 +308,65 @@ class Span(SpanRecord):
             if self.status == STATUS_UNSET:
                 self.status = STATUS_OK
             n = _RECORD_OVERHEAD + _sizeof(self.name)
-            if self.inputs is not None:
-                n += len(self.inputs)
-            if self.outputs is not None:
-                n += len(self.outputs)
-            if self.is_root:  # the run's shared fields (tags, metadata...) live as long
-                n += self.run.nbytes
-                if self.metadata is not None and self.metadata is not self.run.metadata:
-                    n += len(self.metadata)
-            elif self.metadata is not None:
-                n += len(self.metadata)
-            logs = self.logs
-            if logs:
-                if self._logs_dropped:
-                    logs.append(
-                        LogEntry(
-                            self.end_ns,
-                            "warning",
-                            f"tracemux: {self._logs_dropped} more log lines dropped"
-                            f" (limit {MAX_LOGS_PER_SPAN} per span)",
-                            None,
-                        )
-                    )
-                for entry in logs:
-                    n += 64 + _sizeof(entry.message) + (len(entry.fields) if entry.fields else 0)
-            error = self.error
-            if error is not None:
-                n += _sizeof(error.type) + _sizeof(error.message) + _sizeof(error.traceback)
-            usage = self.usage
-            if usage is not None:
-                n += _sizeof(usage) + sum([_sizeof(k) + 32 for k in usage])
-            if self.model is not None:
-                n += _sizeof(self.model)
+            value = self.inputs
+            if value is not None:
+                n += len(value)
+            value = self.outputs
+            if value is not None:
+                n += len(value)
+            value = self.metadata
+            if value is not None and (not self.is_root or value is not self.run.metadata):
+                n += len(value)
+            if (
+                self.is_root
+                or self.logs is not None
+                or self.error is not None
+                or self.usage is not None
+                or self.model is not None
+            ):
+                n += self._rare_bytes()
             self.nbytes = n
             self.refs = 0
             self._worker.submit(self)
         except Exception:
             _warn.internal_error("end", "tracemux: could not queue a span")
+
+    def _rare_bytes(self) -> int:
+        """What the fields most spans leave empty add to the record's size (the run's
+        shared fields for a root span; logs, error, usage, model); the dropped-logs line
+        is added to the logs here."""
+        n = self.run.nbytes if self.is_root else 0  # the run's shared fields live as long
+        logs = self.logs
+        if logs:
+            dropped = self._dropped_logs()
+            if dropped:
+                logs.append(
+                    LogEntry(
+                        self.end_ns,
+                        "warning",
+                        f"tracemux: {dropped} more log lines dropped"
+                        f" (limit {MAX_LOGS_PER_SPAN} per span)",
+                        None,
+                    )
+                )
+            for entry in logs:
+                n += 64 + _sizeof(entry.message) + (len(entry.fields) if entry.fields else 0)
+        error = self.error
+        if error is not None:
+            n += _sizeof(error.type) + _sizeof(error.message) + _sizeof(error.traceback)
+        usage = self.usage
+        if usage is not None:
+            n += _sizeof(usage) + sum([_sizeof(k) + 32 for k in usage])
+        if self.model is not None:
+            n += _sizeof(self.model)
+        return n
+
+    def _dropped_logs(self) -> int:
+        """Log lines refused past :data:`MAX_LOGS_PER_SPAN` (the slot is set only then)."""
+        try:
+            return self._logs_dropped
+        except AttributeError:
+            return 0
 
     # -- identity -------------------------------------------------------------------------
 

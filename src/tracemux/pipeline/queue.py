@@ -29,6 +29,8 @@ class SpanQueue:
         "_bytes",
         "_count",
         "_dropped",
+        "_dropped_bytes",
+        "_dropped_full",
         "_items",
         "_lock",
         "accepted",
@@ -49,7 +51,11 @@ class SpanQueue:
         self._items: deque[Any] = deque()
         self._count = 0  # records in flight: in the queue or in a destination lane
         self._bytes = 0
-        self._dropped: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}  # by the export side (count_drop)
+        # by put, apart: `+= 1` on an int attribute has no point where a signal handler
+        # can run in the middle (a dict's get-then-set has one: its nested drop was lost)
+        self._dropped_full = 0
+        self._dropped_bytes = 0
         self.accepted = 0  # spans accepted (run-start records are not counted)
         self.closed = False  # replaced by a fresh queue: put() refuses, the caller retries
         #: called (outside the lock) with each span the bound drops and the reason
@@ -63,33 +69,34 @@ class SpanQueue:
         with self._lock:
             if self.closed:
                 return None
-            if self._count >= self.max_spans:
-                reason = DROP_QUEUE_FULL
-            elif self._bytes + nbytes > self.max_bytes:
-                reason = DROP_QUEUE_BYTES
-            else:
-                self._count += 1
+            if self._count < self.max_spans and self._bytes + nbytes <= self.max_bytes:
+                self._count += 1  # (+= in place: a signal handler's nested put is not lost)
                 self._bytes += nbytes
-                if item.is_span:
-                    self.accepted += 1
                 items = self._items
                 items.append(item)
-                pending = len(items)
-                reason = None
-            if reason is not None:
+                if item.is_span:
+                    self.accepted += 1
+                if len(items) != self.wake_at:
+                    return True
+                reason = None  # a batch is ready: wake the consumer, outside the lock
+            else:
                 if not item.is_span:
                     return False
-                self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        if reason is not None:
-            hook = self.on_span_drop
-            if hook is not None:
-                hook(item, reason)
-            return False
-        if pending == self.wake_at:
+                if self._count >= self.max_spans:
+                    reason = DROP_QUEUE_FULL
+                    self._dropped_full += 1
+                else:
+                    reason = DROP_QUEUE_BYTES
+                    self._dropped_bytes += 1
+        if reason is None:
             wake = self.wake
             if wake is not None:
                 wake()
-        return True
+            return True
+        hook = self.on_span_drop  # called outside the lock
+        if hook is not None:
+            hook(item, reason)
+        return False
 
     def put_control(self, item: Any) -> bool:
         """Add an unbounded control item (a flush marker) and wake the consumer; False if
@@ -171,4 +178,11 @@ class SpanQueue:
     def dropped(self) -> dict[str, int]:
         """Drops so far, by reason (a copy)."""
         with self._lock:
-            return dict(self._dropped)
+            out = dict(self._dropped)
+            for reason, n in (
+                (DROP_QUEUE_FULL, self._dropped_full),
+                (DROP_QUEUE_BYTES, self._dropped_bytes),
+            ):
+                if n:
+                    out[reason] = out.get(reason, 0) + n
+            return out
