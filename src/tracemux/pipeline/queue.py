@@ -33,6 +33,7 @@ class SpanQueue:
         "_dropped_full",
         "_items",
         "_lock",
+        "_previous",
         "accepted",
         "closed",
         "max_bytes",
@@ -58,6 +59,7 @@ class SpanQueue:
         self._dropped_bytes = 0
         self.accepted = 0  # spans accepted (run-start records are not counted)
         self.closed = False  # replaced by a fresh queue: put() refuses, the caller retries
+        self._previous: SpanQueue | None = None  # the closed queue this one replaced
         #: called (outside the lock) with each span the bound drops and the reason
         self.on_span_drop: Callable[[Any, str], None] | None = None
 
@@ -121,13 +123,12 @@ class SpanQueue:
         with self._lock:
             return tuple(self._items)
 
-    def absorb_counts(self, old: SpanQueue) -> None:
-        """Add the counters of ``old`` (a closed queue this one replaces) to this one's."""
-        accepted, dropped = old.accepted, old.dropped
-        with self._lock:
-            self.accepted += accepted
-            for reason, n in dropped.items():
-                self._dropped[reason] = self._dropped.get(reason, 0) + n
+    def replaces(self, old: SpanQueue) -> None:
+        """This queue takes over from ``old`` (closed): :attr:`recorded` and :attr:`dropped`
+        include ``old``'s counts, also those made on it later (a put interrupted by the
+        swap, an abandoned export thread finishing its counting). Each replaced queue
+        costs a few counters; its records are released by whoever counts them."""
+        self._previous = old
 
     def close(self) -> tuple[Any, ...]:
         """Refuse further puts; returns what is still queued (it stays counted)."""
@@ -175,14 +176,30 @@ class SpanQueue:
         return self._count, self._bytes
 
     @property
+    def recorded(self) -> int:
+        """Spans accepted or dropped by the bound, here and on the queues this one
+        replaced: every span a caller recorded."""
+        total = 0
+        queue: SpanQueue | None = self
+        while queue is not None:
+            total += queue.accepted + queue._dropped_full + queue._dropped_bytes
+            queue = queue._previous
+        return total
+
+    @property
     def dropped(self) -> dict[str, int]:
-        """Drops so far, by reason (a copy)."""
-        with self._lock:
-            out = dict(self._dropped)
-            for reason, n in (
-                (DROP_QUEUE_FULL, self._dropped_full),
-                (DROP_QUEUE_BYTES, self._dropped_bytes),
-            ):
+        """Drops so far, by reason, here and on the queues this one replaced (a copy)."""
+        out: dict[str, int] = {}
+        queue: SpanQueue | None = self
+        while queue is not None:
+            with queue._lock:
+                counts = [
+                    *queue._dropped.items(),
+                    (DROP_QUEUE_FULL, queue._dropped_full),
+                    (DROP_QUEUE_BYTES, queue._dropped_bytes),
+                ]
+            for reason, n in counts:
                 if n:
                     out[reason] = out.get(reason, 0) + n
-            return out
+            queue = queue._previous
+        return out

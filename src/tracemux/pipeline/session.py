@@ -51,6 +51,51 @@ class SessionOwner(Protocol):
     def lane_closed(self, lane: Lane) -> None: ...
 
 
+class Books:
+    """The lock under which a session routes records and books each export's outcome.
+
+    A shutdown that gives up on the thread (:meth:`ExportWorker._abandon`) must count what
+    the thread leaves behind exactly once, and never while the thread is half-way through
+    booking. It hands that job to :meth:`leave`: the job runs at once if the lock is free
+    (the thread waits on an exporter), else on the thread itself, as it leaves the step it
+    is in (steps are short and never wait for an exporter). Re-entrant, like the RLock it
+    wraps; the job runs when the outermost hold ends."""
+
+    __slots__ = ("_depth", "_job", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # holds by the owning thread (only the owner changes it)
+        self._job: Callable[[], None] | None = None
+
+    def __enter__(self) -> Books:
+        self._lock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._depth == 1 and self._job is not None:
+                job, self._job = self._job, None
+                with _warn.capture(
+                    "abandon_count", "tracemux: counting an abandoned export failed"
+                ):
+                    job()
+        finally:
+            self._depth -= 1
+            self._lock.release()
+
+    def leave(self, job: Callable[[], None], wait: float) -> bool:
+        """Run ``job`` under the lock: now if it is free within ``wait`` seconds (True),
+        else when its holder lets go (False). Exactly once either way."""
+        self._job = job  # first: a holder letting go from now on runs it
+        if not self._lock.acquire(timeout=wait):
+            return False
+        self._depth += 1
+        self.__exit__()
+        return True
+
+
 class FlushMarker:
     """Travels through the queue; done when every lane has completed what came before."""
 
@@ -92,7 +137,7 @@ class Session:
         # gave up on it in ExportWorker._abandon) does it under this lock, exactly once; the
         # thread also routes records and books each export's outcome under it, so a record
         # is never both counted as dropped by _abandon and then as exported
-        self.count_lock = threading.RLock()
+        self.books = Books()
         self.counted = False
         self.export_context = ExportContext()
 
@@ -157,7 +202,7 @@ class Session:
         """Route up to ``limit`` queued items to their lanes (the rest wait for the next
         pass, so that lanes export between passes and a big backlog cannot overflow a
         healthy destination's buffer)."""
-        with self.count_lock:
+        with self.books:
             # abandoned: _abandon counted what is queued; stopping: the rest is the next
             # thread's
             if not self.abandoned and self.stop is None:
@@ -253,7 +298,7 @@ class Session:
             self._evict_one()
         lane = Lane(
             dest,
-            books=self.count_lock,
+            books=self.books,
             release=self.queue.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
@@ -348,7 +393,7 @@ class Session:
         tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        with self.count_lock:  # synchronous: no await while it is held
+        with self.books:  # synchronous: no await while it is held
             count = not self.counted  # False: a shutdown gave up on us and counted already
             self.counted = True
             while self.stop is None and not self.abandoned and len(self.queue):

@@ -33,7 +33,7 @@ from tracemux.destinations.base import Destination
 from tracemux.errors import ConfigError
 from tracemux.model import Record
 from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
-from tracemux.pipeline.queue import DROP_QUEUE_BYTES, DROP_QUEUE_FULL, SpanQueue
+from tracemux.pipeline.queue import SpanQueue
 from tracemux.pipeline.session import FlushMarker, Session, Stop
 from tracemux.pipeline.settings import PipelineSettings
 from tracemux.ratelimit import rate_limited
@@ -279,49 +279,58 @@ class ExportWorker:
         old = self.queue
         fresh = self._new_queue()
         self.queue = fresh  # new records go here from now on...
-        left = old.close()  # ...and a put racing with the swap is refused and retried
-        # Count as every other path does: spans (not run starts), once per destination that
-        # did not get them, in the destination's own counters too. The thread may be slow
-        # rather than stuck and counting them itself: the lock makes sure only one does.
-        locked = session.count_lock.acquire(timeout=0.2)
-        try:
-            lanes = list(session.lanes.values())
-            late = 0
-            if session.counted:
-                count = old.dropped.get(DROP_SHUTDOWN, 0) - session.shutdown_drops_before
-            else:
-                session.counted = True
-                count = late = 0
-                for lane in lanes:
-                    lane.on_late = self._book_late
-                    n = lane.abandon(DROP_SHUTDOWN)
-                    if n:
-                        old.count_drop(DROP_SHUTDOWN, n)
-                        count += n
-                    if lane.late:
-                        self._late_lanes.append(lane)
-                        late += lane.late_spans
-                count += self._count_unrouted(old, left, DROP_SHUTDOWN)
-            fresh.absorb_counts(old)  # old is closed: its counts are final
-        finally:
-            if locked:
-                session.count_lock.release()
-        for lane in lanes:
+        old.close()  # ...and a put racing with the swap is refused and retried
+        fresh.replaces(old)  # counts made on old from now on (the job below) count too
+        # The thread may be slow rather than stuck, in the middle of routing or booking:
+        # what it left is counted by it as it lets go of its books, or now if it holds none.
+        counted_now = session.books.leave(lambda: self._count_abandoned(session, old), wait=0.2)
+        for lane in list(session.lanes.values()):
             if lane.calling:  # the thread is stuck in this exporter's own synchronous code:
                 # never call into it again while that call hangs
                 self._stuck[lane.destination] = thread
+        thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
+        self._session = None
+        self._thread = None
+        if not counted_now:
+            log.warning(
+                "tracemux: export thread did not stop in time; it counts what it could not"
+                " deliver as it ends"
+            )
+
+    def _count_abandoned(self, session: Session, old: SpanQueue) -> None:
+        """Count what an abandoned session left: its lanes' records (unless it counted them
+        itself on its way out) and what is still in its queue, once per destination that
+        did not get them, in the destinations' own counters too. Runs under the session's
+        books, exactly once."""
+        lanes = list(session.lanes.values())
+        late = 0
+        if not session.counted:
+            session.counted = True
+            for lane in lanes:
+                lane.on_late = self._book_late
+                n = lane.abandon(DROP_SHUTDOWN)
+                if n:
+                    old.count_drop(DROP_SHUTDOWN, n)
+                if lane.late:
+                    self._late_lanes.append(lane)
+                    late += lane.late_spans
+        left = old.take_all()
+        self._count_unrouted(old, left, DROP_SHUTDOWN)
+        for item in left:  # nobody will reach these flush markers now: let waiters go
+            if type(item) is FlushMarker and not item.aborted:
+                item.aborted = True
+                with _warn.capture("flush_callback", "tracemux: flush callback failed"):
+                    item.callback()
+        for lane in lanes:
+            self.lane_closed(lane)
+        count = self._shutdown_drops() - session.shutdown_drops_before
+        self._last_shutdown_undelivered = count + late
         log.warning(
             "tracemux: export thread did not stop in time; %d spans not delivered"
             " (%d more in an export that has not returned)",
             count,
             late,
         )
-        thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
-        for lane in lanes:
-            self.lane_closed(lane)
-        self._session = None
-        self._thread = None
-        self._last_shutdown_undelivered = count + late
 
     def _book_late(self, lane: Lane, exported: int, dropped: int) -> None:
         """The outcome of the batch an abandoned export thread was in, when it returned."""
@@ -343,11 +352,21 @@ class ExportWorker:
     def _count_unrouted(self, queue: SpanQueue, items: Iterable[Any], reason: str) -> int:
         """Count queued spans that no lane got as dropped, once per destination, in the
         pipeline's and in each destination's counters. Returns how many."""
-        per_dest: dict[Destination, int] = {}
+        # by destination tuple first (runs of one service share one): hashing a
+        # destination (a dataclass) per span would take seconds for a full queue
+        per_tuple: dict[int, list[Any]] = {}
         for item in items:
             if getattr(item, "is_span", False):
-                for dest in item.run.destinations:
-                    per_dest[dest] = per_dest.get(dest, 0) + 1
+                dests = item.run.destinations
+                entry = per_tuple.get(id(dests))
+                if entry is None:
+                    per_tuple[id(dests)] = [dests, 1]
+                else:
+                    entry[1] += 1
+        per_dest: dict[Destination, int] = {}
+        for dests, n in per_tuple.values():
+            for dest in dests:
+                per_dest[dest] = per_dest.get(dest, 0) + n
         total = 0
         for dest, n in per_dest.items():
             self._book_drop(dest, reason, n)
@@ -477,9 +496,7 @@ class ExportWorker:
         count, nbytes = q.in_flight
         dropped = q.dropped
         return {
-            "recorded": q.accepted
-            + dropped.get(DROP_QUEUE_FULL, 0)
-            + dropped.get(DROP_QUEUE_BYTES, 0),
+            "recorded": q.recorded,
             "exported": self._evicted_exported + sum(int(d["exported"]) for d in per_dest.values()),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
