@@ -56,14 +56,16 @@ for t in workers:
     t.start()
 shutdowns = 0
 end = time.monotonic() + seconds
-while time.monotonic() < end:
+while time.monotonic() < end or shutdowns < 4:  # a busy machine makes each one slower
     time.sleep(0.2)
     svc.shutdown(1)
     shutdowns += 1
 stop.set()
 for t in workers + [sampler]:
     t.join()
-# after the storm: a new span is exported, flush works
+# after the storm (and its backlog: a full queue drops new spans, counted): a new span is
+# exported, flush works
+svc.flush(30)
 with svc.trace_run("after") as run:
     pass
 flushed = svc.flush(30)
@@ -91,7 +93,6 @@ def test_shutdown_every_200ms_while_four_threads_record(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     proc = run_python(script, str(db), "3", timeout=120)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["shutdowns"] >= 2  # each delivers what was queued before it: up to 1 s
     assert out["most_threads"] == 1
     assert out["flushed"] is True and out["running"] is True
     assert out["queue_size"] == 0

@@ -283,7 +283,7 @@ class ExportWorker:
         fresh.replaces(old)  # counts made on old from now on (the job below) count too
         # The thread may be slow rather than stuck, in the middle of routing or booking:
         # what it left is counted by it as it lets go of its books, or now if it holds none.
-        counted_now = session.books.leave(lambda: self._count_abandoned(session, old), wait=0.2)
+        counted_now = session.books.leave(lambda: self._count_abandoned(session, old), wait=0.05)
         for lane in list(session.lanes.values()):
             if lane.calling:  # the thread is stuck in this exporter's own synchronous code:
                 # never call into it again while that call hangs
