@@ -77,13 +77,18 @@ def test_every_byte_counted_is_released_once_everything_is_delivered_or_dropped(
     small = Recorder("small-lane", use_async=False)
     svc_a = make_service([Discard("mem-a"), small], pipeline=PipelineSettings(max_queue_spans=400))
     svc_b = make_service([Discard("mem-b")], pipeline=PipelineSettings(max_queue_spans=400))
-    for i in range(300):
-        svc = svc_a if i % 3 else svc_b
-        with svc.trace_run(f"r{i}", inputs={"i": i}) as run:
-            run.span("s", inputs={"i": i}).end()
-    assert svc_a.flush(20)
-    stats = svc_a.stats()
-    assert stats["queue_size"] == 0 and stats["queue_bytes"] == 0, stats
+    try:
+        for i in range(300):
+            svc = svc_a if i % 3 else svc_b
+            with svc.trace_run(f"r{i}", inputs={"i": i}) as run:
+                run.span("s", inputs={"i": i}).end()
+        assert svc_a.flush(20)
+        stats = svc_a.stats()
+        assert stats["queue_size"] == 0 and stats["queue_bytes"] == 0, stats
+    finally:  # the limits are the process's: give the next tests the defaults back
+        svc_a.shutdown(5)
+        svc_b.shutdown(5)
+        svc_a._worker.configure(PipelineSettings())
 
 
 def test_a_destination_that_is_slow_keeps_shared_records_counted_until_it_is_done(make_service):
