@@ -235,6 +235,117 @@ def test_custom_patterns_and_default_rules_in_one_pass():
 
 
 @pytest.fixture
+def scans(monkeypatch):
+    """Counts the hint scans (each one hands the GIL to other threads)."""
+    import tracemux.redact as redact
+
+    calls = []
+    real = redact._JSON_HINTS
+
+    class Counting:
+        def find_matches_as_indexes(self, data):
+            calls.append(len(data))
+            return real.find_matches_as_indexes(data)
+
+    monkeypatch.setattr(redact, "_JSON_HINTS", Counting())
+    return calls
+
+
+def _mask_pass(spans, runs=(), clean=None):
+    from tracemux.redact import MaskingPass
+
+    masking = MaskingPass(clean)
+    for run in runs:
+        masking.add_run(run)
+    masking.add_spans(list(spans))
+    return masking.run()
+
+
+def test_a_pass_whose_values_are_all_known_clean_runs_no_scan(scans):
+    from tracemux.redact import CleanValues
+
+    clean = CleanValues()
+    run = _run(Redactor(), name="flow", metadata=b'{"flow": "rag"}')
+    make = lambda: [  # noqa: E731  new bytes objects each time, equal content
+        _span(run, inputs=orjson.dumps({"q": "What is RAG?"}), outputs=orjson.dumps([1, 2]))
+        for _ in range(100)
+    ]
+    assert _mask_pass(make(), [run], clean) == []
+    assert len(scans) == 1
+    assert _mask_pass(make(), [run], clean) == []
+    assert len(scans) == 1  # the second pass had nothing new
+    new = make()
+    new[5].outputs = orjson.dumps({"new": "value"})
+    assert _mask_pass(new, (), clean) == []
+    assert len(scans) == 2 and scans[-1] < 40  # only the one new value was scanned
+
+
+def test_a_secret_is_masked_every_time_it_comes_back_and_never_cached():
+    from tracemux.redact import CleanValues
+
+    clean = CleanValues()
+    run = _run(Redactor())
+    for _ in range(3):
+        leaky = orjson.dumps({"api_key": "abc", "q": SECRET})
+        spans = [_span(run, name=f"call {SECRET}", inputs=leaky) for _ in range(10)]
+        spans.append(_span(run, inputs=b'{"q": "fine"}'))
+        assert _mask_pass(spans, (), clean) == []
+        for span in spans[:10]:  # every span holding the value, not only the first
+            assert span.name == f"call {MASK}"
+            assert orjson.loads(span.inputs) == {"api_key": MASK, "q": MASK}
+        assert spans[10].inputs == b'{"q": "fine"}'
+    assert not any(SECRET in n for n in clean.names)
+    assert not any(SECRET.encode() in v for v in clean.values)
+
+
+def test_a_value_known_clean_is_still_checked_by_custom_patterns():
+    from tracemux.redact import CleanValues
+
+    clean = CleanValues()
+    order = orjson.dumps({"order": "ACME-123456"})
+    default_run = _run(Redactor())
+    custom_run = _run(Redactor(extra_values=(r"ACME-\d{6}",)))
+    plain = _span(default_run, inputs=order)
+    assert _mask_pass([plain], (), clean) == []
+    assert plain.inputs is order and order in clean.values
+    custom = _span(custom_run, inputs=orjson.dumps({"order": "ACME-123456"}))
+    assert _mask_pass([custom], (), clean) == []
+    assert orjson.loads(custom.inputs) == {"order": MASK}
+
+
+def test_the_clean_cache_is_bounded():
+    from tracemux.redact import CleanValues
+
+    clean = CleanValues()
+    for i in range(50):
+        clean.add(
+            [f"name-{i}-{j}" for j in range(100)],
+            [b"v" * 900 + b"%d-%d" % (i, j) for j in range(100)],
+        )
+        assert len(clean) <= CleanValues.MAX_ENTRIES
+        assert sum(map(len, clean.values)) + sum(map(len, clean.names)) <= CleanValues.MAX_BYTES
+    clean.add([], [b"x" * (CleanValues.MAX_LENGTH + 1)])
+    assert not any(len(v) > CleanValues.MAX_LENGTH for v in clean.values)
+
+
+def test_spans_with_logs_errors_and_usage_in_a_pass_with_cached_values(scans):
+    from tracemux.model import ErrorInfo, LogEntry
+    from tracemux.redact import CleanValues
+
+    clean = CleanValues()
+    run = _run(Redactor())
+    _mask_pass([_span(run, inputs=b'{"q": 1}')], (), clean)
+    spans = [_span(run, inputs=b'{"q": 1}') for _ in range(3)]
+    spans[0].logs = [LogEntry(1, "info", f"used {SECRET}", None)]
+    spans[1].error = ErrorInfo("E", f"bad key {SECRET}", "")
+    spans[2].usage = {f"{SECRET}": 1}
+    assert _mask_pass(spans, (), clean) == []
+    assert spans[0].logs[0].message == f"used {MASK}"
+    assert spans[1].error.message == f"bad key {MASK}"
+    assert list(spans[2].usage) == [MASK]
+
+
+@pytest.fixture
 def masking_bug(monkeypatch):
     """Masking a JSON value that holds "api_key" raises (a bug in a masking rule)."""
     real = Redactor.mask_json

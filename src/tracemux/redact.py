@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import operator
 import re
 from typing import Any
 
@@ -296,22 +297,88 @@ class Redactor:
         return obj, False
 
 
+class CleanValues:
+    """Field values the hint scan found clean, so that the next pass skips them (bounded).
+
+    Whether a value needs masking by the default rules depends on its content only (the
+    hints and the URL-password check are the same for every redactor without custom
+    patterns), so a value seen clean once is clean whenever it comes again: span names,
+    and the inputs and outputs flows send over and over. Values longer than
+    :data:`MAX_LENGTH` are not kept; past :data:`MAX_ENTRIES` entries or
+    :data:`MAX_BYTES` in all, the cache starts over (a small constant of memory, outside
+    the pipeline's byte bound). Used by one export thread only.
+    """
+
+    MAX_LENGTH = 4096
+    MAX_ENTRIES = 4096
+    MAX_BYTES = 1024 * 1024
+
+    __slots__ = ("_bytes", "names", "values")
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.values: set[bytes] = set()
+        self._bytes = 0
+
+    def add(self, names: list[str], values: list[bytes]) -> None:
+        """Remember ``names`` and ``values`` as clean (the long ones are left out)."""
+        limit = self.MAX_LENGTH
+        names = [n for n in names if len(n) <= limit]
+        values = [v for v in values if len(v) <= limit]
+        size = sum(map(len, names)) + sum(map(len, values))
+        if (
+            len(self.names) + len(self.values) + len(names) + len(values) > self.MAX_ENTRIES
+            or self._bytes + size > self.MAX_BYTES
+        ):
+            self.names.clear()
+            self.values.clear()
+            self._bytes = 0
+        self.names.update(names)
+        self.values.update(values)
+        self._bytes += size
+
+    def __len__(self) -> int:
+        return len(self.names) + len(self.values)
+
+
+_RUN = operator.attrgetter("run")
+_REDACTOR = operator.attrgetter("redactor")
+_NAME = operator.attrgetter("name")
+_INPUTS = operator.attrgetter("inputs")
+_OUTPUTS = operator.attrgetter("outputs")
+_METADATA = operator.attrgetter("metadata")
+_EXTRAS = (operator.attrgetter("logs"), operator.attrgetter("error"), operator.attrgetter("usage"))
+
+
+def _uses_hints(redactor: Redactor | None) -> bool:
+    return redactor is not None and redactor.enabled and redactor._use_hints
+
+
 class MaskingPass:
     """Masks many records with a single hint scan over all their fields.
 
     The Aho-Corasick scan releases the GIL on every call; one call per field would hand
     the GIL to the application's threads and wait to get it back, several times per span.
-    One call for a whole drain pass costs that once. Only the records the scan flags (and
-    every record of a redactor with custom patterns, which hints cannot pre-check) go
-    through the field-by-field path.
+    One call for a whole drain pass costs that once, and a pass whose every field is known
+    clean (:class:`CleanValues`) costs no scan at all. Only the records the scan flags
+    (and every record of a redactor with custom patterns, which hints cannot pre-check)
+    go through the field-by-field path.
+
+    Spans with only a name, inputs, outputs and metadata (most of them) are handled a
+    pass at a time in C-level set and map operations: each distinct unknown value is
+    scanned once, and only when a value is flagged are the spans holding it looked up.
+    Spans with logs, an error or usage go field by field into the same scan.
 
     Fields are joined with NUL bytes, which no hint contains, so no hint can match across
     two fields. ASCII lower-casing of UTF-8 bytes keeps the hints' (ASCII) matches.
     """
 
-    __slots__ = ("_always", "_ends", "_owners", "_parts")
+    __slots__ = ("_always", "_clean", "_ends", "_owners", "_parts", "_runs", "_spans")
 
-    def __init__(self) -> None:
+    def __init__(self, clean: CleanValues | None = None) -> None:
+        self._clean = clean if clean is not None else CleanValues()
+        self._spans: list[SpanRecord] = []
+        self._runs: list[RunInfo] = []  # runs of redactors with the default rules only
         self._parts: list[bytes] = []
         self._owners: list[SpanRecord | RunInfo] = []
         self._ends: list[int] = []  # for each owner, the number of parts up to its last
@@ -325,22 +392,34 @@ class MaskingPass:
         if not redactor._use_hints:
             self._always.append(run)
             return
+        self._runs.append(run)
+
+    def _add_run_fields(self, run: RunInfo) -> None:
         parts = self._parts
-        parts.append(run.name.encode("utf-8", "surrogatepass"))
-        if run.metadata is not None:
-            parts.append(run.metadata)
+        mark = len(parts)
+        try:
+            parts.append(run.name.encode("utf-8", "surrogatepass"))
+            if run.metadata is not None:
+                parts.append(run.metadata)
+        except Exception:  # a field of an unexpected type: the field-by-field path decides
+            self._always.append(run)
+            del parts[mark:]
+            return
         self._owners.append(run)
         self._ends.append(len(parts))
 
     def add_span(self, span: SpanRecord) -> None:
         """Queue every user-provided field of a finished span for masking."""
-        redactor = span.run.redactor
-        if redactor is None or not redactor.enabled:
-            return
-        if not redactor._use_hints:
-            self._always.append(span)
-            return
+        self._spans.append(span)
+
+    def add_spans(self, spans: list[SpanRecord]) -> None:
+        """Queue many spans (as :meth:`add_span` each)."""
+        self._spans.extend(spans)
+
+    def _add_fields(self, span: SpanRecord) -> None:
+        """Queue a span's fields one by one (a span with logs, an error or usage)."""
         parts = self._parts
+        mark = len(parts)
         try:
             parts.append(span.name.encode("utf-8", "surrogatepass"))
             for value in (span.inputs, span.outputs, span.metadata):
@@ -360,44 +439,131 @@ class MaskingPass:
                 parts.extend(k.encode("utf-8", "surrogatepass") for k in usage)
         except Exception:  # a field of an unexpected type: the field-by-field path decides
             self._always.append(span)
-            del parts[self._ends[-1] if self._ends else 0 :]
+            del parts[mark:]
             return
         self._owners.append(span)
         self._ends.append(len(parts))
 
+    def _split(self, spans: list[SpanRecord]) -> list[SpanRecord]:
+        """Sort ``spans`` by the path they take; returns those for the set-based path."""
+        try:
+            redactors = set(map(_REDACTOR, set(map(_RUN, spans))))
+            if all(map(_uses_hints, redactors)) and not any(
+                any(map(get, spans)) for get in _EXTRAS
+            ):
+                return spans
+        except Exception:  # a record missing a field: sorted one by one below
+            pass
+        simple = []
+        for span in spans:
+            redactor = span.run.redactor
+            if redactor is None or not redactor.enabled:
+                continue
+            if not redactor._use_hints:
+                self._always.append(span)
+            elif span.logs or span.error is not None or getattr(span, "usage", None):
+                self._add_fields(span)
+            else:
+                simple.append(span)
+        return simple
+
+    def _unknown(
+        self, spans: list[SpanRecord], runs: list[RunInfo]
+    ) -> tuple[list[str], list[bytes]]:
+        """The distinct names and values of ``spans`` and ``runs`` not known to be clean."""
+        clean = self._clean
+        names = set(map(_NAME, spans))
+        names.update(map(_NAME, runs))
+        names -= clean.names
+        values = set(map(_INPUTS, spans))
+        values.update(map(_OUTPUTS, spans))
+        values.update(map(_METADATA, spans))
+        values.update(map(_METADATA, runs))
+        values.discard(None)
+        values -= clean.values
+        return list(names), list(values)
+
     def run(self) -> list[SpanRecord]:
         """Mask the flagged records in place. Returns the spans whose masking failed (to be
         dropped: a record is never exported unmasked)."""
-        flagged = self._always
-        parts = self._parts
-        if parts:
-            joined = b"\0".join(parts)
-            starts = [start for _, start, _ in _JSON_HINTS.find_matches_as_indexes(joined.lower())]
-            if b"@" in joined:
-                starts.extend(m.start() for m in _URL_WITH_PASSWORD.finditer(joined))
-            if starts:
-                byte_ends = list(itertools.accumulate(len(p) + 1 for p in parts))
-                ends, owners = self._ends, self._owners
-                seen: set[int] = set()
-                for start in starts:
-                    owner = bisect.bisect_right(ends, bisect.bisect_right(byte_ends, start))
-                    if owner not in seen:
-                        seen.add(owner)
-                        flagged.append(owners[owner])
+        simple = self._split(self._spans) if self._spans else []
+        runs = self._runs
+        names: list[str] = []
+        values: list[bytes] = []
+        keys: list[bytes] = []
+        if simple or runs:
+            try:
+                names, values = self._unknown(simple, runs)
+                keys = [n.encode("utf-8", "surrogatepass") for n in names]
+                keys += values
+                b"".join(keys)  # every key is bytes (a field of another type raises here)
+            except Exception:  # a field of an unexpected type: field by field instead
+                names, values, keys = [], [], []
+                for span in simple:
+                    self._add_fields(span)
+                for run in runs:
+                    self._add_run_fields(run)
+                simple, runs = [], []
+        flagged_keys, flagged = self._scan(keys)
+        if simple or runs:
+            every = [*names, *values]
+            self._clean.add(
+                [n for i, n in enumerate(names) if i not in flagged_keys],
+                [v for i, v in enumerate(values, len(names)) if i not in flagged_keys],
+            )
+            if flagged_keys:
+                hits = {every[i] for i in flagged_keys}
+                flagged.extend(r for r in runs if r.name in hits or r.metadata in hits)
+                flagged.extend(
+                    s
+                    for s in simple
+                    if s.name in hits or s.inputs in hits or s.outputs in hits or s.metadata in hits
+                )
+        return self._mask_flagged([*self._always, *flagged])
+
+    def _scan(self, keys: list[bytes]) -> tuple[set[int], list[Any]]:
+        """One hint scan over ``keys`` and the queued fields: the indexes of the keys
+        flagged, and the field-by-field owners flagged."""
+        parts = keys + self._parts if keys else self._parts
+        if not parts:
+            return set(), []
+        joined = b"\0".join(parts)
+        starts = [start for _, start, _ in _JSON_HINTS.find_matches_as_indexes(joined.lower())]
+        if b"@" in joined:
+            starts.extend(m.start() for m in _URL_WITH_PASSWORD.finditer(joined))
+        flagged_keys: set[int] = set()
+        owners: list[Any] = []
+        if starts:
+            byte_ends = list(itertools.accumulate(len(p) + 1 for p in parts))
+            n_keys = len(keys)
+            seen: set[int] = set()
+            for start in starts:
+                index = bisect.bisect_right(byte_ends, start)
+                if index < n_keys:
+                    flagged_keys.add(index)
+                    continue
+                owner = bisect.bisect_right(self._ends, index - n_keys)
+                if owner not in seen:
+                    seen.add(owner)
+                    owners.append(self._owners[owner])
+        return flagged_keys, owners
+
+    @staticmethod
+    def _mask_flagged(flagged: list[Any]) -> list[SpanRecord]:
         failed = []
         for record in flagged:
             try:
                 if type(record) is RunInfo:
                     _mask_run(record)
                 else:
-                    record.run.redactor.record(record)  # type: ignore[union-attr]
+                    record.run.redactor.record(record)
             except Exception:
                 if type(record) is RunInfo:
                     _warn.internal_error("mask_run", "tracemux: masking run fields failed")
                 else:
                     _warn.internal_error("mask", "tracemux: masking failed; record dropped")
                     failed.append(record)
-        return failed  # type: ignore[return-value]
+        return failed
 
 
 def _mask_run(run: RunInfo) -> None:

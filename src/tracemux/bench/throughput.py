@@ -216,7 +216,10 @@ def _otel() -> tuple[Callable[[int, int, float | None], dict[str, Any]], Callabl
 
 
 def run(part: str, opts: Options) -> dict[str, Any]:
-    if part != "main":
+    """``main``: every pipeline; ``discard``: tracemux -> Discard alone (the export
+    thread's own work, free and paced), e.g. ``python -m tracemux.bench.runner throughput
+    discard '{}' out.json``."""
+    if part not in ("main", "discard"):
         raise ValueError(f"unknown part {part!r}")
     from tracemux import TracingService
     from tracemux.destinations import OTLP, Discard, SQLiteStore
@@ -245,6 +248,9 @@ def run(part: str, opts: Options) -> dict[str, Any]:
             closers.append(otel_close)
         except ImportError as exc:
             out["otel_missing"] = f"{NOT_INSTALLED} (opentelemetry-sdk: {exc})"
+        if part == "discard":
+            measures = {"discard": measures["discard"]}
+            out["otel_missing"] = "(not measured: discard only)"
         for measure in measures.values():  # warm up: open lanes, files, connections
             measure(1, 2_000, None)
         free: dict[str, list[dict[str, Any]]] = {
@@ -259,6 +265,8 @@ def run(part: str, opts: Options) -> dict[str, Any]:
         out["free"] = free
         paced: dict[str, dict[str, Any]] = {}
         for name, rate in TARGETS.items():
+            if name not in measures:
+                continue
             for p in producer_counts:
                 paced[f"{name}/{p}"] = measures[name](p, int(rate * paced_seconds), rate)
         out["paced"] = paced

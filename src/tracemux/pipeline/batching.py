@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import operator
 import random
 import time
 from collections import deque
@@ -37,6 +38,21 @@ DROP_EVICTED = "destination_evicted"
 
 #: an unexpected exception (a bug, not the network) is retried this many times, then dropped
 MAX_UNEXPECTED_FAILURES = 3
+
+#: What holding one record costs the pipeline beyond its ``nbytes`` (what the recording
+#: side counts: the captured values, the name, a fixed part for the object): the three
+#: 64-bit integers (span id, start, end; 40 bytes each), the headers of the bytes objects
+#: of inputs and outputs (33 each), allocator rounding, and the slots of the queue's and
+#: the lanes' deques. Charged for every record from ``put`` to its release, so that the
+#: byte bound is a bound on memory (tests/pipeline/test_memory_bound.py measures it).
+RECORD_HOLD_BYTES = 192
+
+#: how long one lane task may keep exporting batch after batch to a synchronous exporter
+#: (one that returns without awaiting) before it gives the event loop back
+SYNC_EXPORT_BUDGET = 0.02
+
+_NBYTES = operator.attrgetter("nbytes")
+_IS_SPAN = operator.attrgetter("is_span")
 
 
 @dataclass
@@ -108,39 +124,55 @@ class Lane:
         self.task: asyncio.Task[None] | None = None
         self.appended = 0  # records ever appended (or dropped on arrival)
         self.completed = 0  # records ever delivered or given up, in order
+        # records appended before this count may be held by other lanes too (``refs``)
+        self._shared_until = 0
+        self._urgent = False  # the last poke asked to export whatever is buffered
         self.flush_to = 0  # export regardless of batch size until completed reaches this
         self.last_active = time.monotonic()
 
     # -- filling ------------------------------------------------------------------------
 
-    def append(self, record: Record) -> None:
+    def append(self, record: Record, *, shared: bool = False) -> None:
+        """Append one record, or drop it (counted) if the buffer is full. ``shared``: other
+        lanes hold it too (its ``refs`` says how many)."""
         self.appended += 1
         nbytes = record.nbytes
-        if len(self._buffer) >= self._max_spans or self._bytes + nbytes > self._max_bytes:
+        if (
+            len(self._buffer) >= self._max_spans
+            or self._bytes + nbytes + RECORD_HOLD_BYTES > self._max_bytes
+        ):
             self.completed += 1
             if record.is_span:
                 self._count_drop(DROP_BUFFER_FULL, 1)
-            record.refs -= 1
-            if record.refs <= 0:
+            if shared:
+                record.refs -= 1
+            if not shared or record.refs <= 0:
                 self._release(1, nbytes)
             return
         if not self._buffer:
             self._oldest = time.monotonic()
         self._buffer.append(record)
-        self._bytes += nbytes
+        self._bytes += nbytes + RECORD_HOLD_BYTES
+        if shared:
+            self._shared_until = self.appended
 
-    def extend(self, records: list[Record], nbytes: int) -> None:
-        """Append ``records`` (``nbytes`` in all): one bound check when they all fit."""
+    def extend(self, records: list[Record], nbytes: int, *, shared: bool = False) -> None:
+        """Append ``records`` (``nbytes`` of content in all): one bound check when they
+        all fit. ``shared``: other lanes hold them too (each one's ``refs`` says how many);
+        a record this lane alone holds is released when it leaves this lane."""
         buf = self._buffer
-        if len(buf) + len(records) > self._max_spans or self._bytes + nbytes > self._max_bytes:
+        held = nbytes + len(records) * RECORD_HOLD_BYTES
+        if len(buf) + len(records) > self._max_spans or self._bytes + held > self._max_bytes:
             for record in records:
-                self.append(record)
+                self.append(record, shared=shared)
             return
         if not buf:
             self._oldest = time.monotonic()
         buf.extend(records)
-        self._bytes += nbytes
+        self._bytes += held
         self.appended += len(records)
+        if shared:
+            self._shared_until = self.appended
 
     @property
     def pending(self) -> int:
@@ -154,55 +186,37 @@ class Lane:
 
     def poke(self, now: float, *, urgent: bool = False) -> None:
         """Start an export if one is due and none is running."""
-        if self.task is not None or not self._buffer or now < self._not_before or self.abandoned:
+        if self.task is not None:
             return
+        self._urgent = urgent
+        if self._due(now):
+            self.task = asyncio.get_running_loop().create_task(self._export_front())
+
+    def _due(self, now: float) -> bool:
+        """Whether an export should start now (none running)."""
+        if not self._buffer or now < self._not_before or self.abandoned:
+            return False
         if self.blocked_by is not None:
             if self.blocked_by.is_alive():
-                return
+                return False
             self.blocked_by = None
-        if (
-            urgent
+        return (
+            self._urgent
             or len(self._buffer) >= self._batch_limit
             or self.flush_to > self.completed
             or now - self._oldest >= self._interval
-        ):
-            self.task = asyncio.get_running_loop().create_task(self._export_front())
+        )
 
     async def _export_front(self) -> None:
-        batch = list(itertools.islice(self._buffer, self._batch_limit))
-        self._batch_len = len(batch)
+        """Export the front batch; while the exporter answers synchronously and more is
+        due, the next one too, within :data:`SYNC_EXPORT_BUDGET` (one event-loop turn, and
+        so one hand-over of the GIL, for many batches rather than one each)."""
+        budget_end = time.monotonic() + SYNC_EXPORT_BUDGET
         try:
-            try:
-                self.calling = True  # a synchronous call that never returns is seen here
-                try:
-                    exporter = self.exporter
-                    if exporter is None:
-                        exporter = self.exporter = self._open()
-                    result = exporter.export(batch)
-                finally:
-                    self.calling = False
-                if inspect.isawaitable(result):
-                    await result
-            except ExportError as exc:
-                with self._books:
-                    if not self.abandoned:
-                        self._failed(batch, exc)
-                    else:
-                        self._book_late(batch, delivered=False)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                with self._books:
-                    if not self.abandoned:
-                        self._unexpected_failure(batch, exc)
-                    else:
-                        self._book_late(batch, delivered=False)
-            else:
-                with self._books:
-                    if not self.abandoned:
-                        self._delivered(batch)
-                    else:
-                        self._book_late(batch, delivered=True)
+            while await self._export_batch():
+                now = time.monotonic()
+                if now >= budget_end or not self._due(now):
+                    break
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in the bookkeeping itself: say so, keep the thread alive
@@ -211,6 +225,46 @@ class Lane:
             self.task = None
             self.last_active = time.monotonic()
         self._on_done(self)
+
+    async def _export_batch(self) -> bool:
+        """Export the front batch and book the outcome. True if it was delivered without
+        awaiting anything (another batch may follow in the same task)."""
+        batch = list(itertools.islice(self._buffer, self._batch_limit))
+        self._batch_len = len(batch)
+        result = None
+        try:
+            self.calling = True  # a synchronous call that never returns is seen here
+            try:
+                exporter = self.exporter
+                if exporter is None:
+                    exporter = self.exporter = self._open()
+                result = exporter.export(batch)
+            finally:
+                self.calling = False
+            if inspect.isawaitable(result):
+                await result
+        except ExportError as exc:
+            with self._books:
+                if not self.abandoned:
+                    self._failed(batch, exc)
+                else:
+                    self._book_late(batch, delivered=False)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            with self._books:
+                if not self.abandoned:
+                    self._unexpected_failure(batch, exc)
+                else:
+                    self._book_late(batch, delivered=False)
+            return False
+        with self._books:
+            if self.abandoned:
+                self._book_late(batch, delivered=True)
+                return False
+            self._delivered(batch)
+        return result is None
 
     def _open(self) -> Exporter:
         try:
@@ -238,7 +292,7 @@ class Lane:
 
     def _delivered(self, batch: list[Record]) -> None:
         n = len(batch)
-        self.stats.exported += sum(1 for r in batch if r.is_span)
+        self.stats.exported += sum(map(_IS_SPAN, batch))
         self.stats.batches += 1
         self._attempt = 0
         self._unexpected = 0
@@ -295,15 +349,26 @@ class Lane:
     def _pop(self, n: int) -> None:
         """Remove ``n`` records from the front; release those no other lane holds."""
         buf = self._buffer
-        popped_bytes = freed = freed_bytes = 0
-        for _ in range(n):
-            record = buf.popleft()
-            popped_bytes += record.nbytes
-            record.refs -= 1
-            if record.refs <= 0:
+        if n >= len(buf):
+            popped = list(buf)
+            buf.clear()
+        else:
+            popped = list(itertools.starmap(buf.popleft, itertools.repeat((), n)))
+        n = len(popped)
+        popped_bytes = freed_bytes = sum(map(_NBYTES, popped))
+        freed = n
+        if self.completed < self._shared_until:  # some may be held by other lanes too
+            freed = freed_bytes = 0
+            for record in popped[: self._shared_until - self.completed]:
+                refs = getattr(record, "refs", 0) - 1
+                record.refs = refs
+                if refs <= 0:
+                    freed += 1
+                    freed_bytes += record.nbytes
+            for record in popped[self._shared_until - self.completed :]:
                 freed += 1
                 freed_bytes += record.nbytes
-        self._bytes -= popped_bytes
+        self._bytes -= popped_bytes + n * RECORD_HOLD_BYTES
         if freed:
             self._release(freed, freed_bytes)
         self.completed += n

@@ -19,24 +19,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tracemux.destinations.base import Destination, ExportContext
-from tracemux.model import Record
-from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane
+from tracemux.model import Record, RunInfo, RunStart
+from tracemux.pipeline.batching import DROP_SHUTDOWN, RECORD_HOLD_BYTES, Lane
 from tracemux.pipeline.queue import SpanQueue
 from tracemux.pipeline.settings import PipelineSettings
 from tracemux.ratelimit import rate_limited
-from tracemux.redact import MaskingPass
+from tracemux.redact import CleanValues, MaskingPass
 
 log = logging.getLogger(__name__)
 _warn = rate_limited(log)
 
-#: items routed per pass of the export loop; lanes get to export between passes
-DRAIN_CHUNK = 512
+#: items routed per pass of the export loop; lanes get to export between passes. Each
+#: pass gives the GIL away at least once (the loop's poll, the masking scan), and a busy
+#: application thread keeps it for a whole switch interval (5 ms) before it comes back:
+#: a pass must carry enough records to keep up with the application at full speed.
+DRAIN_CHUNK = 4096
+
+_RUN = operator.attrgetter("run")
+_NBYTES = operator.attrgetter("nbytes")
 
 
 class SessionOwner(Protocol):
@@ -140,6 +148,7 @@ class Session:
         self.books = Books()
         self.counted = False
         self.export_context = ExportContext()
+        self.clean = CleanValues()  # values the masking scan found clean (bounded)
 
     # -- called from other threads -----------------------------------------------------
 
@@ -171,13 +180,16 @@ class Session:
         tick = min(settings.flush_interval, 0.25)
         event = self.wake_event
         while True:
-            try:
-                wait = tick
-                if self.stop is not None:
-                    wait = max(0.0, min(tick, self.stop.deadline - time.monotonic()))
-                await asyncio.wait_for(event.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
+            if event.is_set():  # a backlog (or a wake-up) is waiting: one turn of the loop,
+                await asyncio.sleep(0)  # for the lanes' exports, and on
+            else:
+                try:
+                    wait = tick
+                    if self.stop is not None:
+                        wait = max(0.0, min(tick, self.stop.deadline - time.monotonic()))
+                    await asyncio.wait_for(event.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
             event.clear()
             if self.abandoned:  # a shutdown gave up on this thread and counted what is left
                 break
@@ -212,73 +224,98 @@ class Session:
         items = self.queue.take(limit)
         if not items:
             return
-        dropped = self._mask(items)
-        last_dests: object = None
-        lanes: list[Lane] = []
-        group: list[Record] = []  # consecutive records going to the same lanes
+        kinds = set(map(type, items))
+        if FlushMarker in kinds or Stop in kinds:
+            self._route_around_controls(items)
+        else:
+            self._route_records(list(items), RunStart in kinds)
+        self._check_markers()
+
+    def _route_around_controls(self, items: deque[Any]) -> None:
+        """Route the records between flush markers and stops, in order."""
+        records: list[Record] = []
+        has_starts = False
         popleft = items.popleft
         while items:
             item = popleft()
             kind = type(item)
-            if kind is FlushMarker or kind is Stop:
-                self._route(group, lanes)
-                group = []
-                if kind is FlushMarker:
-                    self._place_marker(item)
-                    continue
-                # stop: what was recorded after the shutdown began waits for the next thread
-                self.stop = item
-                self.queue.requeue_front(items)
-                break
-            if item.is_span:
-                if dropped and id(item) in dropped:
-                    continue
-                dests = item.run.destinations
-            else:
-                dests = item.run.start_destinations
+            if kind is not FlushMarker and kind is not Stop:
+                records.append(item)
+                has_starts = has_starts or kind is RunStart
+                continue
+            self._route_records(records, has_starts)
+            records, has_starts = [], False
+            if kind is FlushMarker:
+                self._place_marker(item)
+                continue
+            # stop: what was recorded after the shutdown began waits for the next thread
+            self.stop = item
+            self.queue.requeue_front(items)
+            break
+        self._route_records(records, has_starts)
+
+    def _route_records(self, records: list[Record], has_starts: bool) -> None:
+        """Mask ``records`` (no control items among them), then hand each to the lanes of
+        its run's destinations: all in one step when they share one destination tuple."""
+        if not records:
+            return
+        runs = set(map(_RUN, records))
+        spans = [r for r in records if r.is_span] if has_starts else records
+        failed = self._mask(spans, [run for run in runs if not run.redacted])
+        if failed:
+            records = [r for r in records if id(r) not in failed]
+        if not has_starts:
+            first = records[0].run.destinations if records else ()
+            if all(run.destinations is first for run in runs):
+                self._route(records, self._lanes_for(first))
+                return
+        last_dests: object = None
+        lanes: list[Lane] = []
+        group: list[Record] = []  # consecutive records going to the same lanes
+        for record in records:
+            run = record.run
+            dests = run.destinations if record.is_span else run.start_destinations
             if dests is not last_dests:  # runs of one service share one tuple: look up once
                 self._route(group, lanes)
                 group = []
                 lanes = self._lanes_for(dests)
                 last_dests = dests
-            group.append(item)
+            group.append(record)
         self._route(group, lanes)
-        self._check_markers()
 
-    def _mask(self, items: Iterable[Any]) -> set[int] | None:
-        """Mask secrets in every record of the pass (one scan); returns the ids of spans
-        dropped because masking them failed, or None."""
-        masking = MaskingPass()
-        for item in items:
-            kind = type(item)
-            if kind is FlushMarker or kind is Stop:
-                continue
-            run = item.run
-            if not run.redacted:
-                run.redacted = True
-                masking.add_run(run)
-            if item.is_span:
-                masking.add_span(item)
+    def _mask(self, spans: list[Any], new_runs: list[RunInfo]) -> set[int] | None:
+        """Mask secrets in ``spans`` and in the runs seen for the first time (one scan);
+        returns the ids of spans dropped because masking them failed, or None."""
+        masking = MaskingPass(self.clean)
+        for run in new_runs:
+            run.redacted = True
+            masking.add_run(run)
+        masking.add_spans(spans)
         failed = masking.run()
         if not failed:
             return None
         for span in failed:
             self.queue.count_drop("mask_error")
-            self.queue.release(1, span.nbytes)
+            self.release(1, span.nbytes)
         return {id(span) for span in failed}
+
+    def release(self, count: int, nbytes: int) -> None:
+        """``count`` records (``nbytes`` of content) no longer count against the bound."""
+        self.queue.release(count, nbytes + count * RECORD_HOLD_BYTES)
 
     def _route(self, group: list[Record], lanes: list[Lane]) -> None:
         if not group:
             return
-        nbytes = sum([r.nbytes for r in group])
+        nbytes = sum(map(_NBYTES, group))
         if not lanes:
-            self.queue.release(len(group), nbytes)
+            self.release(len(group), nbytes)
             return
         refs = len(lanes)
-        for record in group:
-            record.refs = refs
+        if refs > 1:  # a record one lane alone holds is released by that lane
+            for record in group:
+                record.refs = refs
         for lane in lanes:
-            lane.extend(group, nbytes)
+            lane.extend(group, nbytes, shared=refs > 1)
 
     def _place_marker(self, marker: FlushMarker) -> None:
         marker.targets = [
@@ -299,7 +336,7 @@ class Session:
         lane = Lane(
             dest,
             books=self.books,
-            release=self.queue.release,
+            release=self.release,
             on_drop=self._on_drop,
             on_done=self._on_lane_done,
             # one destination may hold up to 3/4 of the memory budget: a burst fits, and a

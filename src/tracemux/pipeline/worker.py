@@ -32,7 +32,7 @@ from typing import Any
 from tracemux.destinations.base import Destination
 from tracemux.errors import ConfigError
 from tracemux.model import Record
-from tracemux.pipeline.batching import DROP_SHUTDOWN, Lane, LaneStats
+from tracemux.pipeline.batching import DROP_SHUTDOWN, RECORD_HOLD_BYTES, Lane, LaneStats
 from tracemux.pipeline.queue import SpanQueue
 from tracemux.pipeline.session import FlushMarker, Session, Stop
 from tracemux.pipeline.settings import PipelineSettings
@@ -129,7 +129,7 @@ class ExportWorker:
         if self._thread is None:
             self._start()
         while True:
-            queued = self.queue.put(record, record.nbytes)
+            queued = self.queue.put(record, record.nbytes + RECORD_HOLD_BYTES)
             if queued is not None:  # None: a shutdown swapped the queue under us
                 break
         if self._exit_deadline is not None:
