@@ -71,6 +71,8 @@ class ExportWorker:
         # sessions given up on whose thread still runs: after fork() the child must keep
         # them (their exporters' connections) alive, never closing what the parent uses
         self._abandoned: list[tuple[Session, threading.Thread]] = []
+        # set once an abandoned thread has counted what it left (see _abandon)
+        self._uncounted: list[threading.Event] = []
         self._late_warned = False
         self._warned: str | None = None
         self._closed_stats: dict[str, LaneStats] = {}
@@ -181,16 +183,26 @@ class ExportWorker:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded before the call is exported or counted dropped."""
+        deadline = time.monotonic() + max(0.0, timeout)
         session = self._resume_if_queued()
         if session is None:
-            return self.queue.in_flight[0] == 0
+            return self.queue.in_flight[0] == 0 and self._wait_counted(deadline)
         if threading.current_thread() is self._thread:
             return False  # an exporter cannot wait for itself
         done = threading.Event()
         marker = FlushMarker(done.set)
         if not self.queue.put_control(marker):
             return False  # a shutdown gave up on the thread meanwhile
-        return done.wait(max(0.0, timeout)) and not marker.aborted and session is self._session
+        delivered = done.wait(max(0.0, timeout)) and not marker.aborted
+        return delivered and session is self._session and self._wait_counted(deadline)
+
+    def _wait_counted(self, deadline: float) -> bool:
+        """Wait (until ``deadline``) for abandoned threads still counting what they left."""
+        for counted in list(self._uncounted):
+            if not counted.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        self._uncounted = [e for e in self._uncounted if not e.is_set()]
+        return True
 
     async def aflush(self, timeout: float = 5.0) -> bool:
         """Like :meth:`flush`, awaited on the caller's event loop without blocking it."""
@@ -212,11 +224,16 @@ class ExportWorker:
         marker = FlushMarker(done)
         if not self.queue.put_control(marker):
             return False
+        deadline = time.monotonic() + max(0.0, timeout)
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, timeout))
-            return not marker.aborted
         except asyncio.TimeoutError:
             return False
+        while any(not counted.is_set() for counted in self._uncounted):  # rare: poll
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return not marker.aborted
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Flush, stop the export thread and close every exporter, within ``timeout``.
@@ -283,7 +300,16 @@ class ExportWorker:
         fresh.replaces(old)  # counts made on old from now on (the job below) count too
         # The thread may be slow rather than stuck, in the middle of routing or booking:
         # what it left is counted by it as it lets go of its books, or now if it holds none.
-        counted_now = session.books.leave(lambda: self._count_abandoned(session, old), wait=0.05)
+        counted = threading.Event()
+
+        def count() -> None:
+            try:
+                self._count_abandoned(session, old)
+            finally:
+                counted.set()
+
+        if not session.books.leave(count, wait=0.05):
+            self._uncounted.append(counted)  # flush() waits for it
         for lane in list(session.lanes.values()):
             if lane.calling:  # the thread is stuck in this exporter's own synchronous code:
                 # never call into it again while that call hangs
@@ -291,11 +317,6 @@ class ExportWorker:
         thread.name = ABANDONED_THREAD_NAME  # the one live export thread keeps THREAD_NAME
         self._session = None
         self._thread = None
-        if not counted_now:
-            log.warning(
-                "tracemux: export thread did not stop in time; it counts what it could not"
-                " deliver as it ends"
-            )
 
     def _count_abandoned(self, session: Session, old: SpanQueue) -> None:
         """Count what an abandoned session left: its lanes' records (unless it counted them
@@ -521,6 +542,7 @@ class ExportWorker:
             (self._session, self.queue, list(self._live_lanes.values()), self._abandoned)
         )
         self._abandoned = []
+        self._uncounted = []  # the parent's threads: none of them runs here
         self._lock = threading.RLock()
         self._starting = False
         self._stuck = {}
