@@ -28,6 +28,8 @@ import json, multiprocessing, os, signal, sys, threading, time
 import tracemux
 from tracemux.destinations import SQLiteStore
 
+import faulthandler
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung child shows its stacks
 db, forks, spans, deadline = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 svc = tracemux.TracingService([SQLiteStore(db)])
 stop = threading.Event()
@@ -76,6 +78,10 @@ def reap(block):
                 code = key.exitcode
             took = time.monotonic() - started
             if code is None and took > deadline:
+                sys.stderr.write(f"child {i} hung; its threads:\\n")
+                sys.stderr.flush()
+                os.kill(key if isinstance(key, int) else key.pid, signal.SIGUSR1)
+                time.sleep(1)
                 os.kill(key if isinstance(key, int) else key.pid, signal.SIGKILL)
                 code = "hung"
                 if not isinstance(key, int):
@@ -137,7 +143,7 @@ def test_100_forks_under_full_speed_recording(tmp_path: Path) -> None:
     results = {int(k): v for k, v in report["results"].items()}
     assert len(results) == FORKS
     hung = {i: r for i, r in results.items() if r[0] == "hung"}
-    assert not hung, f"children hung: {hung}"
+    assert not hung, f"children hung: {hung}\n{proc.stderr[-8000:]}"
     failed = {i: r for i, r in results.items() if r[0] != 0}
     assert not failed, f"children failed: {failed}\n{proc.stderr[-6000:]}"
     assert report["flushed"]
