@@ -74,10 +74,10 @@ class SpanQueue:
             if self._count < self.max_spans and self._bytes + nbytes <= self.max_bytes:
                 self._count += 1  # (+= in place: a signal handler's nested put is not lost)
                 self._bytes += nbytes
+                if item.is_span:  # counted first: a signal handler may run in append
+                    self.accepted += 1
                 items = self._items
                 items.append(item)
-                if item.is_span:
-                    self.accepted += 1
                 if len(items) != self.wake_at:
                     return True
                 reason = None  # a batch is ready: wake the consumer, outside the lock
