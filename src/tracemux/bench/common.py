@@ -424,3 +424,22 @@ def run_langfuse2(
         timeout=timeout,
         env=bench_env(env_extra),
     )
+
+
+def span_loops(run: Any) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """The hot path's two cases on ``run``: n plain spans, n LLM spans with usage."""
+
+    def span_loop(n: int) -> None:
+        span = run.span
+        for _ in range(n):
+            with span("step", kind="tool", inputs=INPUTS) as s:
+                s.set_outputs(OUTPUTS)
+
+    def llm_loop(n: int) -> None:
+        span = run.span
+        for _ in range(n):
+            with span("chat", kind="llm", inputs=MESSAGES) as s:
+                s.set_outputs(REPLY)
+                s.set_usage(model=MODEL, input_tokens=USAGE_IN, output_tokens=USAGE_OUT)
+
+    return span_loop, llm_loop

@@ -46,6 +46,7 @@ from tracemux.bench.common import (
     quiet_loggers,
     run_child,
     run_langfuse2,
+    span_loops,
     summarize,
 )
 from tracemux.bench.report import (
@@ -109,20 +110,7 @@ def tracemux_cases() -> list[Case]:
 
     svc = TracingService([Discard("bench")])
     run = svc.trace_run("bench run")
-    inputs, outputs, messages, reply = INPUTS, OUTPUTS, MESSAGES, REPLY
-
-    def span_loop(n: int) -> None:
-        span = run.span
-        for _ in range(n):
-            with span("step", kind="tool", inputs=inputs) as s:
-                s.set_outputs(outputs)
-
-    def llm_loop(n: int) -> None:
-        span = run.span
-        for _ in range(n):
-            with span("chat", kind="llm", inputs=messages) as s:
-                s.set_outputs(reply)
-                s.set_usage(model=MODEL, input_tokens=USAGE_IN, output_tokens=USAGE_OUT)
+    span_loop, llm_loop = span_loops(run)
 
     def drain() -> None:
         svc.flush(60)

@@ -39,14 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-INPUTS: dict[str, Any] = {"question": "What is retrieval augmented generation?", "k": 3}
-OUTPUTS: dict[str, Any] = {"answer": "Retrieval augmented generation.", "docs": 3}
-MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is retrieval augmented generation?"},
-]
-REPLY = {"role": "assistant", "content": "Retrieval augmented generation."}
-MODEL = "gpt-4o-mini"
+from tracemux.bench.common import span_loops
 
 
 def _export_cpu_ns() -> int:
@@ -92,32 +85,15 @@ def _floor() -> _Case:
     return _Case("floor", loop, drain)
 
 
-def _loops(run: Any) -> tuple[Callable[[int], None], Callable[[int], None]]:
-    def span_loop(n: int) -> None:
-        span = run.span
-        for _ in range(n):
-            with span("step", kind="tool", inputs=INPUTS) as s:
-                s.set_outputs(OUTPUTS)
-
-    def llm_loop(n: int) -> None:
-        span = run.span
-        for _ in range(n):
-            with span("chat", kind="llm", inputs=MESSAGES) as s:
-                s.set_outputs(REPLY)
-                s.set_usage(model=MODEL, input_tokens=12, output_tokens=30)
-
-    return span_loop, llm_loop
-
-
 def _cases(tmp: Path) -> list[_Case]:
     from tracemux import TracingService
     from tracemux.config import store_from_env
     from tracemux.destinations import Discard
 
     svc = TracingService([Discard("bench")])
-    span_d, llm_d = _loops(svc.trace_run("bench run"))
+    span_d, llm_d = span_loops(svc.trace_run("bench run"))
     sq = TracingService([store_from_env({}, path=str(tmp / "hotpath.db"))])
-    span_s, llm_s = _loops(sq.trace_run("bench run"))
+    span_s, llm_s = span_loops(sq.trace_run("bench run"))
     held: list[Any] = []
 
     def drain() -> None:
