@@ -118,6 +118,11 @@ def test_ordinary_keys_are_left_alone(key):
         "basic dXNlcjpwYXNzd29yZA==",
         "ghp_0123456789abcdefghij",
         "AKIAIOSFODNN7EXAMPLE",
+        # tokens made only of letters (token_urlsafe can draw one): a case change or length
+        "Bearer zNzSRRTrgjVLbgSoRbtLSUujAJpGhxjn",
+        "Bearer abcdefghijklmnopqrstuvwxyz",
+        "Bearer ABCDEFGHIJKLMNOPQRSTUVWX",
+        "Bearer abcdEfgh",
     ],
 )
 def test_credential_shaped_values_are_masked_inside_text(value):
@@ -132,6 +137,8 @@ def test_credential_shaped_values_are_masked_inside_text(value):
         "the Basic Prompting flow.",
         "Bearer tokens are opaque strings",
         "basic arithmetic",
+        "Bearer Authentication is described in RFC 6750",
+        "the Bearer Authorization header",
     ],
 )
 def test_auth_scheme_words_in_prose_are_not_masked(text):
