@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -246,3 +247,53 @@ def test_values_and_logs_read_back_as_recorded(service, store):
     ]
     assert all(isinstance(lg["time_ns"], int) for lg in chat.logs)
     assert spans["values"].logs == [] and spans["values"].parent_id is None
+
+
+def test_a_long_write_gives_way_to_fork_and_is_done_again_after(tmp_path):
+    """A fork() while another thread is inside a long write transaction does not wait for
+    it (it could last seconds under busy threads) nor fork mid-transaction (the child could
+    never write): the transaction is rolled back, the fork happens, the write is redone.
+    """
+    from tracemux import TracingService
+    from tracemux.destinations import sqlite as sqlite_store
+
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    writer = store.open()  # creates the schema
+    started, attempts = threading.Event(), []
+
+    def slow_write(conn):  # 20 statements, 0.1 s apart: 2 s inside the transaction
+        attempts.append(1)
+        started.set()
+        for i in range(20):
+            conn.execute(
+                "INSERT INTO stats_models (grain, t, project, flow, model, n, input_tokens,"
+                " output_tokens) VALUES ('h', ?, '', '', 'slow-model', 1, 2, 3)",
+                (i,),
+            )
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sqlite_store._write_in_turns, args=(writer.conn, slow_write))
+    thread.start()
+    started.wait(5)
+    time.sleep(0.3)  # mid-transaction
+    pid = os.fork()
+    if pid == 0:  # the child writes to the same store at once
+        code = 1
+        try:
+            svc = TracingService([SQLiteStore(path)])
+            svc.trace_run("child").end()
+            code = 0 if svc.flush(10) else 2
+        finally:
+            os._exit(code)
+    forked_mid_write = thread.is_alive()
+    _, status = os.waitpid(pid, 0)
+    thread.join(20)
+    writer.close()
+    assert forked_mid_write  # fork() did not wait for the transaction to end
+    assert os.waitstatus_to_exitcode(status) == 0  # the child's span is stored
+    assert [r.name for r in store.runs()] == ["child"]
+    assert len(attempts) == 2  # rolled back for the fork, then done again whole
+    count = "SELECT COUNT(*) FROM stats_models WHERE model = 'slow-model'"
+    rows = sqlite3.connect(path).execute(count).fetchone()[0]
+    assert rows == 20

@@ -19,10 +19,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 import platformdirs
@@ -31,6 +31,7 @@ from tracemux.destinations.base import Destination, ExportError
 from tracemux.model import Record, RunInfo, RunStart, SpanRecord, format_span_id
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 7
 
@@ -221,6 +222,11 @@ class _ForkGuard:
             time.sleep(0.001)
         self._lock.acquire()
 
+    @property
+    def fork_pending(self) -> bool:
+        """Whether a fork() waits for the guard: a long holder should give way."""
+        return self._fork_pending
+
     def release(self) -> None:
         self._lock.release()
 
@@ -308,9 +314,52 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+class _GiveWay(Exception):
+    """Raised inside a write transaction when a fork() is waiting for the fork guard."""
+
+
+class _YieldingConnection:
+    """A connection inside a write transaction that gives way to a pending fork().
+
+    A transaction holds the fork guard from BEGIN to COMMIT: the child must not inherit
+    SQLite's record of a write lock that none of its threads will ever release. Under busy
+    application threads, each statement may wait milliseconds for the GIL, and a batch's
+    transaction can last seconds: longer than fork() may wait. So before each statement
+    this checks whether a fork() waits; if one does, the transaction is rolled back (in
+    this process: nothing is lost), the guard handed over, and the write done again after
+    the fork (see :func:`_write_in_turns`).
+    """
+
+    __slots__ = ("_conn", "_guard")
+
+    def __init__(self, conn: sqlite3.Connection, guard: _ForkGuard) -> None:
+        self._conn = conn
+        self._guard = guard
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        if self._guard.fork_pending:
+            raise _GiveWay
+        return self._conn.execute(sql, parameters)
+
+
+def _write_in_turns(conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], _T]) -> _T:
+    """``write(conn)`` in a write transaction that gives way to every fork() that comes
+    while it runs (rolled back, then run again once the fork is done)."""
+    while True:
+        try:
+            with _write_transaction(conn, yielding=True) as tx:
+                return write(tx)
+        except _GiveWay:
+            continue  # rolled back; the guard waits for the fork before the next BEGIN
+
+
 @contextlib.contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the fork guard, rolled back on error."""
+def _write_transaction(
+    conn: sqlite3.Connection, *, yielding: bool = False
+) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the fork guard, rolled back on error.
+    Yields the connection to write with: ``yielding`` makes it raise :class:`_GiveWay`
+    when a fork() is waiting (use :func:`_write_in_turns`)."""
     deadline = time.monotonic() + _LOCK_PATIENCE
     while True:
         guard = _fork_guard
@@ -324,7 +373,7 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
                 raise
         # another process is writing: try again (SQLite's busy handler did the waiting)
     try:
-        yield
+        yield _YieldingConnection(conn, guard) if yielding else conn  # type: ignore[misc]
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -1342,7 +1391,18 @@ def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
         _write_stats(conn, rows, runs, limit)
 
 
-def _delete_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> int:
+def _prune_runs(conn: sqlite3.Connection, *, run_ids: Sequence[str], cutoff: int) -> None:
+    """Delete these runs and the dashboard's figures older than ``cutoff`` (inside a write
+    transaction)."""
+    _delete_runs(conn, run_ids=run_ids)
+    for table in ("stats_spans", "stats_models"):
+        conn.execute(
+            f"DELETE FROM {table} WHERE (grain = 'h' AND t < ?) OR (grain = 'd' AND t < ?)",
+            (cutoff // HOUR_NS, cutoff // DAY_NS),
+        )
+
+
+def _delete_runs(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> int:
     """Delete runs with their spans and search text (inside a write transaction)."""
     deleted = 0
     for start in range(0, len(run_ids), 500):
@@ -1610,8 +1670,7 @@ class _SQLiteExporter:
         rows = store_rows(batch)
         conn = self.conn
         try:
-            with _write_transaction(conn):
-                self._write(conn, rows)
+            _write_in_turns(conn, functools.partial(self._write, rows=rows))
         except sqlite3.Error as exc:  # _write_transaction rolled back
             # disk full, read-only, locked: keep the batch and try again later
             raise ExportError(f"sqlite write failed: {exc}", retryable=True) from None
@@ -1620,7 +1679,7 @@ class _SQLiteExporter:
             self._last_prune = now
             self.prune()
 
-    def _write(self, conn: sqlite3.Connection, rows: StoreRows) -> None:
+    def _write(self, conn: sqlite3.Connection, *, rows: StoreRows) -> None:
         limit = self._max_variables
         if rows.started:
             _insert_rows(conn, _RUN_STARTED, rows.started, limit)
@@ -1634,20 +1693,21 @@ class _SQLiteExporter:
         """Write whole runs and spans (see :meth:`SQLiteStore.import_runs`)."""
         run_rows = [_stored_run_row(r) for r in runs]
         span_rows = [_stored_span_row(s) for s in spans]
-        conn = self.conn
         limit = self._max_variables
-        with _write_transaction(conn):
-            _delete_runs(conn, [r.run_id for r in runs])
+        flows = {r.run_id: (r.name, r.project) for r in runs}
+
+        def write(conn: sqlite3.Connection) -> None:
+            _delete_runs(conn, run_ids=[r.run_id for r in runs])
             _insert_rows(conn, _RUN_ROWS, run_rows, limit)
             _insert_spans(conn, span_rows, limit)
-            _write_stats(conn, span_rows, {r.run_id: (r.name, r.project) for r in runs}, limit)
+            _write_stats(conn, span_rows, flows, limit)
+
+        _write_in_turns(self.conn, write)
         return len(runs)
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, their spans and their search text. Returns how many."""
-        conn = self.conn
-        with _write_transaction(conn):
-            return _delete_runs(conn, run_ids)
+        return _write_in_turns(self.conn, functools.partial(_delete_runs, run_ids=run_ids))
 
     def prune(self) -> int:
         """Delete runs beyond ``max_runs`` or older than ``max_age_days``. Returns how many."""
@@ -1664,14 +1724,8 @@ class _SQLiteExporter:
                 ).fetchall()
             if not old:
                 return 0
-            with _write_transaction(conn):
-                _delete_runs(conn, [row[0] for row in old])
-                for table in ("stats_spans", "stats_models"):
-                    conn.execute(
-                        f"DELETE FROM {table} WHERE (grain = 'h' AND t < ?) OR"
-                        " (grain = 'd' AND t < ?)",
-                        (cutoff // HOUR_NS, cutoff // DAY_NS),
-                    )
+            ids = [row[0] for row in old]
+            _write_in_turns(conn, functools.partial(_prune_runs, run_ids=ids, cutoff=cutoff))
             log.debug("tracemux: pruned %d runs from %s", len(old), store.path)
             return len(old)
         except sqlite3.Error as exc:  # _write_transaction rolled back
