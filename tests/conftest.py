@@ -16,6 +16,7 @@ from tracemux import TracingService
 from tracemux.destinations import SQLiteStore
 from tracemux.destinations.base import Destination
 from tracemux.model import Record
+from tracemux.pipeline.worker import PipelineSettings, shared_worker
 
 
 @pytest.fixture
@@ -43,6 +44,21 @@ def make_service() -> Iterator[Callable[..., TracingService]]:
 def service(make_service: Callable[..., TracingService], store: SQLiteStore) -> TracingService:
     """A service writing to the test's own store."""
     return make_service([store])
+
+
+@pytest.fixture
+def pipeline_settings() -> Iterator[Any]:
+    """Apply pipeline limits to the shared worker for one test; the defaults come back after."""
+    worker = shared_worker()
+    before = worker.settings
+
+    def configure(**limits: Any) -> PipelineSettings:
+        settings = PipelineSettings(**limits)
+        worker.configure(settings)
+        return settings
+
+    yield configure
+    worker.configure(before)
 
 
 # -- test destinations ------------------------------------------------------------------

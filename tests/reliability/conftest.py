@@ -116,20 +116,3 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
-
-
-@pytest.fixture
-def pipeline_settings() -> Iterator[Any]:
-    """Apply pipeline limits to the shared worker for one test; the defaults come back after."""
-    from tracemux.pipeline.worker import PipelineSettings, shared_worker
-
-    worker = shared_worker()
-    before = worker.settings
-
-    def configure(**limits: Any) -> PipelineSettings:
-        settings = PipelineSettings(**limits)
-        worker.configure(settings)
-        return settings
-
-    yield configure
-    worker.configure(before)

@@ -400,6 +400,20 @@ class Lane:
         if self.on_late is not None:
             self.on_late(self, spans if delivered else 0, 0 if delivered else spans)
 
+    def shed(self, n: int) -> int:
+        """Give up the ``n`` oldest buffered records, counted as ``destination_buffer_full``
+        (to make room in the pipeline's bound for the other destinations). Nothing is shed
+        while an export is running: its batch is the front of the buffer. Returns the
+        records given up."""
+        if self.task is not None or self.calling or n <= 0:
+            return 0
+        n = min(n, len(self._buffer))
+        self._count_drop(
+            DROP_BUFFER_FULL, sum(1 for r in itertools.islice(self._buffer, n) if r.is_span)
+        )
+        self._pop(n)
+        return n
+
     def drop_all(self, reason: str, *, count: bool = True) -> int:
         """Give up everything still buffered (shutdown, eviction). Returns spans dropped.
 

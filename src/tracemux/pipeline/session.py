@@ -42,6 +42,9 @@ _warn = rate_limited(log)
 #: application thread keeps it for a whole switch interval (5 ms) before it comes back:
 #: a pass must carry enough records to keep up with the application at full speed.
 DRAIN_CHUNK = 4096
+#: eighths of the pipeline's bound above which the destinations far behind shed records
+SHED_ABOVE = 7
+SHED_AT_LEAST = 256  # records a destination gives up at a time when it sheds
 
 _RUN = operator.attrgetter("run")
 _NBYTES = operator.attrgetter("nbytes")
@@ -194,6 +197,7 @@ class Session:
             if self.abandoned:  # a shutdown gave up on this thread and counted what is left
                 break
             self._drain()
+            self._shed_backlog()
             if self.stop is None and len(self.queue):  # a backlog: another pass soon
                 event.set()
             now = time.monotonic()
@@ -219,6 +223,29 @@ class Session:
             # thread's
             if not self.abandoned and self.stop is None:
                 self._route_pass(limit)
+
+    def _shed_backlog(self) -> None:
+        """Near the pipeline's bound, the destinations far behind give up their oldest
+        records (counted as ``destination_buffer_full``), so that the others keep getting
+        every span. One destination may hold 3/4 of the bound; two that are down at once
+        (each backing off, holding different records) could together fill it, and then new
+        spans were dropped for every destination, the healthy local store too."""
+        queue = self.queue
+        max_count = queue.max_spans * SHED_ABOVE // 8
+        max_bytes = queue.max_bytes * SHED_ABOVE // 8
+        behind = max(1, queue.max_spans // 4)  # a backlog no healthy destination has
+        count, nbytes = queue.in_flight
+        while count > max_count or nbytes > max_bytes:
+            lanes = [x for x in self.lanes.values() if x.pending >= behind and not x.busy]
+            if not lanes:
+                return
+            excess = count - max_count
+            if nbytes > max_bytes:
+                excess = max(excess, (nbytes - max_bytes) * count // max(1, nbytes))
+            shed = sum(lane.shed(max(excess, SHED_AT_LEAST)) for lane in lanes)
+            if not shed:
+                return
+            count, nbytes = queue.in_flight
 
     def _route_pass(self, limit: int) -> None:
         items = self.queue.take(limit)
