@@ -1658,8 +1658,7 @@ class _SQLiteExporter:
             if version != SCHEMA_VERSION:
                 with _fork_guard:
                     conn.execute("PRAGMA journal_mode = WAL")
-                with _write_transaction(conn):
-                    _migrate(conn, version)
+                _write_in_turns(conn, functools.partial(_migrate, version=version))
         except BaseException:
             with _fork_guard:
                 _close(conn)

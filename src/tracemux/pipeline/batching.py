@@ -182,6 +182,11 @@ class Lane:
     def busy(self) -> bool:
         return self.task is not None
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last export failed and this lane backs off before the next try."""
+        return self._attempt > 0
+
     # -- exporting ----------------------------------------------------------------------
 
     def poke(self, now: float, *, urgent: bool = False) -> None:

@@ -225,9 +225,10 @@ class Session:
                 self._route_pass(limit)
 
     def _shed_backlog(self) -> None:
-        """Near the pipeline's bound, the destinations far behind give up their oldest
-        records (counted as ``destination_buffer_full``), so that the others keep getting
-        every span. One destination may hold 3/4 of the bound; two that are down at once
+        """Near the pipeline's bound, the destinations that fail and are far behind give up
+        their oldest records (counted as ``destination_buffer_full``), so that the others
+        keep getting every span (one that is only slow keeps its backlog: shedding it would
+        help no one). One destination may hold 3/4 of the bound; two that are down at once
         (each backing off, holding different records) could together fill it, and then new
         spans were dropped for every destination, the healthy local store too."""
         queue = self.queue
@@ -236,7 +237,9 @@ class Session:
         behind = max(1, queue.max_spans // 4)  # a backlog no healthy destination has
         count, nbytes = queue.in_flight
         while count > max_count or nbytes > max_bytes:
-            lanes = [x for x in self.lanes.values() if x.pending >= behind and not x.busy]
+            lanes = [
+                x for x in self.lanes.values() if x.failing and x.pending >= behind and not x.busy
+            ]
             if not lanes:
                 return
             excess = count - max_count
