@@ -282,11 +282,12 @@ class KnownRuns:
     components: dict[str, list[tuple[int, bool]]]
 
 
-def import_known_runs(store: SQLiteStore, now_ns: int) -> KnownRuns:
+def import_known_runs(store: SQLiteStore, now_ns: int, *, one_by_one: bool = False) -> KnownRuns:
     """Write runs of chosen times, durations, failures and tokens (imported, so that every
     number is known): flow "alpha", 20 runs 10 minutes apart, each a Fetch tool (failing
     in 2 runs) and an LLM call of 100 + 50 tokens; flow "beta", 5 runs 25 minutes apart
-    with a slow step, the first failing as a whole. Project "known"."""
+    with a slow step, the first failing as a whole. Project "known". ``one_by_one``: a
+    write per run, as the export thread's batches would."""
     from tracemux.destinations.sqlite import StoredRun, StoredSpan
 
     runs: list[StoredRun] = []
@@ -336,5 +337,9 @@ def import_known_runs(store: SQLiteStore, now_ns: int) -> KnownRuns:
     for k in range(5):
         slow = ("Slow step", "tool", 1800 * MS, False)
         add("beta", k, now_ns - (k + 1) * 25 * MINUTE_NS, 2000 * MS, [slow], k == 0)
-    store.import_runs(runs, spans)
+    if not one_by_one:
+        store.import_runs(runs, spans)
+        return known
+    for run in runs:  # each in its own transaction: its figures merge into the stored ones
+        store.import_runs([run], [s for s in spans if s.run_id == run.run_id])
     return known

@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.ui.conftest import (
 )
 from tracemux.cost import PriceTable, fmt_usd
 from tracemux.destinations import SQLiteStore
+from tracemux.destinations.sqlite import DAY_NS
 from tracemux.ui import UIServer
 from tracemux.ui.dashboard import RANGES, percentile
 
@@ -191,3 +193,19 @@ def test_an_upgraded_store_has_its_past_runs_on_the_dashboard(make_service, tmp_
     assert components["Flaky"]["max_ms"] == pytest.approx(flaky.duration_ms)
     assert data["models"][0]["model"] == "gpt-4o-mini"
     assert (data["models"][0]["input_tokens"], data["models"][0]["output_tokens"]) == (100, 50)
+
+
+def test_figures_written_run_by_run_are_those_written_at_once(tmp_path: Path) -> None:
+    """The dashboard's figures of a key written in many transactions (merged into the stored
+    row: counts, failures, slowest run, a failed run, latency histogram) equal those of one
+    transaction."""
+    now = time.time_ns()
+    at_once, one_by_one = SQLiteStore(tmp_path / "a.db"), SQLiteStore(tmp_path / "b.db")
+    import_known_runs(at_once, now)
+    import_known_runs(one_by_one, now, one_by_one=True)
+    for step in (HOUR_NS, DAY_NS):
+        expected = at_once.dashboard_data(now - 2 * DAY_NS, now + HOUR_NS, step)
+        got = one_by_one.dashboard_data(now - 2 * DAY_NS, now + HOUR_NS, step)
+        assert sorted(got.figures) == sorted(expected.figures)
+        assert got.models == expected.models and got.runs == expected.runs
+    assert len(expected.figures) >= 5

@@ -1123,10 +1123,25 @@ _STATS_SCHEMA = (
         output_tokens INTEGER NOT NULL,
         PRIMARY KEY (grain, t, project, flow, model)) WITHOUT ROWID""",
 )
+# A key already stored is merged in SQL: one statement per batch, where reading the stored
+# rows back took one statement per key (each gives the GIL away, for milliseconds when the
+# application's threads are busy). The SET expressions see the stored row's old values.
 _STATS_SPANS = (
-    "INSERT OR REPLACE INTO stats_spans (grain, t, project, flow, name, kind, n, errors,"
+    "INSERT INTO stats_spans (grain, t, project, flow, name, kind, n, errors,"
     " max_ns, slowest_run, failed_run, hist)",
-    "",
+    """ON CONFLICT DO UPDATE SET n = n + excluded.n, errors = errors + excluded.errors,
+    max_ns = max(max_ns, excluded.max_ns),
+    slowest_run = CASE WHEN max_ns >= excluded.max_ns THEN slowest_run
+                       ELSE excluded.slowest_run END,
+    failed_run = COALESCE(excluded.failed_run, failed_run),
+    hist = (SELECT json_group_array(json_array(bucket, n)) FROM (
+        SELECT bucket, SUM(n) AS n FROM (
+            SELECT json_extract(value, '$[0]') AS bucket, json_extract(value, '$[1]') AS n
+            FROM json_each(stats_spans.hist)
+            UNION ALL
+            SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+            FROM json_each(excluded.hist))
+        GROUP BY bucket ORDER BY bucket))""",
     12,
 )
 _STATS_MODELS = (
@@ -1337,44 +1352,14 @@ def _write_stats(
     limit: int,
 ) -> None:
     """Add spans (rows of the spans table) to the dashboard's figures: aggregated here,
-    merged with the stored rows of the same keys (read and written in this transaction)."""
+    merged into the stored rows of the same keys by the upserts."""
     figures, models = aggregate_stats(spans, runs)
-    _merge_stored_figures(conn, figures)
     rows = [
         (*key, n, errors, max_ns, slowest, failed, orjson.dumps(sorted(hist.items())).decode())
         for key, (n, errors, max_ns, slowest, failed, hist) in figures.items()
     ]
     _insert_rows(conn, _STATS_SPANS, rows, limit)
     _insert_rows(conn, _STATS_MODELS, [(*k, *v) for k, v in models.items()], limit)
-
-
-def _merge_stored_figures(
-    conn: sqlite3.Connection, figures: dict[tuple[Any, ...], list[Any]]
-) -> None:
-    # one primary-key lookup per key: a row-value IN (VALUES ...) list is not planned as
-    # index lookups, and scanned the whole table per batch (quadratic as the table grows)
-    select = conn.execute
-    stored = [
-        row
-        for key in figures
-        for row in select(
-            "SELECT grain, t, project, flow, name, kind, n, errors, max_ns, slowest_run,"
-            " failed_run, hist FROM stats_spans WHERE grain = ? AND t = ? AND project = ?"
-            " AND flow = ? AND name = ? AND kind = ?",
-            key,
-        )
-    ]
-    for row in stored:
-        entry = figures[row[:6]]
-        entry[0] += row[6]
-        entry[1] += row[7]
-        if row[8] >= entry[2]:
-            entry[2], entry[3] = row[8], row[9]
-        if entry[4] is None:
-            entry[4] = row[10]
-        hist = entry[5]
-        for bucket, count in orjson.loads(row[11]):
-            hist[bucket] = hist.get(bucket, 0) + count
 
 
 def _backfill_stats(conn: sqlite3.Connection, limit: int) -> None:
