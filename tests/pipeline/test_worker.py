@@ -373,3 +373,33 @@ def test_the_exported_total_never_goes_down_when_old_counters_are_let_go(make_se
         assert svc.stats()["exported"] - before == runs
     finally:
         worker.configure(before_settings)
+
+
+def test_the_store_gets_spans_while_a_thread_records_without_pause(make_service, store):
+    """The export thread must get the GIL while the application records flat out. It did
+    not: each run id read os.urandom, which gives the GIL away and takes it back at once,
+    resetting the switch timer the export thread waits on; nothing was stored for as long
+    as the thread recorded (seconds; the queue filled and every new span was dropped)."""
+    svc = make_service([store])
+    with svc.trace_run("warm-up") as run:
+        run.span("step").end()
+    assert svc.flush(30)
+    before = svc.stats()["destinations"][store.describe()]["exported"]
+    stop = threading.Event()
+
+    def record() -> None:
+        while not stop.is_set():
+            with svc.trace_run("flow", inputs={"q": "question"}) as run:
+                for _ in range(10):
+                    with run.span("step", kind="tool", inputs={"q": "x"}) as s:
+                        s.set_outputs({"a": "answer"})
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    try:
+        time.sleep(3)
+        during = svc.stats()["destinations"][store.describe()]["exported"] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert during > 0
