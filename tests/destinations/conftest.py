@@ -315,23 +315,6 @@ def make_capture() -> Iterator[Callable[[], CaptureServer]]:
         s.stop()
 
 
-@pytest.fixture
-def pipeline() -> Iterator[Callable[..., Any]]:
-    """Apply pipeline limits to the shared worker for one test; defaults come back after."""
-    from tracemux.pipeline.worker import PipelineSettings, shared_worker
-
-    worker = shared_worker()
-    before = worker.settings
-
-    def configure(**limits: Any) -> PipelineSettings:
-        settings = PipelineSettings(**limits)
-        worker.configure(settings)
-        return settings
-
-    yield configure
-    worker.configure(before)
-
-
 @pytest.fixture(autouse=True)
 def _leave_drop_counters_as_found() -> Iterator[None]:
     """These tests drop spans on purpose (401, 413, full buffers); the pipeline's drop

@@ -79,10 +79,10 @@ def test_401_is_counted_not_retried_and_the_key_is_not_echoed(
     backend: Callable[..., Destination],
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pipeline(flush_interval=5.0)  # every span leaves in one batch, at flush
+    pipeline_settings(flush_interval=5.0)  # every span leaves in one batch, at flush
     # a hostile server that quotes the credentials back in its error
     capture.respond = lambda req: Reply(
         401, {"Content-Type": "application/json"}, f'{{"error":"bad key {KEY}"}}'.encode()
@@ -109,9 +109,9 @@ def test_429_waits_for_retry_after_then_delivers(
     backend: Callable[..., Destination],
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
 ) -> None:
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     calls: list[float] = []
 
     def respond(req: Captured) -> Reply:
@@ -138,9 +138,9 @@ def test_5xx_is_retried_then_delivered(
     status: int,
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
 ) -> None:
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     calls: list[Captured] = []
 
     def respond(req: Captured) -> Reply:
@@ -165,9 +165,9 @@ def test_a_timeout_is_retried_then_delivered(
     backend: Callable[..., Destination],
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
 ) -> None:
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     calls: list[Captured] = []
 
     def respond(req: Captured) -> Reply:

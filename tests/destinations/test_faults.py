@@ -41,9 +41,9 @@ def received_names(server: CaptureServer) -> list[str]:
 
 
 def test_outage_then_recovery_delivers_everything_in_order(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=0.05, max_queue_spans=5000)
+    pipeline_settings(flush_interval=0.05, max_queue_spans=5000)
     svc = make_service([langfuse(capture)])
     before = dict(svc.stats()["dropped"])
     capture.refuse()
@@ -68,9 +68,9 @@ def test_outage_then_recovery_delivers_everything_in_order(
 
 
 def test_beyond_the_buffer_the_drop_count_is_exact(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=0.05, max_queue_spans=100)
+    pipeline_settings(flush_interval=0.05, max_queue_spans=100)
     dest = langfuse(capture)
     svc = make_service([dest])
     svc.shutdown(10)  # new lanes take the new limits
@@ -113,10 +113,10 @@ def test_beyond_the_buffer_the_drop_count_is_exact(
 def test_a_hanging_destination_does_not_delay_the_others(
     make_capture: Callable[[], CaptureServer],
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
     same_host: bool,
 ) -> None:
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     hanging_srv = make_capture()
     healthy_srv = hanging_srv if same_host else make_capture()
     release = threading.Event()
@@ -152,10 +152,10 @@ def test_a_hanging_destination_does_not_delay_the_others(
 def test_401_drops_the_batch_counts_it_and_says_so_once(
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     capture.respond = lambda req: Reply(
         401, {"Content-Type": "application/json"}, b'{"message":"Invalid credentials"}'
     )
@@ -184,9 +184,9 @@ def test_401_drops_the_batch_counts_it_and_says_so_once(
 
 
 def test_413_splits_the_batch_until_it_fits(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=5.0)  # all spans leave in one batch, at flush
+    pipeline_settings(flush_interval=5.0)  # all spans leave in one batch, at flush
     capture.respond = lambda req: (
         Reply(413, {}, b"too big") if span_count(req) > 3 else CaptureServer.default_reply(req)
     )
@@ -204,9 +204,9 @@ def test_413_splits_the_batch_until_it_fits(
 
 
 def test_a_single_span_over_the_limit_is_dropped_as_too_large(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     capture.respond = lambda req: Reply(413, {}, b"")
     svc = make_service([langfuse(capture)])
     before = dict(svc.stats()["dropped"])
@@ -218,9 +218,9 @@ def test_a_single_span_over_the_limit_is_dropped_as_too_large(
 
 
 def test_429_waits_for_retry_after(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     calls: list[float] = []
 
     def respond(req: Captured) -> Reply:
@@ -243,9 +243,9 @@ def test_429_waits_for_retry_after(
 
 
 def test_500_then_success_delivers_once(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     calls = []
 
     def respond(req: Captured) -> Reply:

@@ -260,11 +260,11 @@ def test_from_env_follows_langflow() -> None:
 
 
 def test_a_retry_does_not_resend_a_pipeline_already_streamed(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
     from tests.destinations.conftest import Reply
 
-    pipeline(flush_interval=5.0)  # both runs leave in one batch
+    pipeline_settings(flush_interval=5.0)  # both runs leave in one batch
     calls: list[str] = []
 
     def respond(req: Any) -> Reply:
@@ -294,12 +294,12 @@ def test_a_retry_does_not_resend_a_pipeline_already_streamed(
 def test_a_refused_row_reports_the_spans_held_from_earlier_batches(
     capture: CaptureServer,
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from tests.destinations.conftest import Reply
 
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     capture.respond = lambda req: Reply(403, {}, b"")
     svc = make_service(
         [Openlayer(api_key=API_KEY, pipeline_id=PIPELINE, base_url=capture.url + "/v1")]
@@ -319,11 +319,11 @@ def test_a_refused_row_reports_the_spans_held_from_earlier_batches(
 
 
 def test_a_row_over_the_size_limit_is_counted_too_large(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
     from tests.destinations.conftest import Reply
 
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     capture.respond = lambda req: (
         Reply(413, {}, b"") if b"huge" in req.body else CaptureServer.default_reply(req)
     )

@@ -226,11 +226,11 @@ def test_component_spans_arrive(
 
 
 def test_a_retried_batch_writes_the_same_ids(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
     from tests.destinations.conftest import Reply
 
-    pipeline(flush_interval=5.0)
+    pipeline_settings(flush_interval=5.0)
     calls: list[str] = []
 
     def respond(req: Any) -> Reply:

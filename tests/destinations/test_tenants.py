@@ -30,9 +30,9 @@ def credentials(req: Any) -> str:
 
 
 def test_fifty_tenants_each_span_once_under_its_own_keys(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=0.05)
+    pipeline_settings(flush_interval=0.05)
     tenants = [tenant_keys(i) for i in range(50)]
     secrets = {pk: sk for pk, sk in tenants}
     dests = [Langfuse(public_key=pk, secret_key=sk, host=capture.url) for pk, sk in tenants]
@@ -116,9 +116,9 @@ def _thread_names() -> list[str]:
 def test_a_thousand_tenants_four_kinds_one_thread_bounded_state(
     make_capture: Callable[[], CaptureServer],
     make_service: Callable[..., TracingService],
-    pipeline: Callable,
+    pipeline_settings: Callable,
 ) -> None:
-    pipeline(flush_interval=0.05, max_destinations=64, idle_ttl=0.5)
+    pipeline_settings(flush_interval=0.05, max_destinations=64, idle_ttl=0.5)
     servers = [make_capture() for _ in range(4)]
     svc = make_service([])
     svc.shutdown(10)  # start from no export thread
@@ -171,9 +171,9 @@ def test_a_thousand_tenants_four_kinds_one_thread_bounded_state(
 
 
 def test_eviction_never_loses_buffered_spans(
-    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline: Callable
+    capture: CaptureServer, make_service: Callable[..., TracingService], pipeline_settings: Callable
 ) -> None:
-    pipeline(flush_interval=5.0, max_destinations=4)  # spans wait in their lanes
+    pipeline_settings(flush_interval=5.0, max_destinations=4)  # spans wait in their lanes
     svc = make_service([])
     dests = [OTLP(endpoint=capture.url, headers={"x-tenant": f"t{i}"}) for i in range(40)]
     for i, dest in enumerate(dests):
