@@ -341,7 +341,7 @@ def render(result: dict[str, Any], out_dir: Path) -> Section:
         " per second of producing alone. CPU µs per span: the whole process's CPU time"
         " (recording and export) and the export thread's alone (from /proc), per span"
         " recorded. Default pipeline settings (queue 100,000 spans / 64 MB; a destination"
-        " buffers at most half of that).",
+        " buffers at most 3/4 of that).",
         "",
         md_table(
             [
