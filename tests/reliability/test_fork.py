@@ -143,8 +143,9 @@ def test_100_forks_under_full_speed_recording(tmp_path: Path) -> None:
     results = {int(k): v for k, v in report["results"].items()}
     assert len(results) == FORKS
     hung = {i: r for i, r in results.items() if r[0] == "hung"}
+    unguarded = proc.stderr.count("forking during a long SQLite call")
     stacks = proc.stderr[proc.stderr.find(" hung; its threads") :][:6000]
-    assert not hung, f"children hung: {hung}\n{stacks}"
+    assert not hung, f"children hung: {hung}; unguarded forks: {unguarded}\n{stacks}"
     failed = {i: r for i, r in results.items() if r[0] != 0}
     assert not failed, f"children failed: {failed}\n{proc.stderr[-6000:]}"
     assert report["flushed"]
