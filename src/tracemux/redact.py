@@ -52,10 +52,12 @@ SECRET_VALUE_PATTERN = (
     r"|\bAKIA[0-9A-Z]{16}"
     r"|\bAIza[0-9A-Za-z_\-]{35}"  # a Google API key (often in a ?key= query)
     # an auth scheme followed by a credential, not by a word: the credential has a digit
-    # or punctuation in it, or a lower-to-upper case change, or 20 letters in a row
-    # ("Basic Prompting" stays; "Basic dXNlcjpwYXNz4==" and "Bearer zNzSRRTrgjVL..." go)
+    # or punctuation in it, or two lower-to-upper case changes, or 20 letters with a
+    # capital past the first ("Basic Prompting", "basic JavaScript" and "basic
+    # internationalization" stay; "Basic dXNlcjpwYXNz4==" and "Bearer zNzSRRTrgjVL..." go)
     r"|\b(?i:bearer|basic)\s+"
-    r"(?=[A-Za-z]*(?:[0-9+/=_~\-]|\.[A-Za-z0-9])|[A-Za-z]*[a-z][A-Z]|[A-Za-z]{20})"
+    r"(?=[A-Za-z]*(?:[0-9+/=_~\-]|\.[A-Za-z0-9])|[A-Za-z]*[a-z][A-Z][A-Za-z]*[a-z][A-Z]"
+    r"|(?=[A-Za-z]{20})[A-Za-z][a-z]*[A-Z])"
     r"[A-Za-z0-9._~+/\-]{8,}=*)"
 )
 # A cheap pre-check, run with one Aho-Corasick scan over the lower-cased text: every

@@ -297,3 +297,38 @@ def test_a_long_write_gives_way_to_fork_and_is_done_again_after(tmp_path):
     count = "SELECT COUNT(*) FROM stats_models WHERE model = 'slow-model'"
     rows = sqlite3.connect(path).execute(count).fetchone()[0]
     assert rows == 20
+
+
+def test_forks_coming_faster_than_a_write_do_not_stall_it(tmp_path):
+    """A write gives way to the first forks only: forks every 0.1 s against a 1 s write
+    (a pre-fork pool replacing its workers) must not roll it back forever."""
+    from tracemux.destinations import sqlite as sqlite_store
+
+    writer = SQLiteStore(tmp_path / "t.db").open()
+    attempts: list[int] = []
+
+    def slow_write(conn):
+        attempts.append(1)
+        for i in range(20):
+            conn.execute(
+                "INSERT INTO stats_models (grain, t, project, flow, model, n, input_tokens,"
+                " output_tokens) VALUES ('h', ?, '', '', 'slow-model', 1, 2, 3)",
+                (i,),
+            )
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sqlite_store._write_in_turns, args=(writer.conn, slow_write))
+    thread.start()
+    forks = 0
+    deadline = time.monotonic() + 15
+    while thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forks += 1
+    thread.join(5)
+    writer.close()
+    assert not thread.is_alive(), f"the write never finished: {len(attempts)} attempts"
+    assert len(attempts) == 3 and forks >= 3  # gave way twice, then made the forks wait

@@ -277,6 +277,7 @@ _fork_guard = _ForkGuard()
 _LOCK_TRY = 0.005  # seconds SQLite may wait for a lock in one try (its busy timeout)
 _LOCK_PATIENCE = 10.0  # seconds a write keeps trying before it fails (and is retried later)
 _TURN_GAP = 0.003  # seconds a writer pauses after each commit
+_GIVE_WAY_TURNS = 2  # forks one write transaction gives way to before it makes them wait
 _READ_PATIENCE = 5.0  # seconds a read keeps trying a busy database before it fails
 _ROWS_PER_FETCH = 16  # rows a read fetches per hold of the fork guard
 
@@ -360,16 +361,22 @@ class _YieldingConnection:
             raise _GiveWay
         return self._conn.execute(sql, parameters)
 
+    def __getattr__(self, name: str) -> Any:  # the rest (getlimit...) as the connection's
+        return getattr(self._conn, name)
+
 
 def _write_in_turns(conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], _T]) -> _T:
-    """``write(conn)`` in a write transaction that gives way to every fork() that comes
-    while it runs (rolled back, then run again once the fork is done)."""
+    """``write(conn)`` in a write transaction that gives way to the first forks that come
+    while it runs (rolled back, then run again once the fork is done). After
+    :data:`_GIVE_WAY_TURNS` of them it keeps the guard to the end, and a fork waits for it
+    (at most 5 s): forks coming faster than the transaction lasts must not stall it."""
+    turns = 0
     while True:
         try:
-            with _write_transaction(conn, yielding=True) as tx:
+            with _write_transaction(conn, yielding=turns < _GIVE_WAY_TURNS) as tx:
                 return write(tx)
         except _GiveWay:
-            continue  # rolled back; the guard waits for the fork before the next BEGIN
+            turns += 1  # rolled back; the guard waits for the fork before the next BEGIN
 
 
 @contextlib.contextmanager

@@ -410,7 +410,7 @@ class Lane:
         (to make room in the pipeline's bound for the other destinations). Nothing is shed
         while an export is running: its batch is the front of the buffer. Returns the
         records given up."""
-        if self.task is not None or self.calling or n <= 0:
+        if self.task is not None or self.calling or self.abandoned or n <= 0:
             return 0
         n = min(n, len(self._buffer))
         self._count_drop(

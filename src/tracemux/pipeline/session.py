@@ -231,6 +231,12 @@ class Session:
         help no one). One destination may hold 3/4 of the bound; two that are down at once
         (each backing off, holding different records) could together fill it, and then new
         spans were dropped for every destination, the healthy local store too."""
+        with self.books:  # a shutdown giving up on this thread counts what lanes hold
+            if not self.abandoned and self.stop is None:
+                self._shed_pass()
+        self._check_markers()
+
+    def _shed_pass(self) -> None:
         queue = self.queue
         max_count = queue.max_spans * SHED_ABOVE // 8
         max_bytes = queue.max_bytes * SHED_ABOVE // 8
@@ -245,10 +251,12 @@ class Session:
             excess = count - max_count
             if nbytes > max_bytes:
                 excess = max(excess, (nbytes - max_bytes) * count // max(1, nbytes))
-            shed = sum(lane.shed(max(excess, SHED_AT_LEAST)) for lane in lanes)
-            if not shed:
+            share = max(SHED_AT_LEAST, excess // len(lanes))
+            if not sum(lane.shed(share) for lane in lanes):
                 return
-            count, nbytes = queue.in_flight
+            before, (count, nbytes) = count, queue.in_flight
+            if count >= before:  # what was shed is held by other lanes too: freed nothing
+                return
 
     def _route_pass(self, limit: int) -> None:
         items = self.queue.take(limit)
