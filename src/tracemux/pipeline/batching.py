@@ -348,7 +348,11 @@ class Lane:
         self._attempt = 0
         self._unexpected = 0
         self._batch_limit = self.destination.max_batch
-        self._count_drop(reason, sum(1 for i in range(n) if self._buffer[i].is_span))
+        self._drop_front(n, reason)
+
+    def _drop_front(self, n: int, reason: str) -> None:
+        """Drop the ``n`` oldest buffered records, counting their spans for ``reason``."""
+        self._count_drop(reason, sum(1 for r in itertools.islice(self._buffer, n) if r.is_span))
         self._pop(n)
 
     def _pop(self, n: int) -> None:
@@ -413,10 +417,7 @@ class Lane:
         if self.task is not None or self.calling or self.abandoned or n <= 0:
             return 0
         n = min(n, len(self._buffer))
-        self._count_drop(
-            DROP_BUFFER_FULL, sum(1 for r in itertools.islice(self._buffer, n) if r.is_span)
-        )
-        self._pop(n)
+        self._drop_front(n, DROP_BUFFER_FULL)
         return n
 
     def drop_all(self, reason: str, *, count: bool = True) -> int:

@@ -231,6 +231,10 @@ class Session:
         help no one). One destination may hold 3/4 of the bound; two that are down at once
         (each backing off, holding different records) could together fill it, and then new
         spans were dropped for every destination, the healthy local store too."""
+        queue = self.queue
+        count, nbytes = queue.in_flight
+        if count * 8 <= queue.max_spans * SHED_ABOVE and nbytes * 8 <= queue.max_bytes * SHED_ABOVE:
+            return  # the usual case: far from the bound
         with self.books:  # a shutdown giving up on this thread counts what lanes hold
             if not self.abandoned and self.stop is None:
                 self._shed_pass()
